@@ -1,0 +1,123 @@
+"""The configuration schema: typed dataclasses registered in Hydra's ConfigStore.
+
+Every YAML under conf/ is merged onto one of these nodes, so a misspelt key or a value of
+the wrong type fails when the config is composed, before any model is built. Each config
+group (paradigm, benchmark, order, model, deepspeed, logger) has its own schema node;
+a new paradigm or benchmark adds a dataclass here and a YAML in its group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from cpt_bench.models import TinyRecipe
+
+
+@dataclass
+class SFTParadigm:
+    """Supervised fine-tuning through TRL's SFTTrainer, loss on the completion only."""
+
+    name: str = "sft"
+    learning_rate: float = 3e-4
+    lr_scheduler_type: str = "constant"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    epochs: float = 5.0
+    # per-task epoch overrides, e.g. {geometry3k: 10} as in the paper
+    epochs_per_task: dict[str, float] = field(default_factory=dict)
+    max_steps: int = -1  # > 0 caps the optimizer steps of every stage
+    per_device_batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    max_length: int = 128
+    gradient_checkpointing: bool = False
+    logging_steps: int = 4
+
+
+@dataclass
+class BenchmarkConfig:
+    name: str = MISSING
+    seed: int = 0  # which items are drawn; train and test stay disjoint for every seed
+    train_size: int = 512  # per task
+    test_size: int = 100  # per task
+    tasks: list[str] = MISSING  # the CPT tasks in the benchmark's own order
+    general: list[str] = field(default_factory=list)  # held-out general-ability suite
+
+
+@dataclass
+class OrderConfig:
+    """default = the benchmark's order; reverse; shuffled (by `seed`); or an explicit `tasks`."""
+
+    name: str = "default"
+    tasks: Optional[list[str]] = None  # an explicit list wins over `name`
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    # a local folder or a hub id; null for a model cpt-bench builds itself (`builtin`)
+    path: Optional[str] = None
+    builtin: Optional[str] = None
+    cache_dir: Optional[str] = None  # default: $CPT_BENCH_CACHE or ~/.cache/cpt-bench
+    dtype: str = "auto"  # auto = bf16 on a GPU that supports it, else fp32
+    recipe: TinyRecipe = field(default_factory=TinyRecipe)
+
+
+@dataclass
+class DeepSpeedConfig:
+    name: str = "none"
+    config: Optional[dict[str, Any]] = None  # a DeepSpeed JSON config, passed to the trainer
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"  # wandb | none
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "cpt-bench"
+    entity: Optional[str] = None
+    group: Optional[str] = None  # default: the multirun sweep's name
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 256
+    max_new_tokens: int = 16
+    general: bool = True  # also evaluate the benchmark's general suite
+
+
+@dataclass
+class CheckpointConfig:
+    keep: str = "all"  # all | last: keep every stage's model, or only the latest
+
+
+@dataclass
+class Config:
+    paradigm: Any = MISSING
+    benchmark: Any = MISSING
+    order: OrderConfig = MISSING
+    model: ModelConfig = MISSING
+    deepspeed: DeepSpeedConfig = MISSING
+    logger: LoggerConfig = MISSING
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    seed: int = 0  # training seed (data order, sampling, initialisation of new heads)
+    threads: Optional[int] = None  # torch CPU threads; null = torch's default
+    # a run dir that holds a finished run is never overwritten unless this is true;
+    # an unfinished one is resumed from its last completed stage
+    overwrite: bool = False
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="paradigm", name="sft_schema", node=SFTParadigm)
+    cs.store(group="benchmark", name="benchmark_schema", node=BenchmarkConfig)
+    cs.store(group="order", name="order_schema", node=OrderConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="deepspeed", name="deepspeed_schema", node=DeepSpeedConfig)
+    cs.store(group="logger", name="logger_schema", node=LoggerConfig)

@@ -1,0 +1,68 @@
+"""The accuracy matrix in its two shapes: long rows (files, W&B) and R[t][j] (metrics).
+
+Pure functions; the stage loop appends one `StageEval` per stage and everything written
+about a run is derived from that list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cpt_bench.metrics import compute_metrics
+
+MATRIX_COLUMNS = ["stage", "trained_task", "eval_task", "accuracy", "n"]
+
+
+@dataclass
+class StageEval:
+    stage: int  # 0 = the base model
+    trained_task: str  # "" at stage 0
+    accuracy: dict[str, float]  # eval task -> accuracy in [0, 1]
+    n: dict[str, int]  # eval task -> items evaluated
+
+
+def long_rows(stages: list[StageEval]) -> list[dict]:
+    """One row per (stage, eval task), CPT and general tasks alike, in `MATRIX_COLUMNS` order."""
+    return [
+        {"stage": s.stage, "trained_task": s.trained_task, "eval_task": task,
+         "accuracy": s.accuracy[task], "n": s.n[task]}
+        for s in stages
+        for task in s.accuracy
+    ]
+
+
+def square_matrix(stages: list[StageEval], order: list[str]) -> list[list[float]]:
+    """R[t][j]: accuracy on the j-th task of `order` after stage t (row 0 = base)."""
+    return [[s.accuracy[task] for task in order] for s in stages]
+
+
+def general_series(stages: list[StageEval], general: list[str]) -> dict[str, list[float]]:
+    return {g: [s.accuracy[g] for s in stages] for g in general if all(g in s.accuracy for s in stages)}
+
+
+def run_metrics(stages: list[StageEval], order: list[str], general: list[str]) -> dict | None:
+    """All metrics as of the last completed stage; None before any stage has trained."""
+    if len(stages) < 2:
+        return None
+    return compute_metrics(square_matrix(stages, order), general_series(stages, general) or None)
+
+
+def format_summary(stages: list[StageEval], order: list[str], general: list[str], metrics: dict | None) -> str:
+    """The terminal's closing table: the matrix in percent, then each metric with its sign."""
+    from cpt_bench.metrics import SIGN_CONVENTIONS
+
+    cols = [*order, *[g for g in general if g in stages[0].accuracy]]
+    width = max(8, *(len(c) + 1 for c in cols))
+    head = f"{'stage':<6}{'trained':<{width}}" + "".join(f"{c:>{width}}" for c in cols)
+    lines = ["Accuracy matrix (%; rows = after stage, columns = evaluated task"
+             + ("; general suite on the right)" if len(cols) > len(order) else ")"), head, "-" * len(head)]
+    for s in stages:
+        cells = "".join(f"{100 * s.accuracy[c]:>{width}.1f}" for c in cols)
+        lines.append(f"{s.stage:<6}{(s.trained_task or '(base)'):<{width}}{cells}")
+    if metrics:
+        lines += ["", "Metrics (percentage points; sign convention on the right)"]
+        for key in ["final_avg_acc", "plasticity", "gain", "bwt", "forgetting", "fwt", "general_delta"]:
+            value = metrics.get(key)
+            shown = "n/a" if value is None else f"{100 * value:+.1f}" if key not in ("final_avg_acc", "plasticity") else f"{100 * value:.1f}"
+            lines.append(f"  {key:<15}{shown:>8}   {SIGN_CONVENTIONS[key]}")
+    return "\n".join(lines)

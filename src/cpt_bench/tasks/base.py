@@ -1,0 +1,82 @@
+"""The task protocol: what a benchmark task must provide to the stage loop.
+
+A task turns a seeded random stream into examples (prompt text + reference answer) and
+grades a model response 0/1. Splits are disjoint by construction (see `split_of`), so a
+benchmark seed changes which items are drawn but never leaks a test prompt into training.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+
+class ConfigError(ValueError):
+    """Bad user input, reported as one line before any expensive work."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One item of a task: the prompt the model sees and the answer a grader accepts."""
+
+    task: str
+    prompt: str
+    answer: str
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+class Task(Protocol):
+    name: str
+
+    def train(self) -> list[Example]: ...
+
+    def test(self) -> list[Example]: ...
+
+    def grade(self, response: str, example: Example) -> float: ...
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed that is the same in every process (unlike hash())."""
+    return zlib.crc32("/".join(map(str, parts)).encode())
+
+
+def split_of(prompt: str, test_share: int = 4) -> str:
+    """Assign every possible prompt to exactly one split by hashing it.
+
+    One in `test_share` prompts can only ever be a test item, for every seed and every
+    consumer (pre-training, SFT, RFT), so train and test never overlap.
+    """
+    return "test" if zlib.crc32(prompt.encode()) % test_share == 0 else "train"
+
+
+def sample_split(
+    make: Callable[[random.Random], tuple[str, str, dict]],
+    rng: random.Random,
+    n: int,
+    split: str,
+    task: str,
+    unique: bool = True,
+    max_tries_per_item: int = 200,
+) -> list[Example]:
+    """Draw `n` examples of `split` from the generator `make`, distinct when `unique`.
+
+    Raises ValueError when the instance space of the split is too small for `n`.
+    """
+    seen: set[str] = set()
+    out: list[Example] = []
+    tries = 0
+    while len(out) < n:
+        tries += 1
+        if tries > max_tries_per_item * max(n, 1):
+            raise ConfigError(
+                f"task {task!r} has too few distinct {split} items: drew {len(out)} of {n} requested; "
+                f"lower benchmark.{split}_size"
+            )
+        prompt, answer, meta = make(rng)
+        if (unique and prompt in seen) or split_of(prompt) != split:
+            continue
+        seen.add(prompt)
+        out.append(Example(task=task, prompt=prompt, answer=answer, meta=meta))
+    return out
