@@ -115,9 +115,11 @@ class Config:
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    cs.store(group="paradigm", name="sft_schema", node=SFTParadigm)
-    cs.store(group="benchmark", name="benchmark_schema", node=BenchmarkConfig)
-    cs.store(group="order", name="order_schema", node=OrderConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="deepspeed", name="deepspeed_schema", node=DeepSpeedConfig)
-    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    # group schemas live under schema/ so `--help` lists only real choices; each YAML
+    # extends its schema with `- /schema/<group>/<name>@_here_` in its defaults list
+    cs.store(group="schema/paradigm", name="sft", node=SFTParadigm)
+    cs.store(group="schema/benchmark", name="benchmark", node=BenchmarkConfig)
+    cs.store(group="schema/order", name="order", node=OrderConfig)
+    cs.store(group="schema/model", name="model", node=ModelConfig)
+    cs.store(group="schema/deepspeed", name="deepspeed", node=DeepSpeedConfig)
+    cs.store(group="schema/logger", name="logger", node=LoggerConfig)

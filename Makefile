@@ -1,0 +1,37 @@
+# cpt-bench: every target creates the virtual environment first if it is missing.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+ARGS   ?=
+
+# Tests and the default run never touch a model hub, and W&B stays offline.
+export HF_HUB_OFFLINE := 1
+export WANDB_MODE ?= offline
+
+.PHONY: install run test bench multirun clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and pinned: this exact CPU wheel is provided here; others pull CUDA (GBs)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install cpt-bench with its test tools
+
+run: $(STAMP) ## the embedded default: seven-task SFT sequence on the toy benchmark
+	$(BIN)/cpt-bench $(ARGS)
+
+test: $(STAMP) ## the test suite (CPU, a few minutes)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: $(STAMP) ## wall time of the seven-task sequence and the share spent in evaluation
+	$(BIN)/python benchmarks/bench_sequence.py $(ARGS)
+
+multirun: $(STAMP) ## example sweep: two seeds x two orders = four sequences
+	$(BIN)/cpt-bench -m seed=1,2 order=default,reverse $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

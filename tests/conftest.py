@@ -1,0 +1,60 @@
+"""Shared fixtures: hermetic offline environment and one embedded base model per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_env(tmp_path_factory):
+    """No hub, W&B offline, and W&B's side files kept out of the user's home."""
+    home = tmp_path_factory.mktemp("wandb-home")
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_DATA_DIR": str(home / "data"),
+        "WANDB_CACHE_DIR": str(home / "cache"),
+        "WANDB_CONFIG_DIR": str(home / "config"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    """The embedded base model, built once for the whole session (about a minute)."""
+    from cpt_bench.models import TinyRecipe, build_tiny_base
+
+    cache = tmp_path_factory.mktemp("model-cache")
+    build_tiny_base(TinyRecipe(), cache)
+    return cache
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the installed `cpt-bench` console script, as a user would."""
+    exe = Path(sys.executable).with_name("cpt-bench")
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+# a short sequence used by the end-to-end tests: two tasks the base model is partly good at
+QUICK = [
+    "order.tasks=[max,shift]",
+    "benchmark.test_size=50",
+    "benchmark.train_size=256",
+    "paradigm.epochs=3",
+]

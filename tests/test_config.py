@@ -1,0 +1,125 @@
+"""Composition, the schema's strictness, the CLI's help and its one-line input errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from cpt_bench.config import register_configs
+from cpt_bench.continual import plan
+from cpt_bench.tasks import ConfigError
+
+from conftest import REPO, run_cli
+
+register_configs()
+GROUPS = ["paradigm", "benchmark", "order", "model", "deepspeed", "logger"]
+
+
+def options(group: str) -> list[str]:
+    folder = resources.files("cpt_bench.conf") / group
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def composed(*overrides: str):
+    with initialize_config_module(config_module="cpt_bench.conf", version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_config_option_composes_and_plans(group, option):
+    cfg = composed(f"{group}={option}")
+    assert cfg[group].name == option
+    plan(cfg)  # validation of the composed config passes
+
+
+def test_defaults():
+    cfg = composed()
+    assert (cfg.paradigm.name, cfg.benchmark.name, cfg.order.name, cfg.model.name) == ("sft", "toy", "default", "tiny")
+    assert (cfg.deepspeed.name, cfg.logger.name, cfg.logger.mode) == ("none", "wandb", "offline")
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["paradigm.lerning_rate=0.1", "benchmark.test_sise=3", "order.task=[add]", "logger.mdoe=online", "sed=3"],
+)
+def test_a_misspelt_key_fails_at_compose_time(override):
+    with pytest.raises(ConfigCompositionException):
+        composed(override)
+
+
+@pytest.mark.parametrize("override", ["paradigm.learning_rate=fast", "benchmark.test_size=many", "seed=x"])
+def test_a_wrongly_typed_value_fails_at_compose_time(override):
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        composed(override)
+
+
+@pytest.mark.parametrize(
+    "overrides,order",
+    [
+        ([], ["add", "reverse", "count", "max", "sort", "sub", "shift"]),
+        (["order=reverse"], ["shift", "sub", "sort", "max", "count", "reverse", "add"]),
+        (["order.tasks=[sort,add]"], ["sort", "add"]),
+        (["order=reverse", "order.tasks=[sort,add]"], ["sort", "add"]),
+    ],
+)
+def test_orders(overrides, order):
+    assert plan(composed(*overrides))[1] == order
+
+
+def test_shuffled_order_depends_on_its_own_seed_only():
+    a = plan(composed("order=shuffled", "order.seed=1", "seed=5"))[1]
+    b = plan(composed("order=shuffled", "order.seed=1", "seed=6"))[1]
+    c = plan(composed("order=shuffled", "order.seed=2"))[1]
+    assert a == b and sorted(a) == sorted(c) and a != c
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("order.tasks=[add,nope]", "unknown task 'nope'"),
+        ("order.tasks=[add,add]", "appears twice"),
+        ("order.tasks=[]", "order is empty"),
+    ],
+)
+def test_bad_orders_are_one_line_errors_listing_valid_tasks(override, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        plan(composed(override))
+    assert "add, reverse, count, max, sort, sub, shift" in str(err.value)
+
+
+def test_cli_bad_order_fails_fast_with_one_line(tmp_path):
+    res = run_cli("order.tasks=[add,nope]", f"hydra.run.dir={tmp_path / 'run'}",
+                  f"model.cache_dir={tmp_path / 'cache'}", "logger=none")
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert lines[-1] == ("cpt-bench: error: unknown task 'nope' in the order; "
+                         "valid tasks: add, reverse, count, max, sort, sub, shift")
+    assert not (tmp_path / "cache").exists(), "no model may be built for a bad config"
+
+
+def test_cli_help_and_cfg_job():
+    res = run_cli("--help")
+    assert res.returncode == 0
+    for text in ["cpt-bench", "paradigm: sft", "order: default, reverse, shuffled", "logger: none, wandb", "-m seed=1,2"]:
+        assert text in res.stdout
+    res = run_cli("--cfg", "job", "paradigm.learning_rate=0.01")
+    assert res.returncode == 0 and "learning_rate: 0.01" in res.stdout
+
+
+def test_wheel_ships_the_configs(tmp_path):
+    """A non-editable install finds its configs: they are inside the package."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("cpt_bench-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {f"cpt_bench/conf/{p.relative_to(REPO / 'conf')}" for p in (REPO / "conf").rglob("*.yaml")}
+    assert expected <= names and "cpt_bench/conf/__init__.py" in names
+    assert "cpt_bench/conf/paradigm/sft.yaml" in names

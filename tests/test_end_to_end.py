@@ -1,0 +1,186 @@
+"""A short real run through the CLI: the matrix, learning, the files, W&B, resume, sweeps."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import wandb
+
+from conftest import QUICK, run_cli
+from wandb_offline import find_offline_runs, read_offline_run
+
+TASKS, GENERAL = ["max", "shift"], ["copy", "last", "min"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(model_cache, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("quick") / "run"
+    res = run_cli(*QUICK, f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return run_dir, res
+
+
+def read_matrix(run_dir):
+    with open(run_dir / "matrix.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_matrix_has_every_stage_and_every_task(quick_run):
+    run_dir, _ = quick_run
+    rows = read_matrix(run_dir)
+    assert list(rows[0]) == ["stage", "trained_task", "eval_task", "accuracy", "n"]
+    assert len(rows) == 3 * (len(TASKS) + len(GENERAL))  # stages 0..2, untrained tasks included
+    assert {(r["stage"], r["trained_task"]) for r in rows} == {("0", ""), ("1", "max"), ("2", "shift")}
+    assert all(0.0 <= float(r["accuracy"]) <= 1.0 and r["n"] == "50" for r in rows)
+
+
+def test_training_a_task_raises_its_accuracy(quick_run):
+    acc = {(int(r["stage"]), r["eval_task"]): float(r["accuracy"]) for r in read_matrix(quick_run[0])}
+    assert acc[(1, "max")] >= acc[(0, "max")] + 0.15
+    assert acc[(2, "shift")] >= acc[(1, "shift")] + 0.15
+
+
+def test_metrics_json_matches_the_matrix(quick_run):
+    run_dir, _ = quick_run
+    m = json.loads((run_dir / "metrics.json").read_text())
+    acc = {(int(r["stage"]), r["eval_task"]): float(r["accuracy"]) for r in read_matrix(run_dir)}
+    for key in ["final_avg_acc", "avg_acc_per_stage", "plasticity", "gain", "bwt", "forgetting", "fwt", "general_delta"]:
+        assert key in m
+    assert m["final_avg_acc"] == pytest.approx((acc[(2, "max")] + acc[(2, "shift")]) / 2)
+    assert m["bwt"] == pytest.approx(acc[(2, "max")] - acc[(1, "max")])
+    assert m["general_delta"] == pytest.approx(sum(acc[(2, g)] - acc[(0, g)] for g in GENERAL) / 3)
+    assert m["order"] == TASKS
+
+
+def test_run_files(quick_run):
+    run_dir, res = quick_run
+    for name in ["run.json", "matrix.csv", "metrics.json", "heatmap.png", "curves.png", "summary.txt", ".hydra/config.yaml"]:
+        assert (run_dir / name).stat().st_size > 0, name
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "finished" and info["seed"] == 0 and info["stages_completed"] == 2
+    assert info["versions"]["torch"].startswith("2.13.0") and info["versions"]["trl"]
+    assert info["hardware"]["cpu_count"] >= 1
+    assert info["timings"]["total_seconds"] > 0 and set(info["timings"]["stages"]) == {"0", "1", "2"}
+    # every generation is kept with its score, and the scores make the matrix entry
+    records = [json.loads(line) for line in open(run_dir / "stages/01-max/eval/max.jsonl")]
+    assert len(records) == 50 and set(records[0]) == {"task", "prompt", "answer", "response", "score"}
+    row = next(r for r in read_matrix(run_dir) if r["stage"] == "1" and r["eval_task"] == "max")
+    assert float(row["accuracy"]) == pytest.approx(sum(r["score"] for r in records) / 50)
+    # each stage leaves a loadable Hugging Face checkpoint
+    assert (run_dir / "stages/02-shift/model/config.json").exists()
+    assert (run_dir / "stages/02-shift/model/tokenizer.json").exists()
+    # the terminal ends with the summary table and states sign conventions
+    assert "Accuracy matrix" in res.stdout and "negative = forgetting" in res.stdout
+    assert "stage 2/2 done" in res.stderr + res.stdout
+
+
+def test_wandb_offline_run_contents(quick_run):
+    run_dir, _ = quick_run
+    (path,) = find_offline_runs(run_dir / "wandb")
+    run = read_offline_run(path)
+    assert run.exit_code == 0
+    assert run.config["paradigm"]["name"] == "sft" and run.config["order"]["tasks"] == TASKS
+    assert {"glob_name": "cpt/*", "step_metric": "cpt/stage"}.items() <= {
+        k: v for d in run.metric_defs for k, v in d.items() if d.get("glob_name") == "cpt/*"}.items()
+    stage_rows = [r for r in run.history if "cpt/acc/max" in r]
+    assert [r["cpt/stage"] for r in stage_rows] == [0, 1, 2]
+    matrix = {(int(r["stage"]), r["eval_task"]): float(r["accuracy"]) for r in read_matrix(run_dir)}
+    assert stage_rows[1]["cpt/acc/max"] == pytest.approx(matrix[(1, "max")])
+    # training metrics of both stages are kept on one increasing axis
+    train = [r for r in run.history if "train/loss" in r]
+    assert {r["train/stage"] for r in train} == {1, 2}
+    steps = [r["train/step"] for r in train]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)
+    assert run.summary["final_avg_acc"] == pytest.approx(json.loads((run_dir / "metrics.json").read_text())["final_avg_acc"])
+    names = {p.name for p in run.media_files}
+    assert any(n.startswith("cpt/matrix") or "matrix" in n for n in names) and any(n.endswith(".png") for n in names)
+    table_file = next(p for p in run.media_files if p.suffix == ".json" and "matrix" in str(p))
+    table = json.loads(table_file.read_text())
+    assert table["columns"] == ["stage", "trained_task", "eval_task", "accuracy", "n"] and len(table["data"]) == 15
+
+
+def test_a_finished_run_is_never_overwritten(quick_run, model_cache):
+    run_dir, _ = quick_run
+    before = (run_dir / "matrix.csv").read_text()
+    res = run_cli(*QUICK, f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}")
+    assert res.returncode == 2
+    assert "already holds a finished run" in res.stderr.strip().splitlines()[-1]
+    assert (run_dir / "matrix.csv").read_text() == before
+
+
+def test_an_interrupted_run_resumes_after_its_last_complete_stage(model_cache, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*QUICK, f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}", "logger=none"]
+    assert run_cli(*args).returncode == 0
+    # simulate a crash during stage 2: its completion marker is missing, the run is not finished
+    (run_dir / "stages/02-shift/stage.json").unlink()
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**info, "status": "failed"}))
+    stage1 = (run_dir / "stages/01-max/model/model.safetensors").stat().st_mtime_ns
+    res = run_cli(*args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = res.stdout + res.stderr  # Hydra logs to stdout
+    assert "resuming" in out and "after stage 1" in out
+    assert (run_dir / "stages/01-max/model/model.safetensors").stat().st_mtime_ns == stage1  # not retrained
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    assert len(read_matrix(run_dir)) == 3 * 5
+    # a different config may not resume into the same directory
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**info, "status": "failed"}))
+    res = run_cli(*args, "seed=7")
+    assert res.returncode == 2 and "different config" in res.stderr
+
+
+def test_multirun_runs_each_sequence_in_its_own_directory(model_cache, tmp_path):
+    res = run_cli("-m", "seed=1,2", "order=default,reverse", "benchmark.tasks=[max,shift]", "benchmark.general=[last]",
+                  "benchmark.test_size=20", "benchmark.train_size=32", "paradigm.epochs=1",
+                  f"model.cache_dir={model_cache}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and (p / "run.json").exists())
+    assert len(runs) == 4
+    seen = set()
+    groups = set()
+    for run_dir in runs:
+        info = json.loads((run_dir / "run.json").read_text())
+        assert info["status"] == "finished"
+        seen.add((info["seed"], tuple(info["order"])))
+        assert len(read_matrix(run_dir)) == 3 * 3
+        (path,) = find_offline_runs(run_dir / "wandb")
+        offline = read_offline_run(path)
+        assert offline.exit_code == 0
+        groups.add(offline.group)
+    assert seen == {(s, o) for s in (1, 2) for o in (("max", "shift"), ("shift", "max"))}
+    assert len(groups) == 1 and None not in groups  # one W&B group per sweep
+
+
+def test_a_failing_stage_keeps_finished_stages_and_closes_wandb(model_cache, tmp_path, monkeypatch):
+    """In-process: the paradigm raises in stage 2; stage 0-1 results and the W&B run survive."""
+    from hydra import compose, initialize_config_module
+
+    from cpt_bench import continual
+    from cpt_bench.config import register_configs
+    from cpt_bench.paradigms.sft import SFT
+
+    register_configs()
+    with initialize_config_module(config_module="cpt_bench.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[*QUICK, f"model.cache_dir={model_cache}"])
+    real = SFT.train_stage
+
+    def flaky(self, model, tokenizer, examples, ctx):
+        if ctx.index == 2:
+            raise RuntimeError("simulated out-of-memory")
+        return real(self, model, tokenizer, examples, ctx)
+
+    monkeypatch.setattr(SFT, "train_stage", flaky)
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated"):
+        continual.Run(cfg, run_dir).execute()
+    wandb.teardown()  # flush the offline run file before reading it
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "failed" and "simulated out-of-memory" in info["error"]
+    assert {r["stage"] for r in read_matrix(run_dir)} == {"0", "1"}
+    assert (run_dir / "heatmap.png").exists()
+    (path,) = find_offline_runs(run_dir / "wandb")
+    assert read_offline_run(path).exit_code == 1
