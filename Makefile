@@ -9,7 +9,7 @@ ARGS   ?=
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: install run test bench multirun clean
+.PHONY: install run compare test bench multirun clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,14 +21,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install cpt-bench with its test tools
 
-run: $(STAMP) ## the embedded default: seven-task SFT sequence on the toy benchmark
-	$(BIN)/cpt-bench $(ARGS)
+run: $(STAMP) ## the headline command: seven-task RFT (GRPO) sequence on the embedded default
+	$(BIN)/cpt-bench paradigm=rft order=default $(ARGS)
+
+compare: $(STAMP) ## SFT vs RFT (same seed and order) and their comparison report
+	$(BIN)/cpt-bench -m paradigm=sft,rft $(ARGS)
 
 test: $(STAMP) ## the test suite (CPU, a few minutes)
 	$(BIN)/python -m pytest -q $(ARGS)
 
-bench: $(STAMP) ## wall time of the seven-task sequence and the share spent in evaluation
+bench: $(STAMP) ## sequence wall times (SFT, RFT, RIF) and RFT's overhead over a bare GRPOTrainer
 	$(BIN)/python benchmarks/bench_sequence.py $(ARGS)
+	$(BIN)/python benchmarks/bench_rft_overhead.py
 
 multirun: $(STAMP) ## example sweep: two seeds x two orders = four sequences
 	$(BIN)/cpt-bench -m seed=1,2 order=default,reverse $(ARGS)

@@ -1,15 +1,16 @@
-"""Benchmark of the embedded default: `cpt-bench` (seven-task SFT) end to end, as a user runs it.
+"""Benchmarks of whole sequences on the embedded default, run through the CLI as a user would.
 
-Measures, on this machine:
-  * the one-off build of the embedded base model (fresh cache),
-  * the wall time of the whole seven-task sequence through the CLI (warm cache),
-  * the share of that wall time spent in evaluation (8 passes over 10 tasks).
-Targets (issue #2): sequence <= 300 s on 2 CPU cores; evaluation <= 25 % of it.
-Writes bench-results/sequence.json. Extra CLI overrides may be passed as arguments.
+Scenarios (run all by default, or name some):
+  sft      `cpt-bench`                          target: <= 300 s, evaluation <= 25 % of it
+  rft      `cpt-bench paradigm=rft`             target: <= 600 s
+  rft_rif  `cpt-bench paradigm=rft filter=rif`  RIF's rollout cost vs the training it saves
+The one-off base-model build is measured first, in a fresh cache (target <= 180 s).
+Writes bench-results/sequence.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -20,54 +21,88 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+SCENARIOS = {
+    "sft": ([], 300),
+    "rft": (["paradigm=rft"], 600),
+    "rft_rif": (["paradigm=rft", "filter=rif"], None),
+}
 
 
-def main(extra: list[str]) -> int:
+def run_scenario(name: str, cache: Path, tmp: Path) -> dict:
+    overrides, target = SCENARIOS[name]
+    run_dir = tmp / name
     exe = Path(sys.executable).with_name("cpt-bench")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    t0 = time.perf_counter()
+    res = subprocess.run([str(exe), *overrides, f"model.cache_dir={cache}", f"hydra.run.dir={run_dir}"],
+                         env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
+    info = json.loads((run_dir / "run.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    c = info["compute"]
+    out = {
+        "command": "cpt-bench " + " ".join(overrides),
+        "wall_seconds": round(wall, 1),
+        "train_seconds": round(c["train_seconds"], 1),
+        "eval_seconds": round(c["eval_seconds"], 1),
+        "eval_share_of_wall": round(c["eval_seconds"] / wall, 3),
+        "rollout_seconds": round(c["rollout_seconds"], 1),
+        "optimizer_steps": c["optimizer_steps"],
+        "generated_tokens": c["generated_tokens"],
+        "final_avg_acc": metrics["final_avg_acc"],
+        "gain": metrics["gain"],
+        "forgetting": metrics["forgetting"],
+        "general_delta": metrics["general_delta"],
+        "target_wall_seconds": target,
+    }
+    if name == "rft_rif":
+        stages = [json.loads(p.read_text()) for p in sorted((run_dir / "stages").glob("*/stage.json"))]
+        filt = [s["filter"] for s in stages if "filter" in s]
+        out["rif_kept_fraction_per_task"] = {s["trained_task"]: round(s["filter"]["kept_fraction"], 3)
+                                             for s in stages if "filter" in s}
+        out["rif_items_kept"] = sum(f["kept"] for f in filt)
+        out["rif_items_total"] = sum(f["items"] for f in filt)
+    print((run_dir / "summary.txt").read_text())
+    return out
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenarios", nargs="*", choices=[[], *SCENARIOS], default=list(SCENARIOS))
+    names = parser.parse_args(argv).scenarios or list(SCENARIOS)
+    sys.path.insert(0, str(REPO / "src"))
+    from cpt_bench.models import TinyRecipe, build_tiny_base
+
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"}
     with tempfile.TemporaryDirectory() as tmp:
-        cache, run_dir = Path(tmp) / "cache", Path(tmp) / "run"
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-
-        sys.path.insert(0, str(REPO / "src"))
-        from cpt_bench.models import TinyRecipe, build_tiny_base
-
+        cache = Path(tmp) / "cache"
         t0 = time.perf_counter()
         build_tiny_base(TinyRecipe(), cache)
-        build_s = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        res = subprocess.run([str(exe), f"model.cache_dir={cache}", f"hydra.run.dir={run_dir}", *extra],
-                             env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        if res.returncode != 0:
-            print(res.stdout[-3000:], res.stderr[-3000:])
-            return 1
-        info = json.loads((run_dir / "run.json").read_text())
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        stages = info["timings"]["stages"]
-        eval_s = sum(s.get("eval_seconds", 0) for s in stages.values())
-        train_s = sum(s.get("train_seconds", 0) for s in stages.values())
-        result = {
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-            "base_model_build_seconds": round(build_s, 1),
-            "sequence_wall_seconds": round(wall, 1),
-            "in_process_seconds": info["timings"]["total_seconds"],
-            "train_seconds": round(train_s, 1),
-            "eval_seconds": round(eval_s, 1),
-            "eval_share_of_wall": round(eval_s / wall, 3),
-            "stages": len(stages) - 1,
-            "final_avg_acc": metrics["final_avg_acc"],
-            "forgetting": metrics["forgetting"],
-            "targets_met": wall <= 300 and eval_s / wall <= 0.25,
+        result["base_model_build_seconds"] = round(time.perf_counter() - t0, 1)
+        for name in names:
+            result[name] = run_scenario(name, cache, Path(tmp))
+    if "rft" in result and "rft_rif" in result:
+        rft, rif = result["rft"], result["rft_rif"]
+        result["rif_saving"] = {
+            "train_seconds_saved": round(rft["train_seconds"] - rif["train_seconds"], 1),
+            "rollout_seconds_spent": rif["rollout_seconds"],
+            "optimizer_steps_saved": rft["optimizer_steps"] - rif["optimizer_steps"],
+            "net_wall_seconds_saved": round(rft["wall_seconds"] - rif["wall_seconds"], 1),
         }
-        print((run_dir / "summary.txt").read_text())
+    ok = result["base_model_build_seconds"] <= 180
+    for name in names:
+        r, target = result[name], SCENARIOS[name][1]
+        ok &= target is None or r["wall_seconds"] <= target
+    if "sft" in result:
+        ok &= result["sft"]["eval_share_of_wall"] <= 0.25
+    result["targets_met"] = bool(ok)
     out = REPO / "bench-results"
     out.mkdir(exist_ok=True)
     (out / "sequence.json").write_text(json.dumps(result, indent=2) + "\n")
-    width = max(map(len, result))
-    for k, v in result.items():
-        print(f"{k:<{width}}  {v}")
-    return 0 if result["targets_met"] else 1
+    print(json.dumps(result, indent=2))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

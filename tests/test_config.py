@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from cpt_bench.config import register_configs
@@ -20,7 +21,7 @@ from cpt_bench.tasks import ConfigError
 from conftest import REPO, run_cli
 
 register_configs()
-GROUPS = ["paradigm", "benchmark", "order", "model", "deepspeed", "logger"]
+GROUPS = ["paradigm", "benchmark", "order", "model", "deepspeed", "logger", "filter"]
 
 
 def options(group: str) -> list[str]:
@@ -38,6 +39,17 @@ def test_every_config_option_composes_and_plans(group, option):
     cfg = composed(f"{group}={option}")
     assert cfg[group].name == option
     plan(cfg)  # validation of the composed config passes
+
+
+@pytest.mark.parametrize("preset", options("experiment"))
+def test_every_experiment_preset_composes_into_a_sweep(preset):
+    with initialize_config_module(config_module="cpt_bench.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[f"+experiment={preset}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert params and "seed" in params, "every preset sweeps seeds"
+    for override in params:  # each swept key exists in the composed config (or is a group)
+        assert override in GROUPS + ["schedule", "cot", "seed"] or OmegaConf.select(cfg, override) is not None, override
+    plan(cfg)
 
 
 def test_defaults():
@@ -108,7 +120,8 @@ def test_cli_bad_order_fails_fast_with_one_line(tmp_path):
 def test_cli_help_and_cfg_job():
     res = run_cli("--help")
     assert res.returncode == 0
-    for text in ["cpt-bench", "paradigm: sft", "order: default, reverse, shuffled", "logger: none, wandb", "-m seed=1,2"]:
+    for text in ["cpt-bench", "paradigm: rft, sft", "order: default, reverse, shuffled", "filter: none, rif",
+                 "experiment: ablation_cot, ablation_kl, ablation_rif, compare, pareto", "-m seed=1,2"]:
         assert text in res.stdout
     res = run_cli("--cfg", "job", "paradigm.learning_rate=0.01")
     assert res.returncode == 0 and "learning_rate: 0.01" in res.stdout

@@ -65,7 +65,7 @@ def test_run_files(quick_run):
     assert info["timings"]["total_seconds"] > 0 and set(info["timings"]["stages"]) == {"0", "1", "2"}
     # every generation is kept with its score, and the scores make the matrix entry
     records = [json.loads(line) for line in open(run_dir / "stages/01-max/eval/max.jsonl")]
-    assert len(records) == 50 and set(records[0]) == {"task", "prompt", "answer", "response", "score"}
+    assert len(records) == 50 and set(records[0]) == {"task", "prompt", "answer", "response", "extracted", "score", "format_ok"}
     row = next(r for r in read_matrix(run_dir) if r["stage"] == "1" and r["eval_task"] == "max")
     assert float(row["accuracy"]) == pytest.approx(sum(r["score"] for r in records) / 50)
     # each stage leaves a loadable Hugging Face checkpoint
@@ -153,6 +153,11 @@ def test_multirun_runs_each_sequence_in_its_own_directory(model_cache, tmp_path)
         groups.add(offline.group)
     assert seen == {(s, o) for s in (1, 2) for o in (("max", "shift"), ("shift", "max"))}
     assert len(groups) == 1 and None not in groups  # one W&B group per sweep
+    # the sweep ends by writing its comparison report into the sweep directory
+    sweep = tmp_path / "sweep"
+    report_rows = list(csv.DictReader(open(sweep / "report.csv")))
+    assert len(report_rows) == 4 and {r["seed"] for r in report_rows} == {"1", "2"}
+    assert "order" in (sweep / "report.md").read_text() and (sweep / "report_pareto.png").exists()
 
 
 def test_a_failing_stage_keeps_finished_stages_and_closes_wandb(model_cache, tmp_path, monkeypatch):

@@ -18,23 +18,75 @@ from cpt_bench.models import TinyRecipe
 
 
 @dataclass
-class SFTParadigm:
-    """Supervised fine-tuning through TRL's SFTTrainer, loss on the completion only."""
+class StageTraining:
+    """Optimisation settings every paradigm shares (one stage = one trainer run)."""
 
-    name: str = "sft"
-    learning_rate: float = 3e-4
+    name: str = MISSING
+    learning_rate: float = MISSING
     lr_scheduler_type: str = "constant"
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
-    epochs: float = 5.0
+    epochs: float = 1.0
     # per-task epoch overrides, e.g. {geometry3k: 10} as in the paper
     epochs_per_task: dict[str, float] = field(default_factory=dict)
     max_steps: int = -1  # > 0 caps the optimizer steps of every stage
     per_device_batch_size: int = 16
     gradient_accumulation_steps: int = 1
-    max_length: int = 128
     gradient_checkpointing: bool = False
     logging_steps: int = 4
+
+
+@dataclass
+class SFTParadigm(StageTraining):
+    """Supervised fine-tuning through TRL's SFTTrainer, loss on the completion only."""
+
+    name: str = "sft"
+    learning_rate: float = 3e-4
+    epochs: float = 5.0
+    max_length: int = 128
+
+
+@dataclass
+class RFTParadigm(StageTraining):
+    """GRPO with verifiable rewards through TRL's GRPOTrainer.
+
+    Our own defaults are pinned here because TRL's changed across versions (beta, loss_type,
+    scale_rewards, epsilon). Batch: `per_device_batch_size` counts completions, so the prompts
+    per optimizer step are per_device_batch_size x gradient_accumulation_steps x processes /
+    num_generations, which must divide evenly.
+    """
+
+    name: str = "rft"
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.01
+    num_generations: int = 8  # the group size (the paper's 8 rollouts per prompt)
+    per_device_batch_size: int = 128  # completions per device per micro-step
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_completion_length: int = 32
+    kl_coef: float = 0.01  # the paper's 0.01; 0 turns the KL penalty (and the reference) off
+    kl_reference: str = "base"  # base = the original model (paper) | previous = the stage's start
+    loss_type: str = "dapo"  # token-level mean, as verl/EasyR1's "token-mean"
+    scale_rewards: str = "group"  # group | batch | none
+    epsilon: float = 0.2  # PPO clip low (paper 0.2)
+    epsilon_high: float = 0.3  # PPO clip high (paper 0.3)
+    num_iterations: int = 1
+    reward_accuracy_weight: float = 0.9  # with CoT: w_acc * accuracy + w_fmt * format
+    reward_format_weight: float = 0.1
+    use_vllm: bool = False
+    vllm_mode: str = "colocate"
+    logging_steps: int = 1
+
+
+@dataclass
+class FilterConfig:
+    """RIF-RFT: keep only the items the current model can learn from, by K rollouts each."""
+
+    name: str = "none"  # none | rif
+    keep: str = "solvable"  # solvable (>= 1 of K correct; the authors' code) | nonzero_variance
+    num_rollouts: int = 8
+    temperature: float = 1.0
+    batch_size: int = 256  # prompts per generation batch
 
 
 @dataclass
@@ -86,7 +138,7 @@ class LoggerConfig:
 @dataclass
 class EvalConfig:
     batch_size: int = 256
-    max_new_tokens: int = 16
+    max_new_tokens: int = 32
     general: bool = True  # also evaluate the benchmark's general suite
 
 
@@ -103,6 +155,9 @@ class Config:
     model: ModelConfig = MISSING
     deepspeed: DeepSpeedConfig = MISSING
     logger: LoggerConfig = MISSING
+    filter: FilterConfig = MISSING
+    cot: bool = False  # chain-of-thought prompts, answer extraction, rewards (training and eval)
+    schedule: str = "sequential"  # sequential (one stage per task) | joint (one stage, all tasks)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     seed: int = 0  # training seed (data order, sampling, initialisation of new heads)
@@ -118,6 +173,8 @@ def register_configs() -> None:
     # group schemas live under schema/ so `--help` lists only real choices; each YAML
     # extends its schema with `- /schema/<group>/<name>@_here_` in its defaults list
     cs.store(group="schema/paradigm", name="sft", node=SFTParadigm)
+    cs.store(group="schema/paradigm", name="rft", node=RFTParadigm)
+    cs.store(group="schema/filter", name="filter", node=FilterConfig)
     cs.store(group="schema/benchmark", name="benchmark", node=BenchmarkConfig)
     cs.store(group="schema/order", name="order", node=OrderConfig)
     cs.store(group="schema/model", name="model", node=ModelConfig)

@@ -11,6 +11,7 @@ with the same run directory; a finished run is never overwritten without `overwr
 from __future__ import annotations
 
 import logging
+import random
 import shutil
 import time
 from dataclasses import asdict
@@ -21,9 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from cpt_bench import plots
 from cpt_bench.evaluation import accuracy, evaluate_tasks
-from cpt_bench.models import TinyRecipe, build_tiny_base, load_model_and_tokenizer
+from cpt_bench.models import TinyRecipe, build_tiny_base, load_model_and_tokenizer, param_drift
 from cpt_bench.paradigms import StageContext, build_paradigm
-from cpt_bench.results import StageEval, format_summary, run_metrics
+from cpt_bench.paradigms.filtering import KEEP_RULES, filter_items
+from cpt_bench.paradigms.rft import world_size
+from cpt_bench.results import JOINT, StageEval, format_summary, run_metrics
 from cpt_bench.tasks import Benchmark, ConfigError, build_benchmark, resolve_order
 from cpt_bench.tracking import (
     command_line, hardware, make_tracker, package_versions, read_json, write_json,
@@ -48,6 +51,15 @@ def plan(cfg: DictConfig) -> tuple[Benchmark, list[str]]:
         raise ConfigError("model needs a `path` (local folder or hub id) or a `builtin` name")
     if cfg.model.builtin not in (None, "tiny"):
         raise ConfigError(f"unknown built-in model {cfg.model.builtin!r}; available: tiny")
+    if cfg.schedule not in ("sequential", "joint"):
+        raise ConfigError(f"schedule must be 'sequential' or 'joint', not {cfg.schedule!r}")
+    if cfg.filter.name not in ("none", "rif"):
+        raise ConfigError(f"unknown filter {cfg.filter.name!r}; available: none, rif")
+    if cfg.filter.name == "rif":
+        if cfg.filter.keep not in KEEP_RULES:
+            raise ConfigError(f"filter.keep must be one of {', '.join(KEEP_RULES)}, not {cfg.filter.keep!r}")
+        if cfg.filter.num_rollouts < 1 or (cfg.filter.keep == "nonzero_variance" and cfg.filter.num_rollouts < 2):
+            raise ConfigError("filter.num_rollouts must be >= 1 (>= 2 for keep=nonzero_variance)")
     return benchmark, order
 
 
@@ -110,24 +122,36 @@ def resolve_dtype(name: str) -> torch.dtype:
 
 
 class Run:
-    """One CPT sequence in one run directory."""
+    """One CPT sequence (or the joint baseline) in one run directory."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path, wandb_group: str | None = None):
         self.cfg, self.run_dir, self.wandb_group = cfg, run_dir, wandb_group
         self.benchmark, self.order = plan(cfg)
+        self.paradigm = build_paradigm(cfg.paradigm)  # validates e.g. GRPO's batch arithmetic
+        self.style = self.benchmark.prompt_style(cfg.cot)
         self.general = list(self.benchmark.general) if cfg.eval.general else []
         # drawing every split now surfaces a too-small task before any model is built
         self.test_sets = {t: self.benchmark.tasks[t].test() for t in [*self.order, *self.general]}
         self.train_sets = {t: self.benchmark.tasks[t].train() for t in self.order}
         self.stages: list[StageEval] = []
         self.timings: dict = {"stages": {}}
+        self.compute = {"optimizer_steps": 0, "generated_tokens": 0, "rollout_tokens": 0,
+                        "train_seconds": 0.0, "rollout_seconds": 0.0, "eval_seconds": 0.0}
         self.info: dict = {}
         self.train_step_offset = 0
+
+    def stage_plan(self) -> list[tuple[str, list]]:
+        """(trained task, training items) per stage: one per task, or one joint stage."""
+        if self.cfg.schedule == "joint":
+            items = [ex for t in self.order for ex in self.train_sets[t]]
+            random.Random(self.cfg.seed).shuffle(items)
+            return [(JOINT, items)]
+        return [(t, self.train_sets[t]) for t in self.order]
 
     # --- bookkeeping ------------------------------------------------------------------
 
     def write_run_json(self, status: str, error: str | None = None) -> None:
-        self.info.update(status=status, error=error, timings=self.timings,
+        self.info.update(status=status, error=error, timings=self.timings, compute=self.compute,
                          stages_completed=len(self.stages) - 1 if self.stages else 0)
         write_json(self.run_dir / "run.json", self.info)
 
@@ -140,7 +164,8 @@ class Run:
         return metrics
 
     def write_plots(self) -> dict[str, Path]:
-        title = f"{self.cfg.paradigm.name} on {self.cfg.benchmark.name}, seed {self.cfg.seed}"
+        cfg = self.cfg
+        title = f"{cfg.paradigm.name} ({cfg.schedule}{', CoT' if cfg.cot else ''}) on {cfg.benchmark.name}, seed {cfg.seed}"
         return {
             "heatmap": plots.heatmap(self.stages, self.order, self.general, self.run_dir / "heatmap.png", title),
             "curves": plots.curves(self.stages, self.order, self.general, self.run_dir / "curves.png"),
@@ -148,9 +173,9 @@ class Run:
 
     # --- the loop -----------------------------------------------------------------------
 
-    def evaluate(self, model, tokenizer, stage: int, task: str, test_sets) -> StageEval:
+    def evaluate(self, model, tokenizer, stage: int, task: str) -> StageEval:
         start = time.time()
-        records = evaluate_tasks(model, tokenizer, self.benchmark.tasks, test_sets,
+        records = evaluate_tasks(model, tokenizer, self.benchmark.tasks, self.test_sets, self.style,
                                  batch_size=self.cfg.eval.batch_size,
                                  max_new_tokens=self.cfg.eval.max_new_tokens)
         out = stage_dir(self.run_dir, stage, task) / "eval"
@@ -159,20 +184,26 @@ class Run:
             write_jsonl(out / f"{name}.jsonl", [asdict(r) for r in recs])
         result = StageEval(stage, task, {k: accuracy(v) for k, v in records.items()},
                            {k: len(v) for k, v in records.items()})
-        self.timings["stages"].setdefault(str(stage), {})["eval_seconds"] = round(time.time() - start, 3)
+        seconds = time.time() - start
+        self.compute["eval_seconds"] += seconds
+        self.timings["stages"].setdefault(str(stage), {})["eval_seconds"] = round(seconds, 3)
+        self.format_rate = {k: sum(r.format_ok for r in v) / len(v) for k, v in records.items() if v}
         return result
 
     def finish_stage(self, result: StageEval, tracker, extra: dict) -> None:
         self.stages.append(result)
+        diagnostics = {**extra.get("diagnostics", {}),
+                       "format_rate": sum(self.format_rate.values()) / max(len(self.format_rate), 1)}
         write_json(stage_dir(self.run_dir, result.stage, result.trained_task) / "stage.json",
-                   {**asdict(result), **extra, "timings": self.timings["stages"][str(result.stage)]})
+                   {**asdict(result), **extra, "diagnostics": diagnostics, "format_rate": self.format_rate,
+                    "timings": self.timings["stages"][str(result.stage)]})
         metrics = self.write_results()
-        tracker.log_stage(result, metrics)
+        tracker.log_stage(result, metrics, diagnostics)
         self.write_run_json("running")
-        seen = self.order[: result.stage]
+        seen = self.order if result.trained_task == JOINT else self.order[: result.stage]
         shown = " ".join(f"{t}={100 * result.accuracy[t]:.0f}" for t in [*self.order, *self.general])
         avg = f" | avg over seen {100 * sum(result.accuracy[t] for t in seen) / len(seen):.1f}%" if seen else ""
-        log.info("stage %d/%d done%s | %s", result.stage, len(self.order), avg, shown)
+        log.info("stage %d/%d done%s | %s", result.stage, len(self.stage_plan()), avg, shown)
 
     def execute(self) -> dict | None:
         cfg, run_dir = self.cfg, self.run_dir
@@ -196,20 +227,20 @@ class Run:
         base_path = base_model_path(cfg)
         self.timings["base_model_seconds"] = round(time.time() - t0, 3)
         self.info["base_model"] = base_path
-        test_sets = self.test_sets
         self.write_run_json("running")
 
         name = f"{cfg.paradigm.name}-{cfg.benchmark.name}-{run_dir.name}"
         tracker = make_tracker(cfg.logger, run_dir, self.info["config"], name, self.wandb_group)
         ok, metrics, error = False, None, None
         try:
-            metrics = self._loop(base_path, test_sets, done, tracker)
+            metrics = self._loop(base_path, done, tracker)
             ok = True
         except BaseException as exc:  # record the failure, keep all finished stages, re-raise
             error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
             self.timings["total_seconds"] = round(time.time() - started, 3)
+            self.compute["wall_seconds"] = self.timings["total_seconds"]
             images = self.write_plots() if self.stages else {}
             self.write_run_json("finished" if ok else "failed", error)
             tracker.finish(self.stages, metrics, images, ok)
@@ -218,65 +249,107 @@ class Run:
         print("\n" + summary + f"\n\nResults in {run_dir}", flush=True)
         return metrics
 
-    def _loop(self, base_path: str, test_sets, done: list[StageEval], tracker) -> dict | None:
-        cfg = self.cfg
+    def _loop(self, base_path: str, done: list[StageEval], tracker) -> dict | None:
+        cfg, stages = self.cfg, self.stage_plan()
         start_from = base_path
         if done:
             last = done[-1]
-            start_from = str(stage_dir(self.run_dir, last.stage, last.trained_task) / "model") if last.stage else base_path
+            if last.stage:
+                start_from = str(stage_dir(self.run_dir, last.stage, last.trained_task) / "model")
             for s in done:
                 self.stages.append(s)
-                tracker.log_stage(s, run_metrics(self.stages, self.order, self.general))
+                tracker.log_stage(s, run_metrics(self.stages, self.order, self.general), {})
         dtype = resolve_dtype(cfg.model.dtype)
         model, tokenizer = load_model_and_tokenizer(start_from, dtype=dtype)
         use_cpu = not torch.cuda.is_available()
         if not use_cpu:
             model.to("cuda")
         if not self.stages:
-            log.info("stage 0/%d: evaluating the base model on %d tasks", len(self.order), len(test_sets))
-            self.finish_stage(self.evaluate(model, tokenizer, 0, "", test_sets), tracker, {"model": base_path})
+            log.info("stage 0/%d: evaluating the base model on %d tasks%s", len(stages), len(self.test_sets),
+                     " (CoT)" if cfg.cot else "")
+            self.finish_stage(self.evaluate(model, tokenizer, 0, ""), tracker, {"model": base_path})
+        if hasattr(self.paradigm, "check_batch"):
+            log.info("%s: %d prompts x %d completions per optimizer step", self.paradigm.name,
+                     self.paradigm.check_batch(world_size()), cfg.paradigm.num_generations)
 
-        paradigm = build_paradigm(cfg.paradigm)
-        for k, task_name in enumerate(self.order, start=1):
+        prev_dir = start_from
+        for k, (task_name, items) in enumerate(stages, start=1):
             if k < len(self.stages):
                 continue
-            task = self.benchmark.tasks[task_name]
             sdir = stage_dir(self.run_dir, k, task_name)
-            train = self.train_sets[task_name]
-            log.info("stage %d/%d: %s on %r (%d items)", k, len(self.order), paradigm.name, task_name, len(train))
-            train_log: list[dict] = []
-            printed = [0]
-
-            def on_log(step: int, total: int, logs: dict, k=k, train_log=train_log, printed=printed) -> None:
-                train_log.append({"step": step, **logs})
-                tracker.log_train(self.train_step_offset + step, k, logs)
-                # the terminal gets a line per quarter of the stage; files and W&B get every log
-                quarter = 4 * step // max(total, 1)
-                if "loss" in logs and quarter > printed[0]:
-                    printed[0] = quarter
-                    log.info("  stage %d step %d/%d loss %.4f", k, step, total, logs["loss"])
-
-            ctx = StageContext(
-                index=k, total=len(self.order), task=task, work_dir=sdir / "trainer", seed=cfg.seed + k,
-                use_cpu=use_cpu, bf16=dtype == torch.bfloat16,
-                deepspeed=OmegaConf.to_container(cfg.deepspeed.config) if cfg.deepspeed.config else None,
-                on_log=on_log,
-            )
-            result = paradigm.train_stage(model, tokenizer, train, ctx)
+            sdir.mkdir(parents=True, exist_ok=True)
+            extra: dict = {}
+            if cfg.filter.name == "rif":
+                items, extra["filter"] = self.filter_stage(model, tokenizer, items, sdir, k, task_name)
+            log.info("stage %d/%d: %s on %r (%d items)", k, len(stages), self.paradigm.name, task_name, len(items))
+            result = self.train_stage(model, tokenizer, items, k, task_name, base_path, prev_dir, tracker)
             model = result.model
-            self.train_step_offset += result.optimizer_steps
-            write_jsonl(sdir / "train_log.jsonl", train_log)
             t0 = time.time()
             model.save_pretrained(sdir / "model")
             tokenizer.save_pretrained(sdir / "model")
             shutil.rmtree(sdir / "trainer", ignore_errors=True)
             if cfg.checkpoint.keep == "last" and k > 1:
-                prev = self.order[k - 2]
-                shutil.rmtree(stage_dir(self.run_dir, k - 1, prev) / "model", ignore_errors=True)
+                shutil.rmtree(Path(prev_dir), ignore_errors=True)
+            prev_dir = str(sdir / "model")
+            drift = param_drift(model, base_path)
             self.timings["stages"][str(k)] = {"train_seconds": round(result.train_seconds, 3),
                                               "save_seconds": round(time.time() - t0, 3),
                                               "optimizer_steps": result.optimizer_steps}
-            evaluated = self.evaluate(model, tokenizer, k, task_name, test_sets)
-            self.finish_stage(evaluated, tracker, {"train": {**result.metrics, "items": len(train),
-                                                             "optimizer_steps": result.optimizer_steps}})
+            extra["train"] = {"items": len(items), "optimizer_steps": result.optimizer_steps,
+                              "generated_tokens": result.generated_tokens}
+            extra["diagnostics"] = {**result.metrics, "param_drift": drift}
+            self.finish_stage(self.evaluate(model, tokenizer, k, task_name), tracker, extra)
         return run_metrics(self.stages, self.order, self.general)
+
+    def train_stage(self, model, tokenizer, items, k, task_name, base_path, start_path, tracker):
+        cfg = self.cfg
+        if not items:  # RIF kept nothing: the stage trains nothing, the model is unchanged
+            log.warning("stage %d: no training items left, skipping training", k)
+            from cpt_bench.paradigms import StageResult
+
+            return StageResult(model, 0, 0.0)
+        sdir = stage_dir(self.run_dir, k, task_name)
+        train_log: list[dict] = []
+        printed = [0]
+
+        def on_log(step: int, total: int, logs: dict) -> None:
+            train_log.append({"step": step, **logs})
+            tracker.log_train(self.train_step_offset + step, k, logs)
+            # the terminal gets a line per quarter of the stage; files and W&B get every log
+            quarter = 4 * step // max(total, 1)
+            if "loss" in logs and quarter > printed[0]:
+                printed[0] = quarter
+                extra = f" reward {logs['reward']:.3f}" if "reward" in logs else ""
+                log.info("  stage %d step %d/%d loss %.4f%s", k, step, total, logs["loss"], extra)
+
+        ctx = StageContext(
+            index=k, total=len(self.order), task_name=task_name, tasks=self.benchmark.tasks, style=self.style,
+            base_path=base_path, start_path=start_path, work_dir=sdir / "trainer", seed=cfg.seed + k,
+            use_cpu=not torch.cuda.is_available(), bf16=resolve_dtype(cfg.model.dtype) == torch.bfloat16,
+            deepspeed=OmegaConf.to_container(cfg.deepspeed.config) if cfg.deepspeed.config else None,
+            on_log=on_log,
+        )
+        result = self.paradigm.train_stage(model, tokenizer, items, ctx)
+        write_jsonl(sdir / "train_log.jsonl", train_log)
+        self.train_step_offset += result.optimizer_steps
+        self.compute["optimizer_steps"] += result.optimizer_steps
+        self.compute["generated_tokens"] += result.generated_tokens
+        self.compute["train_seconds"] += result.train_seconds
+        return result
+
+    def filter_stage(self, model, tokenizer, items, sdir: Path, k: int, task_name: str):
+        """RIF: keep the items the current model can learn from; record what it cost."""
+        f = self.cfg.filter
+        max_new = getattr(self.cfg.paradigm, "max_completion_length", self.cfg.eval.max_new_tokens)
+        res = filter_items(model, tokenizer, items, self.benchmark.tasks, self.style, f.keep, f.num_rollouts,
+                           f.temperature, max_new, f.batch_size)
+        write_jsonl(sdir / "filter.jsonl", [{"prompt": ex.prompt, "answer": ex.answer, "scores": sc, "kept": kp}
+                                            for ex, sc, kp in zip(items, res.scores, res.keep)])
+        self.compute["rollout_seconds"] += res.seconds
+        self.compute["rollout_tokens"] += res.generated_tokens
+        stats = {"rule": f.keep, "num_rollouts": f.num_rollouts, "items": len(items), "kept": len(res.kept),
+                 "kept_fraction": res.kept_fraction, "rollout_seconds": round(res.seconds, 3),
+                 "rollout_tokens": res.generated_tokens, "train_items_saved": len(items) - len(res.kept)}
+        log.info("stage %d: RIF (%s, K=%d) kept %d/%d items (%.0f%%) in %.1f s", k, f.keep, f.num_rollouts,
+                 len(res.kept), len(items), 100 * res.kept_fraction, res.seconds)
+        return res.kept, stats

@@ -11,17 +11,21 @@ from dataclasses import dataclass
 
 import torch
 
+from cpt_bench.grading import format_ok
 from cpt_bench.models import format_prompt
+from cpt_bench.prompts import PromptStyle
 from cpt_bench.tasks.base import Example, Task
 
 
 @dataclass
 class EvalRecord:
     task: str
-    prompt: str
-    answer: str
-    response: str
-    score: float
+    prompt: str  # the exact text the model was conditioned on
+    answer: str  # the reference
+    response: str  # the raw generation
+    extracted: str | None  # what was graded (the boxed answer with CoT)
+    score: float  # 0/1 accuracy
+    format_ok: float  # follows <think>...</think> ... \boxed{} (meaningful with CoT)
 
 
 @torch.no_grad()
@@ -53,17 +57,19 @@ def evaluate_tasks(
     tokenizer,
     tasks: dict[str, Task],
     test_sets: dict[str, list[Example]],
+    style: PromptStyle,
     batch_size: int = 128,
-    max_new_tokens: int = 16,
+    max_new_tokens: int = 32,
 ) -> dict[str, list[EvalRecord]]:
     """Generate for all tasks' test items in one pass and grade each with its task's grader."""
     items = [ex for name in test_sets for ex in test_sets[name]]
-    prompts = [format_prompt(tokenizer, ex.prompt) for ex in items]
+    prompts = [format_prompt(tokenizer, style.user_text(ex)) for ex in items]
     responses = generate(model, tokenizer, prompts, batch_size, max_new_tokens)
     records: dict[str, list[EvalRecord]] = {name: [] for name in test_sets}
-    for ex, resp in zip(items, responses):
-        score = tasks[ex.task].grade(resp, ex)
-        records[ex.task].append(EvalRecord(ex.task, ex.prompt, ex.answer, resp, score))
+    for ex, prompt, resp in zip(items, prompts, responses):
+        extracted = style.extract(resp)
+        score = tasks[ex.task].grade(extracted, ex)
+        records[ex.task].append(EvalRecord(ex.task, prompt, ex.answer, resp, extracted, score, format_ok(resp)))
     return records
 
 

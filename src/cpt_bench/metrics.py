@@ -224,3 +224,32 @@ def compute_metrics(R: Matrix, general: General = None) -> dict:
         "stages_completed": len(M) - 1,
         "num_tasks": len(M[0]),
     }
+
+
+def compute_joint_metrics(base: Sequence[float], final: Sequence[float], general: General = None) -> dict:
+    """Metrics of the joint (multi-task) baseline: one stage trains every task at once.
+
+    `base` and `final` are the accuracies of the T tasks before and after that stage. There
+    is no sequence, so nothing can be forgotten between stages: bwt, forgetting and fwt are
+    None. final_avg_acc = plasticity = mean(final); gain = mean(final - base);
+    general_delta as for sequential runs.
+    """
+    M = _validate([list(base), list(final)])
+    if len(M[0]) == 0:
+        raise ValueError("the joint baseline needs at least one task")
+    per_task = general_delta_per_task([M[0][:1], M[1][:1]], general)
+    avg = _mean(M[1])
+    return {
+        "final_avg_acc": avg,
+        "avg_acc_per_stage": [avg],
+        "plasticity": avg,
+        "gain": _mean([f - b for b, f in zip(M[0], M[1])]),
+        "bwt": None,
+        "forgetting": None,
+        "fwt": None,
+        "general_delta": _mean(list(per_task.values())) if per_task else None,
+        "general_delta_per_task": per_task,
+        "per_task_forgetting": [],
+        "stages_completed": 1,
+        "num_tasks": len(M[0]),
+    }

@@ -24,7 +24,7 @@ import torch
 log = logging.getLogger(__name__)
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
-RECIPE_VERSION = 1  # bump when the recipe below changes in a way the cache key cannot see
+RECIPE_VERSION = 2  # bump when the recipe below changes in a way the cache key cannot see
 
 
 @dataclass
@@ -39,6 +39,7 @@ class TinyRecipe:
     intermediate_size: int = 384
     max_position_embeddings: int = 64
     items_per_task: int = 3000
+    cot_share: float = 0.5  # share of items in CoT format (<think> ... </think> \boxed{})
     easy_share_cpt: float = 1.0  # share of easy items in the CPT tasks' pre-training mixture
     steps: int = 1500
     batch_size: int = 64
@@ -91,14 +92,19 @@ def load_model_and_tokenizer(path: str | Path, dtype: torch.dtype = torch.float3
 
 
 def _pretraining_corpus(recipe: TinyRecipe) -> list[str]:
-    from cpt_bench.tasks.toy import GENERAL_SUITE, toy_tasks
+    from cpt_bench.prompts import PromptStyle
+    from cpt_bench.tasks.toy import COT_INSTRUCTION, DIRECT_INSTRUCTION, GENERAL_SUITE, toy_tasks
 
+    # both answer formats, so that the chain-of-thought ablation compares two known formats
+    styles = [PromptStyle(cot, COT_INSTRUCTION, DIRECT_INSTRUCTION) for cot in (False, True)]
+    rng = random.Random(recipe.seed)
     texts = []
     for name, task in toy_tasks(seed=recipe.seed).items():
         hard_share = 0.5 if name in GENERAL_SUITE else 1.0 - recipe.easy_share_cpt
         for ex in task.pretrain(recipe.items_per_task, hard_fraction=hard_share):
-            texts.append(f"{ex.prompt} {ex.answer}")
-    random.Random(recipe.seed).shuffle(texts)
+            style = styles[rng.random() < recipe.cot_share]
+            texts.append(f"{style.user_text(ex)} {style.target(ex)}")
+    rng.shuffle(texts)
     return texts
 
 
@@ -207,3 +213,26 @@ def build_tiny_base(recipe: TinyRecipe, cache_dir: str | Path | None = None) -> 
     tmp.rename(target)
     log.info("built the embedded base model in %.0f s", time.time() - start)
     return target
+
+
+@torch.no_grad()
+def param_drift(model, base_path: str | Path) -> float:
+    """||theta - theta_0||_2 over every parameter saved in the base checkpoint.
+
+    Reads the base weights tensor by tensor from its safetensors files, so it never holds a
+    second copy of the model in memory.
+    """
+    from safetensors import safe_open
+
+    files = sorted(Path(base_path).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no safetensors weights in {base_path}")
+    current = dict(model.named_parameters())
+    total = 0.0
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for name in f.keys():
+                if name in current:
+                    diff = current[name].detach().float().cpu() - f.get_tensor(name).float()
+                    total += float(diff.pow(2).sum())
+    return total ** 0.5

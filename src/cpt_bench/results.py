@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cpt_bench.metrics import compute_metrics
+from cpt_bench.metrics import compute_joint_metrics, compute_metrics
 
 MATRIX_COLUMNS = ["stage", "trained_task", "eval_task", "accuracy", "n"]
 
@@ -40,11 +40,17 @@ def general_series(stages: list[StageEval], general: list[str]) -> dict[str, lis
     return {g: [s.accuracy[g] for s in stages] for g in general if all(g in s.accuracy for s in stages)}
 
 
+JOINT = "joint"  # the trained_task of the joint baseline's single stage
+
+
 def run_metrics(stages: list[StageEval], order: list[str], general: list[str]) -> dict | None:
     """All metrics as of the last completed stage; None before any stage has trained."""
     if len(stages) < 2:
         return None
-    return compute_metrics(square_matrix(stages, order), general_series(stages, general) or None)
+    series = general_series(stages, general) or None
+    if stages[1].trained_task == JOINT:
+        return compute_joint_metrics(*square_matrix(stages, order), general=series)
+    return compute_metrics(square_matrix(stages, order), series)
 
 
 def format_summary(stages: list[StageEval], order: list[str], general: list[str], metrics: dict | None) -> str:

@@ -91,7 +91,7 @@ def command_line() -> str:
 class NullTracker:
     """logger=none: every call is a no-op; the files above are the record."""
 
-    def log_stage(self, stage: StageEval, metrics: dict | None) -> None: ...
+    def log_stage(self, stage: StageEval, metrics: dict | None, diagnostics: dict) -> None: ...
 
     def log_train(self, step: int, stage: int, logs: dict) -> None: ...
 
@@ -127,8 +127,9 @@ class WandbTracker:
         self.run.define_metric("train/step")
         self.run.define_metric("train/*", step_metric="train/step")
 
-    def log_stage(self, stage: StageEval, metrics: dict | None) -> None:
+    def log_stage(self, stage: StageEval, metrics: dict | None, diagnostics: dict) -> None:
         row = {"cpt/stage": stage.stage}
+        row.update({f"cpt/diag/{k}": v for k, v in diagnostics.items() if isinstance(v, (int, float))})
         row.update({f"cpt/acc/{task}": acc for task, acc in stage.accuracy.items()})
         for key in ("final_avg_acc", "forgetting", "bwt", "plasticity", "general_delta"):
             if metrics and metrics.get(key) is not None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from cpt_bench.prompts import PromptStyle
 from cpt_bench.tasks.base import Example, Task
 
 
@@ -18,7 +19,11 @@ from cpt_bench.tasks.base import Example, Task
 class StageContext:
     index: int  # 1-based stage number
     total: int  # number of stages in the sequence
-    task: Task
+    task_name: str  # the trained task ("joint" for the multi-task baseline)
+    tasks: dict[str, Task]  # graders for every item's task
+    style: PromptStyle  # prompt format (CoT or direct), shared with evaluation
+    base_path: str  # the original base model (the paper's KL reference)
+    start_path: str  # the checkpoint this stage starts from (a plain trainer's reference)
     work_dir: Path  # scratch space for the trainer (logs; checkpoints are saved by the loop)
     seed: int
     use_cpu: bool
@@ -33,7 +38,46 @@ class StageResult:
     model: Any
     optimizer_steps: int
     train_seconds: float
-    metrics: dict[str, float] = field(default_factory=dict)
+    generated_tokens: int = 0  # rollout tokens (RFT); 0 for SFT
+    metrics: dict[str, float] = field(default_factory=dict)  # stage-level diagnostics
+
+
+def common_trainer_args(cfg, ctx: StageContext) -> dict[str, Any]:
+    """TrainingArguments every paradigm passes the same way (a stage = one trainer run)."""
+    epochs = float(cfg.epochs_per_task.get(ctx.task_name, cfg.epochs))
+    return dict(
+        output_dir=str(ctx.work_dir),
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of all steps
+        weight_decay=cfg.weight_decay,
+        num_train_epochs=epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",  # the stage loop saves one checkpoint per stage
+        report_to=[],  # the stage loop owns W&B (one run per sequence)
+        disable_tqdm=True,
+        seed=ctx.seed,
+        data_seed=ctx.seed,
+        use_cpu=ctx.use_cpu,
+        bf16=ctx.bf16,
+        fp16=False,
+        deepspeed=ctx.deepspeed,
+        dataloader_num_workers=0,
+    )
+
+
+def mean_logs(logs: list[dict], keys: list[str]) -> dict[str, float]:
+    """Average each trainer log key over a stage (diagnostics are per-step means)."""
+    out = {}
+    for key in keys:
+        values = [row[key] for row in logs if isinstance(row.get(key), (int, float))]
+        if values:
+            out[key] = sum(values) / len(values)
+    return out
 
 
 class Paradigm(Protocol):
@@ -49,4 +93,8 @@ def build_paradigm(cfg) -> Paradigm:
         from cpt_bench.paradigms.sft import SFT
 
         return SFT(cfg)
-    raise ConfigError(f"unknown paradigm {cfg.name!r}; available: sft")
+    if cfg.name == "rft":
+        from cpt_bench.paradigms.rft import RFT
+
+        return RFT(cfg)
+    raise ConfigError(f"unknown paradigm {cfg.name!r}; available: sft, rft")

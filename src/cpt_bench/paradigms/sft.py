@@ -13,18 +13,19 @@ from transformers import PrinterCallback, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from cpt_bench.models import completion_text, format_prompt
-from cpt_bench.paradigms import StageContext, StageResult
+from cpt_bench.paradigms import StageContext, StageResult, common_trainer_args, mean_logs
 from cpt_bench.tasks.base import Example
 
 
 class ForwardLogs(TrainerCallback):
-    """Hands every trainer log event to the stage loop (terminal, files, W&B)."""
+    """Hands every trainer log event to the stage loop (terminal, files, W&B) and keeps it."""
 
     def __init__(self, ctx: StageContext):
-        self.ctx = ctx
+        self.ctx, self.logs = ctx, []
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs:
+            self.logs.append(dict(logs))
             self.ctx.on_log(state.global_step, state.max_steps, dict(logs))
 
 
@@ -34,55 +35,35 @@ class SFT:
     def __init__(self, cfg):
         self.cfg = cfg
 
-    def epochs_for(self, task: str) -> float:
-        return float(self.cfg.epochs_per_task.get(task, self.cfg.epochs))
-
     def trainer_args(self, ctx: StageContext) -> SFTConfig:
-        c = self.cfg
         return SFTConfig(
-            output_dir=str(ctx.work_dir),
-            learning_rate=c.learning_rate,
-            lr_scheduler_type=c.lr_scheduler_type,
-            warmup_steps=c.warmup_ratio,  # transformers 5: a float < 1 is a ratio of all steps
-            weight_decay=c.weight_decay,
-            num_train_epochs=self.epochs_for(ctx.task.name),
-            max_steps=c.max_steps,
-            per_device_train_batch_size=c.per_device_batch_size,
-            gradient_accumulation_steps=c.gradient_accumulation_steps,
-            activation_checkpointing=c.gradient_checkpointing,
-            max_length=c.max_length,
+            **common_trainer_args(self.cfg, ctx),
+            max_length=self.cfg.max_length,
             completion_only_loss=True,  # pinned: the loss is on the answer only
             packing=False,
-            logging_steps=c.logging_steps,
-            save_strategy="no",  # the stage loop saves one checkpoint per stage
-            report_to=[],  # the stage loop owns W&B (one run per sequence)
-            disable_tqdm=True,
-            seed=ctx.seed,
-            data_seed=ctx.seed,
-            use_cpu=ctx.use_cpu,
-            bf16=ctx.bf16,
-            fp16=False,
-            deepspeed=ctx.deepspeed,
-            dataloader_num_workers=0,
         )
 
     def train_stage(self, model, tokenizer, examples: list[Example], ctx: StageContext) -> StageResult:
         data = Dataset.from_list(
             [
-                {"prompt": format_prompt(tokenizer, ex.prompt), "completion": completion_text(tokenizer, ex.answer)}
+                {
+                    "prompt": format_prompt(tokenizer, ctx.style.user_text(ex)),
+                    "completion": completion_text(tokenizer, ctx.style.target(ex)),
+                }
                 for ex in examples
             ]
         )
+        logs = ForwardLogs(ctx)
         trainer = SFTTrainer(
             model=model,
             args=self.trainer_args(ctx),
             train_dataset=data,
             processing_class=tokenizer,
-            callbacks=[ForwardLogs(ctx)],
+            callbacks=[logs],
         )
         trainer.remove_callback(PrinterCallback)  # the stage loop prints progress itself
         start = time.time()
         out = trainer.train()
         seconds = time.time() - start
-        metrics = {"train_loss": out.training_loss}
-        return StageResult(trainer.model, trainer.state.global_step, seconds, metrics)
+        metrics = {"train_loss": out.training_loss, **mean_logs(logs.logs, ["entropy", "mean_token_accuracy"])}
+        return StageResult(trainer.model, trainer.state.global_step, seconds, 0, metrics)

@@ -15,6 +15,14 @@ class Benchmark:
     tasks: dict[str, Task]  # CPT tasks and general-suite tasks, by name
     order: list[str]  # the benchmark's own CPT order
     general: list[str]
+    cot_instruction: str = "think"  # appended to each question when cot=true
+    direct_instruction: str = ""  # appended when cot=false
+    separator: str = " "
+
+    def prompt_style(self, cot: bool):
+        from cpt_bench.prompts import PromptStyle
+
+        return PromptStyle(cot, self.cot_instruction, self.direct_instruction, self.separator)
 
 
 def _toy(cfg) -> Benchmark:
@@ -24,7 +32,9 @@ def _toy(cfg) -> Benchmark:
     unknown = [t for t in [*cfg.tasks, *cfg.general] if t not in tasks]
     if unknown:
         raise ConfigError(f"benchmark toy has no task {unknown[0]!r}; its tasks: {', '.join(tasks)}")
-    return Benchmark("toy", tasks, list(cfg.tasks), list(cfg.general))
+    from cpt_bench.tasks.toy import COT_INSTRUCTION, DIRECT_INSTRUCTION
+
+    return Benchmark("toy", tasks, list(cfg.tasks), list(cfg.general), COT_INSTRUCTION, DIRECT_INSTRUCTION)
 
 
 BENCHMARKS: dict[str, Callable[..., Benchmark]] = {"toy": _toy}

@@ -24,6 +24,7 @@ class Example:
     task: str
     prompt: str
     answer: str
+    rationale: str = ""  # a worked reasoning trace, for CoT-format SFT and pre-training
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -34,7 +35,9 @@ class Task(Protocol):
 
     def test(self) -> list[Example]: ...
 
-    def grade(self, response: str, example: Example) -> float: ...
+    def grade(self, answer: str | None, example: Example) -> float:
+        """0/1 for an extracted answer (None = no answer found)."""
+        ...
 
 
 def stable_seed(*parts: object) -> int:
@@ -52,7 +55,7 @@ def split_of(prompt: str, test_share: int = 4) -> str:
 
 
 def sample_split(
-    make: Callable[[random.Random], tuple[str, str, dict]],
+    make: Callable[[random.Random], Example],
     rng: random.Random,
     n: int,
     split: str,
@@ -74,9 +77,9 @@ def sample_split(
                 f"task {task!r} has too few distinct {split} items: drew {len(out)} of {n} requested; "
                 f"lower benchmark.{split}_size"
             )
-        prompt, answer, meta = make(rng)
-        if (unique and prompt in seen) or split_of(prompt) != split:
+        ex = make(rng)
+        if (unique and ex.prompt in seen) or split_of(ex.prompt) != split:
             continue
-        seen.add(prompt)
-        out.append(Example(task=task, prompt=prompt, answer=answer, meta=meta))
+        seen.add(ex.prompt)
+        out.append(ex)
     return out

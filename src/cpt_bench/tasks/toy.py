@@ -21,6 +21,9 @@ from cpt_bench.grading import grade_exact
 from cpt_bench.tasks.base import Example, sample_split, stable_seed
 
 LETTERS = "abcdefghij"
+# toy instructions stay one word: `add 33 7 = think` asks for CoT, `add 33 7 = answer` not;
+# neither prompt is a prefix of the other, so the model can tell the formats apart
+COT_INSTRUCTION, DIRECT_INSTRUCTION = "think", "answer"
 Generator = Callable[[random.Random, bool], tuple[str, str]]
 
 
@@ -120,10 +123,12 @@ class ToyTask:
     ) -> list[Example]:
         rng = random.Random(stable_seed("toy", self.name, stream, self.seed))
 
-        def make(r: random.Random) -> tuple[str, str, dict]:
+        def make(r: random.Random) -> Example:
             hard = r.random() < hard_fraction
             prompt, answer = self.generator(r, hard)
-            return prompt, answer, {"hard": hard}
+            # the toy "reasoning" restates the operands: CoT here is a format, not extra compute
+            rationale = prompt.removesuffix(" =").split(" ", 1)[1]
+            return Example(self.name, prompt, answer, rationale, {"hard": hard})
 
         return sample_split(make, rng, n, split=split, task=self.name, unique=unique)
 
@@ -137,8 +142,8 @@ class ToyTask:
         """Items for building the base model: train split only, own stream, repeats allowed."""
         return self._sample("train", n, hard_fraction, "pretrain", unique=False)
 
-    def grade(self, response: str, example: Example) -> float:
-        return grade_exact(response, example.answer)
+    def grade(self, answer: str | None, example: Example) -> float:
+        return 0.0 if answer is None else grade_exact(answer, example.answer)
 
 
 def toy_tasks(seed: int = 0, train_size: int = 512, test_size: int = 100) -> dict[str, ToyTask]:

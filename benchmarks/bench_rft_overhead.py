@@ -1,0 +1,103 @@
+"""cpt-bench's RFT stage vs a bare GRPOTrainer script: same model, data, config and steps.
+
+The bare script below is what a user would write by hand: a dataset of prompts, a reward
+that grades the answer, GRPOTrainer, train(). The cpt-bench side is the stage as the stage
+loop runs it (paradigm.train_stage: dataset, trainer, diagnostics, log forwarding). Each is
+run `--repeats` times, alternating, in one process; medians are compared.
+Target (issue #3): cpt-bench / bare <= 1.10. Writes bench-results/rft_overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--items", type=int, default=256)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO / "src"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import datasets
+    import transformers
+    from hydra import compose, initialize_config_module
+    from transformers import PrinterCallback
+    from trl import GRPOTrainer
+
+    from cpt_bench.config import register_configs
+    from cpt_bench.grading import grade_exact
+    from cpt_bench.models import TinyRecipe, build_tiny_base, load_model_and_tokenizer
+    from cpt_bench.paradigms import StageContext
+    from cpt_bench.paradigms.rft import RFT
+    from cpt_bench.tasks import build_benchmark
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.set_verbosity_error()
+    register_configs()
+    with initialize_config_module(config_module="cpt_bench.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["paradigm=rft"])
+    bench = build_benchmark(cfg.benchmark)
+    style = bench.prompt_style(False)
+    items = bench.tasks["max"].train()[: args.items]
+    paradigm = RFT(cfg.paradigm)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = str(build_tiny_base(TinyRecipe(), os.environ.get("CPT_BENCH_CACHE")))
+
+        def bare() -> float:
+            model, tok = load_model_and_tokenizer(base)
+            t0 = time.perf_counter()
+            data = datasets.Dataset.from_list([{"prompt": style.user_text(ex), "answer": ex.answer} for ex in items])
+
+            def reward(completions, answer, **_):
+                return [grade_exact(c, a) for c, a in zip(completions, answer)]
+
+            ctx = StageContext(1, 1, "max", bench.tasks, style, base, base, Path(tmp) / "bare", 1, True, False)
+            trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=paradigm.trainer_args(ctx, [1.0]),
+                                  train_dataset=data, processing_class=tok)
+            trainer.remove_callback(PrinterCallback)
+            trainer.train()
+            return time.perf_counter() - t0
+
+        def ours() -> float:
+            model, tok = load_model_and_tokenizer(base)
+            t0 = time.perf_counter()
+            ctx = StageContext(1, 1, "max", bench.tasks, style, base, base, Path(tmp) / "ours", 1, True, False)
+            paradigm.train_stage(model, tok, items, ctx)
+            return time.perf_counter() - t0
+
+        times = {"bare": [], "cpt_bench": []}
+        for _ in range(args.repeats):
+            times["bare"].append(bare())
+            times["cpt_bench"].append(ours())
+    med = {k: statistics.median(v) for k, v in times.items()}
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "items": len(items), "prompts_per_step": paradigm.check_batch(1),
+        "num_generations": cfg.paradigm.num_generations,
+        "seconds": {k: [round(x, 2) for x in v] for k, v in times.items()},
+        "median_seconds": {k: round(v, 2) for k, v in med.items()},
+        "ratio": round(med["cpt_bench"] / med["bare"], 3),
+        "target_ratio": 1.10,
+    }
+    result["target_met"] = result["ratio"] <= 1.10
+    out = REPO / "bench-results"
+    out.mkdir(exist_ok=True)
+    (out / "rft_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0 if result["target_met"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

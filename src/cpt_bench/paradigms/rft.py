@@ -1,0 +1,125 @@
+"""RFT stage: GRPO with verifiable rewards through TRL's GRPOTrainer.
+
+The reward is the task's own grader on the extracted answer (accuracy) plus, with CoT, a
+format reward; evaluation reports the accuracy part only. The KL reference is chosen
+explicitly: TRL builds it from the directory named in the policy's config
+(`_name_or_path`), not from the in-memory weights, so we point that at the original base
+model (the paper) or at this stage's starting checkpoint (a plain trainer).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+
+from datasets import Dataset
+from transformers import PrinterCallback
+from trl import GRPOConfig, GRPOTrainer
+
+from cpt_bench.grading import format_ok
+from cpt_bench.models import format_prompt
+from cpt_bench.paradigms import StageContext, StageResult, common_trainer_args, mean_logs
+from cpt_bench.paradigms.sft import ForwardLogs
+from cpt_bench.tasks.base import ConfigError, Example
+
+log = logging.getLogger(__name__)
+DIAGNOSTICS = ["reward", "reward_std", "frac_reward_zero_std", "kl", "entropy",
+               "completions/mean_length", "rewards/accuracy/mean", "rewards/format/mean"]
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+class RFT:
+    name = "rft"
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.check_batch(world_size())
+
+    def check_batch(self, world: int) -> int:
+        """Validate GRPO's batch arithmetic; returns the prompts per optimizer step."""
+        c = self.cfg
+        if c.kl_reference not in ("base", "previous"):
+            raise ConfigError(f"paradigm.kl_reference must be 'base' or 'previous', not {c.kl_reference!r}")
+        if c.num_generations < 2:
+            raise ConfigError("paradigm.num_generations must be at least 2: GRPO compares completions within a group")
+        batch = c.per_device_batch_size * c.gradient_accumulation_steps * world
+        if batch % c.num_generations:
+            raise ConfigError(
+                f"effective batch {batch} (paradigm.per_device_batch_size={c.per_device_batch_size} x "
+                f"gradient_accumulation_steps={c.gradient_accumulation_steps} x {world} processes) is not "
+                f"divisible by paradigm.num_generations={c.num_generations}"
+            )
+        return batch // c.num_generations
+
+    def trainer_args(self, ctx: StageContext, reward_weights: list[float]) -> GRPOConfig:
+        c = self.cfg
+        return GRPOConfig(
+            **common_trainer_args(c, ctx),
+            # pinned explicitly: these defaults changed across TRL versions
+            num_generations=c.num_generations,
+            temperature=c.temperature,
+            top_p=c.top_p,
+            max_completion_length=c.max_completion_length,
+            beta=c.kl_coef,
+            loss_type=c.loss_type,
+            scale_rewards=c.scale_rewards,
+            epsilon=c.epsilon,
+            epsilon_high=c.epsilon_high,
+            num_iterations=c.num_iterations,
+            reward_weights=reward_weights,
+            use_vllm=c.use_vllm,
+            vllm_mode=c.vllm_mode,
+        )
+
+    def build_trainer(self, model, tokenizer, examples: list[Example], ctx: StageContext) -> tuple[GRPOTrainer, ForwardLogs, dict]:
+        style, tasks = ctx.style, ctx.tasks
+        counters = {"generated_tokens": 0}
+        per_step = self.check_batch(world_size())
+        if len(examples) < per_step:  # e.g. RIF kept few items: GRPO would form no batch at all
+            log.warning("only %d items for %d prompts per step: repeating them to fill one step",
+                        len(examples), per_step)
+            examples = (examples * math.ceil(per_step / len(examples)))[:per_step]
+
+        def accuracy(completions, idx, completion_ids=None, **_):
+            if completion_ids is not None:  # called once per generation batch: count rollout tokens
+                counters["generated_tokens"] += sum(len(ids) for ids in completion_ids)
+            return [tasks[examples[i].task].grade(style.extract(c), examples[i]) for c, i in zip(completions, idx)]
+
+        def format(completions, **_):  # noqa: A001 - TRL logs the reward under the function's name
+            return [format_ok(c) for c in completions]
+
+        funcs, weights = [accuracy], [1.0]
+        if style.cot:
+            funcs, weights = [accuracy, format], [self.cfg.reward_accuracy_weight, self.cfg.reward_format_weight]
+        data = Dataset.from_list(
+            [{"prompt": format_prompt(tokenizer, style.user_text(ex)), "idx": i} for i, ex in enumerate(examples)]
+        )
+        # which weights the KL reference holds: the original base (paper) or this stage's start
+        if self.cfg.kl_coef:
+            model.config._name_or_path = ctx.base_path if self.cfg.kl_reference == "base" else ctx.start_path
+        logs = ForwardLogs(ctx)
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=funcs,
+            args=self.trainer_args(ctx, weights),
+            train_dataset=data,
+            processing_class=tokenizer,
+            callbacks=[logs],
+        )
+        trainer.remove_callback(PrinterCallback)
+        return trainer, logs, counters
+
+    def train_stage(self, model, tokenizer, examples: list[Example], ctx: StageContext) -> StageResult:
+        trainer, logs, counters = self.build_trainer(model, tokenizer, examples, ctx)
+        start = time.time()
+        out = trainer.train()
+        seconds = time.time() - start
+        metrics = {"train_loss": out.training_loss, **mean_logs(logs.logs, DIAGNOSTICS)}
+        model, steps = trainer.model, trainer.state.global_step
+        del trainer  # frees the reference model before evaluation
+        return StageResult(model, steps, seconds, counters["generated_tokens"], metrics)

@@ -1,0 +1,279 @@
+"""The cross-run report on hand-built run directories: labels, means, frontier, matched gain, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from cpt_bench import report
+from cpt_bench.report import (
+    ReportCallback, RunRecord, find_runs, main, matched_gain, pareto_frontier, stage_curve, variant_labels,
+)
+
+TASKS, GENERAL = ["a", "b"], ["g"]
+
+# (paradigm, lr) -> per-seed (final_avg_acc, forgetting, gain, general_delta); bwt = -forgetting
+GRID = {
+    ("sft", 1e-4): [(0.30, 0.40, 0.50, -0.30), (0.40, 0.50, 0.60, -0.20)],
+    ("sft", 1e-5): [(0.50, 0.10, 0.20, -0.10), (0.55, 0.20, 0.30, -0.05)],
+    ("rft", 1e-4): [(0.60, 0.05, 0.30, -0.02), (0.62, 0.07, 0.40, 0.00)],
+    ("rft", 1e-5): [(0.45, 0.01, 0.10, 0.01), (0.47, 0.01, 0.12, 0.00)],
+}
+
+
+def config(paradigm="sft", lr=1e-4, seed=0, schedule="sequential", **top) -> dict:
+    p = {"name": paradigm, "learning_rate": lr, "epochs": 5.0}
+    if paradigm == "rft":
+        p["kl_coef"] = 0.04  # the same for every rft run: a property of paradigm=rft
+    return {
+        "paradigm": p,
+        "benchmark": {"name": "toy", "tasks": TASKS, "general": GENERAL},
+        "order": {"name": "default", "tasks": None, "seed": 0},
+        "model": {"name": "tiny", "cache_dir": f"/cache/{seed}"},  # differs, but not the experiment
+        "logger": {"name": "wandb", "group": f"g{seed}"},
+        "seed": seed, "schedule": schedule, "cot": False, "filter": {"name": "none"},
+        **top,
+    }
+
+
+def write_run(path: Path, cfg: dict, status="finished", metrics: dict | None = None, compute=None):
+    path.mkdir(parents=True)
+    joint = cfg.get("schedule") == "joint"
+    stages = [(0, ""), (1, "joint")] if joint else [(0, ""), (1, "a"), (2, "b")]
+    with open(path / "matrix.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["stage", "trained_task", "eval_task", "accuracy", "n"])
+        for s, trained in stages:
+            for j, task in enumerate([*TASKS, *GENERAL]):
+                w.writerow([s, trained, task, f"{0.1 * (s + j + 1):.6f}", 10])
+    info = {"status": status, "config": cfg, "order": TASKS, "general_suite": GENERAL, "seed": cfg["seed"],
+            "timings": {"total_seconds": 6.0, "stages": {
+                "0": {"eval_seconds": 1.0},
+                "1": {"train_seconds": 2.0, "optimizer_steps": 10, "eval_seconds": 0.5},
+                "2": {"train_seconds": 3.0, "optimizer_steps": 10, "eval_seconds": 0.5}}}}
+    if compute:
+        info["compute"] = compute
+    (path / "run.json").write_text(json.dumps(info))
+    if metrics is not None:
+        (path / "metrics.json").write_text(json.dumps(metrics))
+
+
+def metrics(final, forgetting, gain, general, stages=2, joint=False) -> dict:
+    return {"final_avg_acc": final, "avg_acc_per_stage": [final] if joint else [final + 0.2, final][:stages],
+            "plasticity": final + forgetting, "gain": gain,
+            "bwt": None if joint else -forgetting, "forgetting": None if joint else forgetting,
+            "fwt": 0.0, "general_delta": general, "general_delta_per_task": {"g": general},
+            "per_task_forgetting": [forgetting], "stages_completed": 1 if joint else stages,
+            "num_tasks": 2, "order": TASKS, "general_suite": GENERAL}
+
+
+RFT_COMPUTE = {"optimizer_steps": 8, "generated_tokens": 12000, "train_seconds": 30.0,
+               "rollout_seconds": 20.0, "wall_seconds": 40.0}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """A multirun: 2 paradigms x 2 lrs x 2 seeds, one joint run, one failed run that trained a
+    stage, one failed before any stage (no metrics.json), and a decoy under wandb/."""
+    root = tmp_path_factory.mktemp("report") / "sweep"
+    num = 0
+    for (paradigm, lr), seeds in GRID.items():
+        for seed, values in enumerate(seeds):
+            write_run(root / str(num), config(paradigm, lr, seed), metrics=metrics(*values),
+                      compute=RFT_COMPUTE if paradigm == "rft" else None)
+            num += 1
+    write_run(root / "8", config("sft", 1e-4, 0, schedule="joint"), metrics=metrics(0.55, 0.0, 0.45, -0.15, joint=True))
+    write_run(root / "9", config("sft", 1e-4, 3), status="failed")  # nothing trained: skipped
+    write_run(root / "10", config("sft", 1e-4, 2), status="failed", metrics=metrics(0.9, 0.0, 0.9, 0.0, stages=1))
+    write_run(root / "wandb" / "decoy", config(), metrics=metrics(0.1, 0.1, 0.1, 0.1))
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cli_report(sweep):
+    exe = Path(sys.executable).with_name("cpt-bench-report")
+    res = subprocess.run([str(exe), str(sweep)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return res
+
+
+def read_csv(path: Path) -> dict[str, dict]:
+    with open(path, newline="") as f:
+        return {row["run_dir"]: row for row in csv.DictReader(f)}
+
+
+SFT_HI = "paradigm=sft learning_rate=0.0001 schedule=sequential"
+
+
+# --- finding runs ----------------------------------------------------------------------------
+
+
+def test_find_runs_walks_sweeps_skips_unfinished_stages_and_wandb(sweep, caplog):
+    with caplog.at_level(logging.WARNING, logger="cpt_bench.report"):
+        runs = find_runs([sweep])
+    assert [p.name for p in runs] == [str(i) for i in (0, 1, 2, 3, 4, 5, 6, 7, 8, 10)]  # natural order
+    assert "9" in caplog.text and "no metrics.json" in caplog.text
+    assert find_runs([sweep / "3"]) == [(sweep / "3").resolve()]  # a run dir itself
+
+
+# --- labels ----------------------------------------------------------------------------------
+
+
+def test_variant_labels_name_only_what_differs():
+    # nothing but the seed differs: the paradigm's name
+    assert variant_labels([config(seed=0), config(seed=1)]) == ["sft", "sft"]
+    # kl_coef varies among rft runs; sft has none; model.cache_dir and logger never count
+    cfgs = [config("sft"), config("rft"), config("rft")]
+    cfgs[1]["paradigm"]["kl_coef"], cfgs[2]["paradigm"]["kl_coef"] = 0.0, 0.05
+    assert variant_labels(cfgs) == ["paradigm=sft", "paradigm=rft kl_coef=0.0", "paradigm=rft kl_coef=0.05"]
+    # a leaf that would be ambiguous keeps its group; group choices read like overrides
+    a, b = config(), config()
+    b["order"].update(seed=3, tasks=["b", "a"])
+    b["filter"]["name"], b["cot"] = "rif", True
+    assert variant_labels([a, b])[1] == "order.tasks=[b,a] order.seed=3 cot=true filter=rif"
+
+
+def test_grid_labels(sweep):
+    runs = report.load_runs([sweep])
+    labels = {r.path.name: r.variant for r in runs}
+    assert labels["0"] == labels["1"] == labels["10"] == SFT_HI
+    assert labels["6"] == "paradigm=rft learning_rate=1e-05 schedule=sequential"
+    assert labels["8"] == "paradigm=sft learning_rate=0.0001 schedule=joint"
+    assert not any("kl_coef" in v or "cache_dir" in v or "seed" in v for v in labels.values())
+
+
+# --- numbers ---------------------------------------------------------------------------------
+
+
+def test_report_csv_one_row_per_run(sweep, cli_report):
+    rows = read_csv(sweep / "report.csv")
+    assert set(rows) == {str(i) for i in (0, 1, 2, 3, 4, 5, 6, 7, 8, 10)}
+    r = rows["1"]
+    assert (r["variant"], r["paradigm"], r["seed"], r["status"], float(r["lr"])) == (SFT_HI, "sft", "1", "finished", 1e-4)
+    assert float(r["final_avg_acc"]) == 0.40 and float(r["forgetting"]) == 0.50 and float(r["bwt"]) == -0.50
+    # sft runs have no compute block: steps and seconds add up from timings; tokens unknown
+    assert (r["optimizer_steps"], r["generated_tokens"], r["train_seconds"], r["wall_seconds"]) == ("20", "", "5.0", "6.0")
+    assert rows["4"]["generated_tokens"] == "12000" and rows["4"]["wall_seconds"] == "40.0"
+    assert rows["10"]["status"] == "failed"
+    assert rows["8"]["forgetting"] == "" and rows["8"]["schedule"] == "joint"
+
+
+def test_report_md_means_and_spread(sweep, cli_report):
+    md = (sweep / "report.md").read_text()
+    line = next(ln for ln in md.splitlines() if ln.startswith(f"| {SFT_HI} |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    # the failed run (seed 2) is listed but not averaged; sample std of two values 10 pts apart = 7.1
+    assert cells[1:8] == ["2 (+1 unfinished)", "35.0 ± 7.1", "+45.0 ± 7.1", "-45.0 ± 7.1", "80.0 ± 14.1",
+                          "+55.0 ± 7.1", "-25.0 ± 7.1"]
+    assert cells[8:] == ["20", "n/a", "6.0 s"]
+    joint = next(ln for ln in md.splitlines() if ln.startswith("| paradigm=sft learning_rate=0.0001 schedule=joint |"))
+    assert "| 1 | 55.0 ± - | n/a | n/a |" in joint
+    rft = next(ln for ln in md.splitlines() if ln.startswith("| paradigm=rft learning_rate=0.0001 "))
+    assert "| 8 | 12.0k | 40.0 s |" in rft
+    assert "forgetting positive = accuracy lost" in md and "BWT negative = forgetting" in md
+    assert "negative = harm" in md
+    assert "| 10 | paradigm=sft learning_rate=0.0001 schedule=sequential | 2 | failed | 1/2 |" in md
+    for png in ("report_heatmaps.png", "report_curves.png", "report_pareto.png"):
+        assert f"]({png})" in md and (sweep / png).stat().st_size > 1000
+    assert cli_report.stdout.startswith("| variant | n |") and "35.0 ± 7.1" in cli_report.stdout
+
+
+def test_stage_curve_means_over_seeds():
+    def rec(per_stage, schedule="sequential", final=None):
+        m = {"avg_acc_per_stage": per_stage, "final_avg_acc": final, "num_tasks": 3}
+        return RunRecord(Path("x"), "finished", {"schedule": schedule}, 0, m, [], ["a", "b", "c"], [], {})
+
+    curve = stage_curve([rec([0.8, 0.6]), rec([0.6, 0.4, 0.3])])
+    assert [(t, round(m, 6)) for t, m, _ in curve] == [(1, 0.7), (2, 0.5), (3, 0.3)]
+    assert curve[0][2] == pytest.approx(0.141421, abs=1e-6) and curve[2][2] is None
+    assert stage_curve([rec([0.5], schedule="joint", final=0.5)]) == [(3, 0.5, None)]  # all tasks seen
+
+
+# --- frontier and matched gain -----------------------------------------------------------------
+
+
+def test_pareto_frontier():
+    pts = [(0.10, 0.05), (0.20, 0.10), (0.15, 0.20), (0.30, 0.30), (0.05, 0.01), (0.25, 0.35)]
+    # (0.15, 0.20) loses to (0.20, 0.10); (0.25, 0.35) to (0.30, 0.30)
+    assert pareto_frontier(pts) == [4, 0, 1, 3]
+    # higher y is better (general change): only points no other beats in both gain and y
+    assert pareto_frontier([(0.1, -0.1), (0.2, -0.3), (0.15, -0.2), (0.05, -0.2)], minimize_y=False) == [0, 2, 1]
+    assert pareto_frontier([]) == []
+
+
+def test_matched_gain_interpolates_along_each_frontier():
+    sft = [(0.2, 0.1), (0.4, 0.3), (0.6, 0.5)]
+    rft = [(0.1, 0.0), (0.3, 0.05), (0.5, 0.1), (0.2, 0.2)]  # (0.2, 0.2) is off rft's frontier
+    rows = matched_gain(sft, rft, n=4)
+    # overlap [0.2, 0.5]; sft 0.1 -> 0.4 linearly, rft 0.025 -> 0.1 along (0.1,0)-(0.3,0.05)-(0.5,0.1)
+    expected = [(0.2, 0.1, 0.025, 0.075), (0.3, 0.2, 0.05, 0.15), (0.4, 0.3, 0.075, 0.225), (0.5, 0.4, 0.1, 0.3)]
+    assert [tuple(round(v, 9) for v in row) for row in rows] == expected
+    assert matched_gain(sft, [(0.7, 0.1), (0.9, 0.2)]) == []  # disjoint gain ranges
+    assert matched_gain([(0.3, 0.2)], rft, n=4) == [(0.3, 0.2, 0.05, pytest.approx(0.15))]  # one shared gain
+    # higher-is-better y: frontier of (0.1,-0.1),(0.3,-0.2); at 0.2 -> -0.15
+    assert matched_gain([(0.1, -0.1), (0.3, -0.2)], [(0.2, 0.0)], minimize_y=False) == [
+        (0.2, pytest.approx(-0.15), 0.0, pytest.approx(-0.15))]
+
+
+def test_matched_gain_section_in_report(sweep, cli_report):
+    md = (sweep / "report.md").read_text()
+    section = md.split("## Matched gain")[1].split("## Figures")[0]
+    # sft frontier (0.2,0.1)..(0.6,0.5); rft frontier (0.12,0.01),(0.3,0.05),(0.4,0.07); overlap [0.2, 0.4]
+    assert "### forgetting: sft vs rft" in section
+    assert "| +20.0 | +10.0 | +2.8 | +7.2 |" in section
+    assert "| +40.0 | +30.0 | +7.0 | +23.0 |" in section
+    assert "### general change: sft vs rft" in section
+
+
+def test_matched_gain_reports_disjoint_ranges(tmp_path):
+    write_run(tmp_path / "0", config("sft"), metrics=metrics(0.3, 0.4, 0.6, -0.3))
+    write_run(tmp_path / "1", config("rft"), metrics=metrics(0.5, 0.01, 0.05, 0.0))
+    section = report.matched_gain_section(report.load_runs([tmp_path]))
+    assert "do not overlap (sft: +60.0 to +60.0; rft: +5.0 to +5.0)" in section
+
+
+# --- CLI and callback ------------------------------------------------------------------------
+
+
+def test_cli_writes_every_file_into_out(sweep, tmp_path):
+    out = tmp_path / "out"
+    assert main([str(sweep / "0"), str(sweep / "4"), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(report.FILES.values())
+    assert set(read_csv(out / "report.csv")) == {str(sweep / "0"), str(sweep / "4")}  # outside OUT: absolute
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{missing}"], "no such directory"),
+    (["{empty}"], "no run with results"),
+])
+def test_cli_bad_paths_fail_with_one_line(tmp_path, capsys, args, message):
+    (tmp_path / "empty").mkdir()
+    argv = [a.format(missing=tmp_path / "nope", empty=tmp_path / "empty") for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cpt-bench-report: error:") and message in err and "\n" not in err
+
+
+def test_cli_several_dirs_need_out(sweep):
+    exe = Path(sys.executable).with_name("cpt-bench-report")
+    res = subprocess.run([str(exe), str(sweep / "0"), str(sweep / "1")], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "--out is required" in res.stderr and "Traceback" not in res.stderr
+    res = subprocess.run([str(exe), str(sweep / "nope")], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0
+
+
+def test_callback_writes_into_the_sweep_dir_and_never_raises(tmp_path, caplog):
+    write_run(tmp_path / "sweep" / "0", config(), metrics=metrics(0.3, 0.4, 0.6, -0.3))
+    ReportCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}}))
+    assert (tmp_path / "sweep" / "report.md").exists() and (tmp_path / "sweep" / "report_pareto.png").exists()
+    with caplog.at_level(logging.WARNING, logger="cpt_bench.report"):
+        ReportCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "nope")}}}))
+    assert "report not written" in caplog.text
