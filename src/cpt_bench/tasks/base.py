@@ -26,6 +26,8 @@ class Example:
     answer: str
     rationale: str = ""  # a worked reasoning trace, for CoT-format SFT and pre-training
     meta: dict = field(default_factory=dict, compare=False, hash=False)
+    # images of a multimodal item, loaded lazily: each has .load() -> PIL.Image.Image
+    images: tuple = field(default=(), compare=False, hash=False)
 
 
 class Task(Protocol):
