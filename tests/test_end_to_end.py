@@ -86,6 +86,9 @@ def test_wandb_offline_run_contents(quick_run):
         k: v for d in run.metric_defs for k, v in d.items() if d.get("glob_name") == "cpt/*"}.items()
     stage_rows = [r for r in run.history if "cpt/acc/max" in r]
     assert [r["cpt/stage"] for r in stage_rows] == [0, 1, 2]
+    # per-stage diagnostics ride on the same axis; the drift from the base grows
+    drift = [r["cpt/diag/param_drift"] for r in stage_rows[1:]]
+    assert 0 < drift[0] < drift[1] and "cpt/diag/param_drift" not in stage_rows[0]
     matrix = {(int(r["stage"]), r["eval_task"]): float(r["accuracy"]) for r in read_matrix(run_dir)}
     assert stage_rows[1]["cpt/acc/max"] == pytest.approx(matrix[(1, "max")])
     # training metrics of both stages are kept on one increasing axis

@@ -298,6 +298,8 @@ class Run:
             extra["train"] = {"items": len(items), "optimizer_steps": result.optimizer_steps,
                               "generated_tokens": result.generated_tokens}
             extra["diagnostics"] = {**result.metrics, "param_drift": drift}
+            if "filter" in extra:
+                extra["diagnostics"]["rif_kept_fraction"] = extra["filter"]["kept_fraction"]
             self.finish_stage(self.evaluate(model, tokenizer, k, task_name), tracker, extra)
         return run_metrics(self.stages, self.order, self.general)
 
