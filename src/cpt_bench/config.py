@@ -100,6 +100,46 @@ class BenchmarkConfig:
 
 
 @dataclass
+class SplitSourceConfig:
+    """One split of a real task: a local `path`, or a dataset on the Hugging Face Hub."""
+
+    path: Optional[str] = None  # ShareGPT JSON/JSONL, parquet file, or a dataset folder
+    hf_id: Optional[str] = None
+    hf_config: Optional[str] = None
+    images_hf_config: Optional[str] = None  # GQA on lmms-lab: images in a config of their own
+    split: Optional[str] = None  # the hub (or dataset folder) split name
+
+
+@dataclass
+class TaskSourceConfig:
+    format: str = "auto"  # auto | sharegpt | easyr1 | native (the dataset's own columns)
+    image_root: Optional[str] = None  # image paths are relative to this
+    max_train: Optional[int] = None  # overrides the benchmark's for this task
+    max_test: Optional[int] = None
+    train: SplitSourceConfig = field(default_factory=SplitSourceConfig)
+    test: SplitSourceConfig = field(default_factory=SplitSourceConfig)
+
+
+@dataclass
+class MLLMBenchmarkConfig:
+    """The paper's seven multimodal tasks and the general suite (benchmark=mllm_cl7).
+
+    Each split is read from, in order: `sources.<task>.<split>.path`, the authors' file under
+    `data_dir` (ScienceQA_test.json, ...), `sources.<task>.<split>.hf_id`.
+    """
+
+    name: str = "mllm_cl7"
+    seed: int = 0  # which items a capped split draws
+    tasks: list[str] = MISSING  # the CPT tasks in the paper's order
+    general: list[str] = field(default_factory=list)  # held-out general-ability suite
+    data_dir: Optional[str] = None  # a folder of the authors' ShareGPT files
+    image_root: Optional[str] = None  # default: data_dir
+    max_train: Optional[int] = None  # per task; null = every item
+    max_test: Optional[int] = None
+    sources: dict[str, TaskSourceConfig] = field(default_factory=dict)
+
+
+@dataclass
 class OrderConfig:
     """default = the benchmark's order; reverse; shuffled (by `seed`); or an explicit `tasks`."""
 
@@ -176,6 +216,7 @@ def register_configs() -> None:
     cs.store(group="schema/paradigm", name="rft", node=RFTParadigm)
     cs.store(group="schema/filter", name="filter", node=FilterConfig)
     cs.store(group="schema/benchmark", name="benchmark", node=BenchmarkConfig)
+    cs.store(group="schema/benchmark", name="mllm_cl7", node=MLLMBenchmarkConfig)
     cs.store(group="schema/order", name="order", node=OrderConfig)
     cs.store(group="schema/model", name="model", node=ModelConfig)
     cs.store(group="schema/deepspeed", name="deepspeed", node=DeepSpeedConfig)

@@ -52,3 +52,83 @@ def format_ok(response: str) -> float:
 def cot_target(rationale: str, answer: str) -> str:
     """The supervised completion in CoT mode (also what the base model is pre-trained on)."""
     return f"<think> {rationale} </think> \\boxed{{{answer}}}"
+
+
+# --- answers of the multimodal benchmark (mllm_cl7) and its general suite ------------------
+# The paper grades with mathruler's `grade_answer` (MATH-style normalisation, then sympy
+# equality), which already takes "12 cm" for 12, "3.0" for 3, "1/2" for \frac{1}{2} and any
+# letter case. Short VQA answers also come as "Dog.", "the dog", "two" or "60°", and option
+# letters as "B." or "(B) text", which it rejects: the functions below undo only those surface
+# forms and leave every comparison to the library.
+
+ARTICLES = {"a", "an", "the"}
+# the VQA evaluation's number words (its `manualMap`)
+NUMBER_WORDS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten".split())}
+_EDGE_PUNCT = ".,;:!?\"'`"
+_OPTION_LINE = re.compile(r"^([A-Z])\.\s+(.+)$")
+
+
+def _grade_answer(given: str, truth: str) -> bool:
+    from mathruler.grader import grade_answer  # sympy behind it costs 0.2 s to import
+
+    return grade_answer(given, truth)
+
+
+def normalize_phrase(text: str) -> str:
+    """A short answer without case, edge punctuation, articles, degree signs or number words."""
+    text = text.replace("°", " ").strip().strip(_EDGE_PUNCT).lower()
+    words = [NUMBER_WORDS.get(w, w) for w in text.split() if w not in ARTICLES]
+    return " ".join(words)
+
+
+def grade_short_answer(response: str, answer: str) -> float:
+    """1.0 when a short (VQA, math, yes/no) response matches the reference answer.
+
+    Yes/no references count the response's first word, as POPE is scored ("Yes, there is ...").
+    """
+    if _grade_answer(response, answer):
+        return 1.0
+    given, truth = normalize_phrase(response), normalize_phrase(answer)
+    if truth in ("yes", "no"):
+        return float(given.split(" ", 1)[0].strip(_EDGE_PUNCT) == truth)
+    return float(bool(given) and _grade_answer(given, truth))
+
+
+def parse_choices(question: str) -> dict[str, str]:
+    """The lettered options (`A. text` lines) of a multiple-choice question, in order."""
+    options: dict[str, str] = {}
+    for line in question.splitlines():
+        m = _OPTION_LINE.match(line.strip())
+        if m and ord(m.group(1)) - ord("A") == len(options):  # A, B, C, ... consecutively
+            options[m.group(1)] = m.group(2).strip()
+    return options
+
+
+_LETTER_ONLY = re.compile(r"^\(?([A-Za-z])\)?[.:)]?$")  # "B", "b", "(B)", "B.", "B)"
+_LETTER_LEAD = re.compile(r"^(?:\(([A-Za-z])\)|([A-Z])[.:)])\s")  # "(B) text", "B. text"
+# "The answer is (B)", "Answer: B"; the letter itself must be a capital ("the answer is a dog")
+_LETTER_SAID = re.compile(r"(?i:answer(?:\s+is)?)\s*:?\s*\(?([A-Z])\)?(?![A-Za-z])")
+
+
+def choice_letter(response: str, choices: dict[str, str] | None = None) -> str | None:
+    """The option a response picks: its letter in any usual form, or the option's text."""
+    text = re.sub(r"\\text\{([^}]*)\}", r"\1", response).strip()
+    for pattern in (_LETTER_ONLY, _LETTER_LEAD):
+        m = pattern.match(text)
+        if m:
+            return next(g for g in m.groups() if g).upper()
+    said = _LETTER_SAID.findall(text)
+    if said:
+        return said[-1].upper()
+    if choices:
+        given = normalize_phrase(text)
+        hits = [k for k, v in choices.items() if normalize_phrase(v) == given]
+        if len(hits) == 1:
+            return hits[0]
+    return None
+
+
+def grade_choice(response: str, answer: str, choices: dict[str, str] | None = None) -> float:
+    """1.0 when a multiple-choice response picks the reference option (`answer` is its letter)."""
+    letter = choice_letter(response, choices)
+    return float(letter is not None and _grade_answer(letter, answer))

@@ -20,7 +20,10 @@ class PromptStyle:
     separator: str = " "  # between the question and the instruction
 
     def user_text(self, ex: Example) -> str:
-        instruction = self.cot_instruction if self.cot else self.direct_instruction
+        if self.cot:
+            instruction = self.cot_instruction
+        else:
+            instruction = self.direct_instruction if ex.direct_instruction is None else ex.direct_instruction
         return f"{ex.prompt}{self.separator}{instruction}" if instruction else ex.prompt
 
     def target(self, ex: Example) -> str:

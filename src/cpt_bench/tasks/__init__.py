@@ -37,7 +37,13 @@ def _toy(cfg) -> Benchmark:
     return Benchmark("toy", tasks, list(cfg.tasks), list(cfg.general), COT_INSTRUCTION, DIRECT_INSTRUCTION)
 
 
-BENCHMARKS: dict[str, Callable[..., Benchmark]] = {"toy": _toy}
+def _mllm_cl7(cfg) -> Benchmark:
+    from cpt_bench.tasks.mllm import build_mllm_cl7
+
+    return build_mllm_cl7(cfg)
+
+
+BENCHMARKS: dict[str, Callable[..., Benchmark]] = {"toy": _toy, "mllm_cl7": _mllm_cl7}
 
 
 def build_benchmark(cfg) -> Benchmark:

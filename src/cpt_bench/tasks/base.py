@@ -28,6 +28,9 @@ class Example:
     meta: dict = field(default_factory=dict, compare=False, hash=False)
     # images of a multimodal item, loaded lazily: each has .load() -> PIL.Image.Image
     images: tuple = field(default=(), compare=False, hash=False)
+    # the item's own direct-answer instruction (None = the benchmark's), kept out of `prompt`
+    # so that with CoT the CoT instruction replaces it instead of following it
+    direct_instruction: str | None = None
 
 
 class Task(Protocol):

@@ -1,0 +1,325 @@
+"""The paper's multimodal benchmark (`benchmark=mllm_cl7`) and its held-out general suite.
+
+Seven CPT tasks in the paper's order, ScienceQA -> TextVQA -> VizWiz -> GQA -> Geometry3K ->
+PathVQA -> CLEVR, and the general suite MMMU, MMLU-Pro (text only) and POPE. Each task is an
+adapter from a source row (see sources.py) to an `Example`:
+
+* the `<image>` placeholder is dropped (images travel in `Example.images`; MMMU's inline
+  `<image 2>` references become "image 2");
+* the direct-answer line the authors' data carries at the end of every question ("Answer the
+  question using a single word or phrase." / "Answer with the option's letter from the given
+  choices directly.") is cut from the prompt and kept in `Example.direct_instruction`, so that
+  `PromptStyle` appends it without CoT and puts the CoT instruction in its place with CoT;
+* the task's own lines stay in the question and are added where a source lacks them: TextVQA's
+  "Reference OCR token:", VizWiz's 'Unanswerable' line, CLEVR's leading "Hint: ...".
+
+With `benchmark.data_dir` the authors' ShareGPT files are read (`ScienceQA_test.json`, ...,
+images under `benchmark.image_root`, default the data dir); otherwise each task's hub dataset.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from cpt_bench.grading import grade_choice, grade_short_answer, parse_choices
+from cpt_bench.tasks.base import ConfigError, Example, stable_seed
+from cpt_bench.tasks.sources import FORMATS, Row, SourceSpec, draw, open_rows, prompt_and_answer
+
+if TYPE_CHECKING:
+    from cpt_bench.tasks import Benchmark
+
+log = logging.getLogger("cpt_bench")
+
+SHORT_ANSWER = "Answer the question using a single word or phrase."
+OPTION_LETTER = "Answer with the option's letter from the given choices directly."
+DIRECT_INSTRUCTIONS = (SHORT_ANSWER, OPTION_LETTER)
+UNANSWERABLE = "When the provided information is insufficient, respond with 'Unanswerable'."
+CLEVR_HINT = "Hint: Please answer the question and provide the final answer at the end."
+OCR_PREFIX = "Reference OCR token:"  # as in the authors' TextVQA files (no space after it)
+# EasyR1's math_format prompt, which the authors' GRPO runs append to every question
+COT_INSTRUCTION = (
+    "You FIRST think about the reasoning process as an internal monologue and then provide the final "
+    "answer. The reasoning process MUST BE enclosed within <think> </think> tags. The final answer "
+    "MUST BE put in \\boxed{}."
+)
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+# --- pure prompt handling ------------------------------------------------------------------
+
+
+def strip_image_tokens(text: str) -> str:
+    """Drop `<image>` placeholders; name MMMU's numbered `<image N>` references in words."""
+    text = re.sub(r"<image (\d+)>", r"image \1", text)
+    text = re.sub(r"<image>[ \t]*\n", "", text)  # a placeholder line, as the authors' "<image>\n..."
+    return re.sub(r" ?<image> ?", " ", text).strip()  # inline: the words around it stay apart
+
+
+def split_instruction(text: str) -> tuple[str, str | None]:
+    """(question, the direct-answer instruction it ended with, if any)."""
+    found = None
+    while True:
+        text = text.rstrip()
+        hit = next((i for i in DIRECT_INSTRUCTIONS if text.endswith(i)), None)
+        if hit is None:
+            return text, found
+        text, found = text[: -len(hit)], found or hit  # the last line is the one in force
+
+
+def lettered(options: list[str]) -> str:
+    return "\n".join(f"{LETTERS[i]}. {opt}" for i, opt in enumerate(options))
+
+
+def majority(answers: list) -> str | None:
+    """The most frequent of several annotators' answers (VQA style); ties go to the first."""
+    texts = [a["answer"] if isinstance(a, dict) else a for a in answers or []]
+    counts = Counter(t.strip() for t in texts if t and t.strip())
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def _ensure_unanswerable(question: str) -> str:
+    return question if UNANSWERABLE in question else f"{question}\n{UNANSWERABLE}"
+
+
+def _ensure_hint(question: str) -> str:
+    return question if question.startswith("Hint:") else f"{CLEVR_HINT}\nQuestion: {question}"
+
+
+# --- native hub schemas: a row's text fields -> (question, answer, options) ----------------
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    answer: str
+    options: tuple[str, ...] = ()  # multiple choice: appended as "A. ..." lines, answer = letter
+
+
+def generic_native(f: dict) -> Question | None:
+    """`question` (or `problem` / `query`) and `answer` (or annotators' `answers`) columns;
+    None for a row without a reference answer (e.g. a hidden test split)."""
+    text = next(f[k] for k in ("question", "problem", "query") if f.get(k) is not None)
+    answer = f["answer"] if f.get("answer") is not None else majority(f.get("answers"))
+    return None if answer is None else Question(text, str(answer))
+
+
+def scienceqa_native(f: dict) -> Question:
+    """derek-thomas/ScienceQA: hint (context), question, choices, answer index."""
+    text = "\n".join(x for x in (f.get("hint"), f["question"]) if x)
+    return Question(text, LETTERS[int(f["answer"])], tuple(f["choices"]))
+
+
+def textvqa_native(f: dict) -> Question | None:
+    """lmms-lab/textvqa: question, OCR tokens, ten annotators' answers."""
+    answer = majority(f.get("answers"))
+    ocr = f.get("ocr_tokens") or []
+    text = f"{f['question']}\n{OCR_PREFIX}{','.join(ocr)}" if ocr else f["question"]
+    return None if answer is None else Question(text, answer)
+
+
+def mmmu_native(f: dict) -> Question:
+    """MMMU: options as a Python list literal; open questions have none."""
+    options = f.get("options") or []
+    if isinstance(options, str):
+        options = ast.literal_eval(options) if options.strip() else []
+    if f.get("question_type") == "multiple-choice" and options:
+        return Question(f["question"], str(f["answer"]).strip(), tuple(options))
+    return Question(f["question"], str(f["answer"]))
+
+
+def mmlu_pro_native(f: dict) -> Question:
+    """TIGER-Lab/MMLU-Pro: up to ten options, answer letter."""
+    return Question(f["question"], str(f["answer"]).strip(), tuple(f["options"]))
+
+
+# --- the tasks ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    instruction: str = SHORT_ANSWER  # its direct-answer line where the source has none
+    files: tuple[str, str] | None = None  # the authors' (train, test) files under data_dir
+    native: Callable[[dict], Question | None] = generic_native
+    decorate: Callable[[str], str] = lambda q: q  # adds the task's own lines if missing
+    needs_image: bool = True  # rows without an image are not items of the task
+    multiple_choice: bool = False
+
+
+CPT_SPECS = {
+    s.name: s
+    for s in [
+        TaskSpec("scienceqa", OPTION_LETTER, ("ScienceQA_train.json", "ScienceQA_test.json"),
+                 scienceqa_native, multiple_choice=True),
+        TaskSpec("textvqa", files=("TextVQA_train.json", "TextVQA_test.json"), native=textvqa_native),
+        TaskSpec("vizwiz", files=("VizWiz_train.json", "VizWiz_test.json"), decorate=_ensure_unanswerable),
+        TaskSpec("gqa", files=("GQA_train.json", "GQA_test.json")),
+        TaskSpec("geometry3k", files=("geo_train.json", "geo_test.json")),
+        TaskSpec("pathvqa", files=("path-vqa_train.json", "path-vqa_test.json")),
+        TaskSpec("clevr", files=("clevr_train.json", "clevr_test.json"), decorate=_ensure_hint),
+    ]
+}
+GENERAL_SPECS = {
+    s.name: s
+    for s in [
+        TaskSpec("mmmu", native=mmmu_native),
+        TaskSpec("mmlu_pro", OPTION_LETTER, native=mmlu_pro_native, needs_image=False, multiple_choice=True),
+        TaskSpec("pope"),
+    ]
+}
+SPECS = {**CPT_SPECS, **GENERAL_SPECS}
+DEFAULT_ORDER = list(CPT_SPECS)
+GENERAL_SUITE = list(GENERAL_SPECS)
+
+
+def to_example(spec: TaskSpec, row: Row) -> Example | None:
+    """A source row as an item of the task; None when it is none (no image, no reference answer)."""
+    if spec.needs_image and not row.images:
+        return None
+    options: tuple[str, ...] = ()
+    if row.format == "native":
+        q = spec.native(row.fields)
+        if q is None:
+            return None
+        text, answer, options = q.text, q.answer, q.options
+        if options:
+            text = f"{text}\n{lettered(list(options))}"
+    else:
+        text, answer = prompt_and_answer(row)
+    question, instruction = split_instruction(strip_image_tokens(text))
+    question = spec.decorate(question)
+    choice = bool(options) or spec.multiple_choice or instruction == OPTION_LETTER
+    if instruction is None:
+        instruction = OPTION_LETTER if choice else spec.instruction
+    meta = {"choices": parse_choices(question)} if choice else {}
+    return Example(spec.name, question, str(answer).strip(), meta=meta,
+                   images=row.images if spec.needs_image else (), direct_instruction=instruction)
+
+
+@dataclass
+class MultimodalTask:
+    """One task of the benchmark: reads its sources on first use, then keeps the items."""
+
+    spec: TaskSpec
+    sources: dict[str, SourceSpec | None]  # train / test
+    limits: dict[str, int | None]  # max items per split (None = all)
+    seed: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # per split: missing/unreadable image
+    excluded: dict[str, int] = field(default_factory=dict)  # per split: rows that are no item
+    _items: dict[str, list[Example]] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def _split(self, split: str) -> list[Example]:
+        if split not in self._items:
+            src = self.sources.get(split)
+            if src is None:
+                key = f"benchmark.sources.{self.name}.{split}"
+                held_out = " (a general-ability task is never trained)" if self.name in GENERAL_SPECS else ""
+                raise ConfigError(
+                    f"task {self.name!r} has no {split} data{held_out}; set {key}.path (or {key}.hf_id)"
+                    + (" or benchmark.data_dir" if self.spec.files else "")
+                )
+
+            def convert(row: Row) -> Example | None:
+                try:
+                    return to_example(self.spec, row)
+                except (KeyError, ValueError, SyntaxError) as e:  # a row in another schema
+                    raise ConfigError(
+                        f"task {self.name!r}: a {row.format} row of {src.describe()} does not fit the task "
+                        f"({type(e).__name__}: {e}); check the data or set {src.key.rsplit('.', 1)[0]}.format"
+                    ) from None
+
+            seed = stable_seed("mllm", self.name, split, self.seed)
+            drawn = draw(open_rows(src), convert, self.limits.get(split), seed)
+            self._items[split] = drawn.examples
+            self.skipped[split], self.excluded[split] = drawn.skipped, drawn.excluded
+            log.info(
+                "%s %s: %d items from %s; skipped %d with a missing or unreadable image; %d rows without one excluded",
+                self.name, split, len(drawn.examples), src.describe(), drawn.skipped, drawn.excluded,
+            )
+        return self._items[split]
+
+    def train(self) -> list[Example]:
+        return self._split("train")
+
+    def test(self) -> list[Example]:
+        return self._split("test")
+
+    def grade(self, answer: str | None, example: Example) -> float:
+        if answer is None:
+            return 0.0
+        if "choices" in example.meta:
+            return grade_choice(answer, example.answer, example.meta["choices"])
+        return grade_short_answer(answer, example.answer)
+
+
+# --- the benchmark from its config -----------------------------------------------------------
+
+
+def resolve_source(cfg, task: str, split: str) -> SourceSpec | None:
+    """Where `split` of `task` comes from: an explicit path, the authors' file under data_dir,
+    or a hub dataset, in that order. Pure: nothing is read or checked on disk here."""
+    spec = SPECS[task]
+    src = (cfg.sources or {}).get(task)
+    node = src.get(split) if src is not None else None
+    key = f"benchmark.sources.{task}.{split}"
+    fmt = src.format if src is not None else "auto"
+    # image paths: the task's own root, the benchmark's, else data_dir for the authors' files
+    # and the data file's folder for an explicit path
+    root = (src.image_root if src is not None else None) or cfg.image_root
+    common = dict(task=task, split=split, key=key, format=fmt)
+    if node is not None and node.path:
+        return SourceSpec(path=str(node.path), setting=f"{key}.path", hf_split=node.split,
+                          hf_config=node.hf_config, image_root=root, **common)
+    if cfg.data_dir and spec.files:
+        file = spec.files[0 if split == "train" else 1]
+        return SourceSpec(path=str(Path(cfg.data_dir, file)), setting="benchmark.data_dir",
+                          image_root=root or cfg.data_dir, **common)
+    if node is not None and node.hf_id:
+        return SourceSpec(hf_id=node.hf_id, hf_config=node.hf_config, images_hf_config=node.images_hf_config,
+                          hf_split=node.split or split, image_root=root or cfg.data_dir, **common)
+    return None
+
+
+def _limit(cfg, task: str, split: str) -> int | None:
+    src = (cfg.sources or {}).get(task)
+    own = getattr(src, f"max_{split}", None) if src is not None else None
+    limit = own if own is not None else getattr(cfg, f"max_{split}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"max_{split} for task {task!r} must be >= 1 or null (all items), not {limit}")
+    return limit
+
+
+def build_mllm_cl7(cfg) -> Benchmark:
+    """The benchmark of a config (cheap: sources are only opened by train()/test())."""
+    from cpt_bench.tasks import Benchmark
+
+    names = [*cfg.tasks, *cfg.general]
+    for t in names:
+        if t not in SPECS:
+            raise ConfigError(f"benchmark mllm_cl7 has no task {t!r}; its tasks: {', '.join(SPECS)}")
+    for t, src in (cfg.sources or {}).items():
+        if t not in SPECS:
+            raise ConfigError(f"benchmark.sources.{t}: no such task; tasks: {', '.join(SPECS)}")
+        if src.format not in FORMATS:
+            raise ConfigError(f"benchmark.sources.{t}.format must be one of {', '.join(FORMATS)}, not {src.format!r}")
+    tasks = {
+        t: MultimodalTask(
+            SPECS[t],
+            {split: resolve_source(cfg, t, split) for split in ("train", "test")},
+            {split: _limit(cfg, t, split) for split in ("train", "test")},
+            seed=cfg.seed,
+        )
+        for t in dict.fromkeys(names)
+    }
+    return Benchmark("mllm_cl7", tasks, list(cfg.tasks), list(cfg.general),
+                     cot_instruction=COT_INSTRUCTION, direct_instruction=SHORT_ANSWER, separator="\n")
