@@ -41,8 +41,11 @@ def test_every_config_option_composes_and_plans(group, option):
     plan(cfg)  # validation of the composed config passes
 
 
-@pytest.mark.parametrize("preset", options("experiment"))
-def test_every_experiment_preset_composes_into_a_sweep(preset):
+SWEEP_PRESETS = [p for p in options("experiment") if not p.startswith("paper_")]  # paper_*: single runs
+
+
+@pytest.mark.parametrize("preset", SWEEP_PRESETS)
+def test_every_sweep_preset_composes_into_a_sweep(preset):
     with initialize_config_module(config_module="cpt_bench.conf", version_base="1.3"):
         cfg = compose("config", overrides=[f"+experiment={preset}"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params
@@ -121,7 +124,10 @@ def test_cli_help_and_cfg_job():
     res = run_cli("--help")
     assert res.returncode == 0
     for text in ["cpt-bench", "paradigm: rft, sft", "order: default, reverse, shuffled", "filter: none, rif",
-                 "experiment: ablation_cot, ablation_kl, ablation_rif, compare, pareto", "-m seed=1,2"]:
+                 "experiment: ablation_cot, ablation_kl, ablation_rif, compare, paper_rft", "-m seed=1,2"]:
+        assert text in res.stdout, text
+    for text in ["paradigm: rft, sft", "deepspeed: none, zero2, zero3, zero3_offload",
+                 "model: qwen2_5_0_5b_instruct, qwen2_5_vl_3b, qwen2_5_vl_7b, smollm2_135m, tiny"]:
         assert text in res.stdout
     res = run_cli("--cfg", "job", "paradigm.learning_rate=0.01")
     assert res.returncode == 0 and "learning_rate: 0.01" in res.stdout

@@ -78,12 +78,12 @@ def _comparable(cfg: DictConfig) -> dict:
     return data
 
 
-def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> tuple[list[StageEval], dict]:
-    """Refuse to clobber a finished run; return the stages an unfinished one completed and
-    its run.json (whose compute and timings the resumed run carries on from)."""
+def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> tuple[list[StageEval], list[dict]]:
+    """Refuse to clobber a finished run; return the stages an unfinished one completed, with
+    their stage.json records (whose compute the resumed run carries on from)."""
     run_json = run_dir / "run.json"
     if not run_json.exists():
-        return [], {}
+        return [], []
     previous = read_json(run_json)
     if cfg.overwrite:
         log.warning("overwrite=true: clearing the previous run in %s", run_dir)
@@ -91,7 +91,7 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> tuple[list[StageEval], di
         shutil.rmtree(run_dir / "wandb", ignore_errors=True)
         for name in ["run.json", *RESULT_FILES]:
             (run_dir / name).unlink(missing_ok=True)
-        return [], {}
+        return [], []
     if previous.get("status") == "finished":
         raise ConfigError(
             f"{run_dir} already holds a finished run; pick another hydra.run.dir or pass overwrite=true"
@@ -101,14 +101,12 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> tuple[list[StageEval], di
             f"{run_dir} holds an unfinished run with a different config; "
             "rerun it with the same overrides to resume, or pass overwrite=true"
         )
-    done = []
-    for path in sorted((run_dir / "stages").glob("*/stage.json")):
-        rec = read_json(path)
-        done.append(StageEval(rec["stage"], rec["trained_task"], rec["accuracy"], rec["n"]))
-    done = [s for i, s in enumerate(done) if s.stage == i]  # only an unbroken prefix counts
+    records = [read_json(p) for p in sorted((run_dir / "stages").glob("*/stage.json"))]
+    records = [r for i, r in enumerate(records) if r["stage"] == i]  # only an unbroken prefix counts
+    done = [StageEval(r["stage"], r["trained_task"], r["accuracy"], r["n"]) for r in records]
     if done:
         log.info("resuming %s after stage %d", run_dir, done[-1].stage)
-    return done, previous
+    return done, records
 
 
 def base_model_path(cfg: DictConfig) -> str:
@@ -218,12 +216,17 @@ class Run:
         started = time.time()
         run_dir.mkdir(parents=True, exist_ok=True)
         self.stages = []
-        done, previous = prepare_run_dir(cfg, run_dir)
-        if done:  # the finished stages' cost still counts
-            self.compute.update(previous.get("compute", {}))
-            self.timings["stages"].update({k: v for k, v in previous.get("timings", {}).get("stages", {}).items()
-                                           if int(k) < len(done)})
-            self.train_step_offset = self.compute["optimizer_steps"]
+        done, records = prepare_run_dir(cfg, run_dir)
+        for rec in records:  # the finished stages' cost still counts (a crashed stage's does not)
+            self.timings["stages"][str(rec["stage"])] = rec["timings"]
+            train, filt = rec.get("train", {}), rec.get("filter", {})
+            self.compute["optimizer_steps"] += train.get("optimizer_steps", 0)
+            self.compute["generated_tokens"] += train.get("generated_tokens", 0)
+            self.compute["train_seconds"] += rec["timings"].get("train_seconds", 0.0)
+            self.compute["eval_seconds"] += rec["timings"].get("eval_seconds", 0.0)
+            self.compute["rollout_seconds"] += filt.get("rollout_seconds", 0.0)
+            self.compute["rollout_tokens"] += filt.get("rollout_tokens", 0)
+        self.train_step_offset = self.compute["optimizer_steps"]
         self.info = {
             "status": "running", "command": command_line(), "config": _comparable(cfg),
             "order": self.order, "general_suite": self.general, "seed": cfg.seed,

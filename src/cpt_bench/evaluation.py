@@ -1,8 +1,10 @@
 """Batched greedy evaluation of every task: one row of the accuracy matrix per call.
 
 Prompts are left-padded (right padding silently corrupts batched generation of a causal
-LM) and sorted by length so a batch wastes little padding. Every generation is kept with
-its score, so a matrix entry can always be traced back to the responses behind it.
+LM) and sorted by length so a batch wastes little padding. Items with images go through the
+model's processor (their images loaded a batch at a time); text-only items take the plain
+tokenizer path. Every generation is kept with its score, so a matrix entry can always be
+traced back to the responses behind it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from cpt_bench.grading import format_ok
-from cpt_bench.models import format_prompt
+from cpt_bench.models import encode_prompts, format_prompt, load_images, text_tokenizer
 from cpt_bench.prompts import PromptStyle
 from cpt_bench.tasks.base import Example, Task
 
@@ -29,24 +31,30 @@ class EvalRecord:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int) -> list[str]:
-    """Greedy completions for `prompts`, in their order."""
+def generate(model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int,
+             images: list | None = None) -> list[str]:
+    """Greedy completions for `prompts`, in their order.
+
+    `images[i]`, when given, holds prompt i's images (lazy references with `.load()`, or PIL
+    images), one per placeholder in the prompt; they are loaded a batch at a time and go
+    through the processor with the text.
+    """
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[str] = [""] * len(prompts)
-    tokenizer.padding_side = "left"
+    tok = text_tokenizer(tokenizer)
     model.eval()
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                        add_special_tokens=False).to(model.device)
+        batch_images = [load_images(images[i]) for i in idx] if images is not None else None
+        enc = encode_prompts(tokenizer, [prompts[i] for i in idx], batch_images, model.device)
         gen = model.generate(
             **enc,
             max_new_tokens=max_new_tokens,
             do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
         )
-        texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        texts = tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         for i, text in zip(idx, texts):
             out[i] = text
     return out
@@ -61,10 +69,25 @@ def evaluate_tasks(
     batch_size: int = 128,
     max_new_tokens: int = 32,
 ) -> dict[str, list[EvalRecord]]:
-    """Generate for all tasks' test items in one pass and grade each with its task's grader."""
+    """Generate for all tasks' test items in one pass and grade each with its task's grader.
+
+    `tokenizer` is the model's processing class: a tokenizer, or a processor for a
+    vision-language model. Text-only items are generated together through the tokenizer;
+    items with images together through the processor.
+    """
     items = [ex for name in test_sets for ex in test_sets[name]]
-    prompts = [format_prompt(tokenizer, style.user_text(ex)) for ex in items]
-    responses = generate(model, tokenizer, prompts, batch_size, max_new_tokens)
+    prompts = [format_prompt(tokenizer, style.user_text(ex), len(ex.images)) for ex in items]
+    responses = [""] * len(items)
+    plain = [i for i, ex in enumerate(items) if not ex.images]
+    visual = [i for i, ex in enumerate(items) if ex.images]
+    if plain:
+        for i, resp in zip(plain, generate(model, tokenizer, [prompts[i] for i in plain], batch_size, max_new_tokens)):
+            responses[i] = resp
+    if visual:
+        generated = generate(model, tokenizer, [prompts[i] for i in visual], batch_size, max_new_tokens,
+                             images=[items[i].images for i in visual])
+        for i, resp in zip(visual, generated):
+            responses[i] = resp
     records: dict[str, list[EvalRecord]] = {name: [] for name in test_sets}
     for ex, prompt, resp in zip(items, prompts, responses):
         extracted = style.extract(resp)

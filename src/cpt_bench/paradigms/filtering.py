@@ -5,6 +5,8 @@ an item is kept when it can teach GRPO something:
   solvable          at least one of K correct (the authors' code)
   nonzero_variance  some right and some wrong (a group whose rewards all agree has zero
                     advantage, so contributes no GRPO signal)
+Items with images are rolled out through the model's processor with their images, text-only
+items through the tokenizer, each in batches of their own kind.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cpt_bench.models import format_prompt
+from cpt_bench.models import encode_prompts, format_prompt, load_images, text_tokenizer
 from cpt_bench.prompts import PromptStyle
 from cpt_bench.tasks.base import Example, Task
 
@@ -47,24 +49,29 @@ class FilterResult:
 @torch.no_grad()
 def rollout_scores(model, tokenizer, examples: list[Example], tasks: dict[str, Task], style: PromptStyle,
                    k: int, temperature: float, max_new_tokens: int, batch_size: int) -> tuple[list[list[float]], int]:
-    """K sampled completions per item, graded; returns the scores and the generated token count."""
+    """K sampled completions per item, graded; returns the scores (in item order) and the generated token count."""
     model.eval()
-    tokenizer.padding_side = "left"
-    scores: list[list[float]] = []
+    tok = text_tokenizer(tokenizer)
+    scores: list[list[float]] = [[] for _ in examples]
     tokens = 0
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
-        enc = tokenizer([format_prompt(tokenizer, style.user_text(ex)) for ex in chunk], return_tensors="pt",
-                        padding=True, add_special_tokens=False).to(model.device)
-        out = model.generate(**enc, do_sample=True, temperature=temperature, top_p=1.0, top_k=0,
-                             num_return_sequences=k, max_new_tokens=max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        new = out[:, enc["input_ids"].shape[1] :]
-        tokens += int((new != tokenizer.pad_token_id).sum())
-        texts = tokenizer.batch_decode(new, skip_special_tokens=True)
-        for i, ex in enumerate(chunk):
-            group = texts[i * k : (i + 1) * k]  # generate() keeps each prompt's K samples together
-            scores.append([tasks[ex.task].grade(style.extract(t), ex) for t in group])
+    plain = [i for i, ex in enumerate(examples) if not ex.images]
+    visual = [i for i, ex in enumerate(examples) if ex.images]
+    for group in (plain, visual):
+        for start in range(0, len(group), batch_size):
+            idx = group[start : start + batch_size]
+            chunk = [examples[i] for i in idx]
+            prompts = [format_prompt(tokenizer, style.user_text(ex), len(ex.images)) for ex in chunk]
+            images = [load_images(ex.images) for ex in chunk] if group is visual else None
+            enc = encode_prompts(tokenizer, prompts, images, model.device)
+            out = model.generate(**enc, do_sample=True, temperature=temperature, top_p=1.0, top_k=0,
+                                 num_return_sequences=k, max_new_tokens=max_new_tokens,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            new = out[:, enc["input_ids"].shape[1] :]
+            tokens += int((new != tok.pad_token_id).sum())
+            texts = tok.batch_decode(new, skip_special_tokens=True)
+            for j, (i, ex) in enumerate(zip(idx, chunk)):
+                samples = texts[j * k : (j + 1) * k]  # generate() keeps each prompt's K samples together
+                scores[i] = [tasks[ex.task].grade(style.extract(t), ex) for t in samples]
     return scores, tokens
 
 

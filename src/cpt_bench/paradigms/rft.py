@@ -5,6 +5,14 @@ format reward; evaluation reports the accuracy part only. The KL reference is ch
 explicitly: TRL builds it from the directory named in the policy's config
 (`_name_or_path`), not from the in-memory weights, so we point that at the original base
 model (the paper) or at this stage's starting checkpoint (a plain trainer).
+
+Items with images: GRPOTrainer takes images only with conversational prompts, so such rows
+carry the user turn as a message list (`[{"role": "user", "content": text}]`) plus TRL's
+`images` column; the trainer puts one image placeholder per image before the text
+(`prepare_multimodal_messages`), renders the chat template with the model's processor and
+passes `pixel_values`/`image_grid_thw` to generation and to every forward pass. That renders
+exactly the prompt evaluation uses (`format_prompt`, same placement). Completions then come
+back as messages, and the rewards read their text.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from transformers import PrinterCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from cpt_bench.grading import format_ok
-from cpt_bench.models import format_prompt
+from cpt_bench.models import format_prompt, load_images, user_message
 from cpt_bench.paradigms import StageContext, StageResult, common_trainer_args, mean_logs
 from cpt_bench.paradigms.sft import ForwardLogs
 from cpt_bench.tasks.base import ConfigError, Example
@@ -27,6 +35,14 @@ from cpt_bench.tasks.base import ConfigError, Example
 log = logging.getLogger(__name__)
 DIAGNOSTICS = ["reward", "reward_std", "frac_reward_zero_std", "kl", "entropy",
                "completions/mean_length", "rewards/accuracy/mean", "rewards/format/mean"]
+
+
+def completion_str(completion) -> str:
+    """A completion's text: TRL gives plain strings, or messages for conversational prompts."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(m["content"] if isinstance(m["content"], str) else
+                   "".join(part.get("text", "") for part in m["content"]) for m in completion)
 
 
 def world_size() -> int:
@@ -88,17 +104,16 @@ class RFT:
         def accuracy(completions, idx, completion_ids=None, **_):
             if completion_ids is not None:  # called once per generation batch: count rollout tokens
                 counters["generated_tokens"] += sum(len(ids) for ids in completion_ids)
-            return [tasks[examples[i].task].grade(style.extract(c), examples[i]) for c, i in zip(completions, idx)]
+            return [tasks[examples[i].task].grade(style.extract(completion_str(c)), examples[i])
+                    for c, i in zip(completions, idx)]
 
         def format(completions, **_):  # noqa: A001 - TRL logs the reward under the function's name
-            return [format_ok(c) for c in completions]
+            return [format_ok(completion_str(c)) for c in completions]
 
         funcs, weights = [accuracy], [1.0]
         if style.cot:
             funcs, weights = [accuracy, format], [self.cfg.reward_accuracy_weight, self.cfg.reward_format_weight]
-        data = Dataset.from_list(
-            [{"prompt": format_prompt(tokenizer, style.user_text(ex)), "idx": i} for i, ex in enumerate(examples)]
-        )
+        data = self.dataset(tokenizer, examples, style)
         # which weights the KL reference holds: the original base (paper) or this stage's start
         if self.cfg.kl_coef:
             model.config._name_or_path = ctx.base_path if self.cfg.kl_reference == "base" else ctx.start_path
@@ -113,6 +128,19 @@ class RFT:
         )
         trainer.remove_callback(PrinterCallback)
         return trainer, logs, counters
+
+    @staticmethod
+    def dataset(tokenizer, examples: list[Example], style) -> Dataset:
+        """GRPO rows: `prompt` and `idx` (the item's position, for the reward), plus `images`.
+
+        Text-only: the prompt rendered by `format_prompt`. With images: the user turn as a
+        conversation and the images in TRL's `images` column (TRL renders it the same way).
+        """
+        if not any(ex.images for ex in examples):
+            return Dataset.from_list([{"prompt": format_prompt(tokenizer, style.user_text(ex)), "idx": i}
+                                      for i, ex in enumerate(examples)])
+        return Dataset.from_list([{"prompt": [user_message(style.user_text(ex))], "images": load_images(ex.images),
+                                   "idx": i} for i, ex in enumerate(examples)])
 
     def train_stage(self, model, tokenizer, examples: list[Example], ctx: StageContext) -> StageResult:
         trainer, logs, counters = self.build_trainer(model, tokenizer, examples, ctx)

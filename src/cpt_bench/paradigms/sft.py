@@ -1,7 +1,11 @@
 """SFT stage: TRL's SFTTrainer on prompt/completion pairs, loss on the completion only.
 
 Prompts are formatted exactly as evaluation formats them (`format_prompt`), so the model
-is trained on the context it is tested in.
+is trained on the context it is tested in. Items with images add TRL's `images` column (a
+list of PIL images per row, one per placeholder in the prompt) and the trainer gets the
+model's processor: SFTTrainer then collates with `DataCollatorForVisionLanguageModeling`,
+which runs the processor on prompt and images (expanding each placeholder into the image's
+tokens, adding `pixel_values` and `image_grid_thw`) and masks the loss to the completion.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from datasets import Dataset
 from transformers import PrinterCallback, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
-from cpt_bench.models import completion_text, format_prompt
+from cpt_bench.models import completion_text, format_prompt, load_images
 from cpt_bench.paradigms import StageContext, StageResult, common_trainer_args, mean_logs
 from cpt_bench.tasks.base import Example
 
@@ -43,16 +47,22 @@ class SFT:
             packing=False,
         )
 
+    def dataset(self, tokenizer, examples: list[Example], ctx: StageContext) -> Dataset:
+        """prompt/completion rows (standard format: the prompt already rendered), plus `images`."""
+        rows = [
+            {
+                "prompt": format_prompt(tokenizer, ctx.style.user_text(ex), len(ex.images)),
+                "completion": completion_text(tokenizer, ctx.style.target(ex)),
+            }
+            for ex in examples
+        ]
+        if any(ex.images for ex in examples):
+            for row, ex in zip(rows, examples):
+                row["images"] = load_images(ex.images)
+        return Dataset.from_list(rows)
+
     def train_stage(self, model, tokenizer, examples: list[Example], ctx: StageContext) -> StageResult:
-        data = Dataset.from_list(
-            [
-                {
-                    "prompt": format_prompt(tokenizer, ctx.style.user_text(ex)),
-                    "completion": completion_text(tokenizer, ctx.style.target(ex)),
-                }
-                for ex in examples
-            ]
-        )
+        data = self.dataset(tokenizer, examples, ctx)
         logs = ForwardLogs(ctx)
         trainer = SFTTrainer(
             model=model,
