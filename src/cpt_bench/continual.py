@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from cpt_bench import plots
 from cpt_bench.evaluation import accuracy, evaluate_tasks
 from cpt_bench.models import TinyRecipe, build_tiny_base, load_model_and_tokenizer, param_drift
-from cpt_bench.paradigms import StageContext, build_paradigm
+from cpt_bench.paradigms import StageContext, StageResult, build_paradigm
 from cpt_bench.paradigms.filtering import KEEP_RULES, filter_items
 from cpt_bench.paradigms.rft import world_size
 from cpt_bench.results import JOINT, StageEval, format_summary, run_metrics
@@ -139,6 +139,7 @@ class Run:
         # drawing every split now surfaces a too-small task before any model is built
         self.test_sets = {t: self.benchmark.tasks[t].test() for t in [*self.order, *self.general]}
         self.train_sets = {t: self.benchmark.tasks[t].train() for t in self.order}
+        self.num_stages = 1 if cfg.schedule == "joint" else len(self.order)
         self.stages: list[StageEval] = []
         self.timings: dict = {"stages": {}}
         self.compute = {"optimizer_steps": 0, "generated_tokens": 0, "rollout_tokens": 0,
@@ -209,7 +210,7 @@ class Run:
         seen = self.order if result.trained_task == JOINT else self.order[: result.stage]
         shown = " ".join(f"{t}={100 * result.accuracy[t]:.0f}" for t in [*self.order, *self.general])
         avg = f" | avg over seen {100 * sum(result.accuracy[t] for t in seen) / len(seen):.1f}%" if seen else ""
-        log.info("stage %d/%d done%s | %s", result.stage, len(self.stage_plan()), avg, shown)
+        log.info("stage %d/%d done%s | %s", result.stage, self.num_stages, avg, shown)
 
     def execute(self) -> dict | None:
         cfg, run_dir = self.cfg, self.run_dir
@@ -323,8 +324,6 @@ class Run:
         cfg = self.cfg
         if not items:  # RIF kept nothing: the stage trains nothing, the model is unchanged
             log.warning("stage %d: no training items left, skipping training", k)
-            from cpt_bench.paradigms import StageResult
-
             return StageResult(model, 0, 0.0)
         sdir = stage_dir(self.run_dir, k, task_name)
         train_log: list[dict] = []
