@@ -10,6 +10,7 @@ with the same run directory; a finished run is never overwritten without `overwr
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 import shutil
@@ -25,7 +26,7 @@ from cpt_bench.evaluation import accuracy, evaluate_tasks
 from cpt_bench.models import TinyRecipe, build_tiny_base, load_model_and_tokenizer, param_drift
 from cpt_bench.paradigms import StageContext, StageResult, build_paradigm
 from cpt_bench.paradigms.filtering import KEEP_RULES, filter_items
-from cpt_bench.paradigms.rft import world_size
+from cpt_bench.distributed import ensure_process_group_env, world_size
 from cpt_bench.results import JOINT, StageEval, format_summary, run_metrics
 from cpt_bench.tasks import Benchmark, ConfigError, build_benchmark, resolve_order
 from cpt_bench.tracking import (
@@ -239,6 +240,9 @@ class Run:
         from transformers import set_seed
 
         set_seed(cfg.seed)
+        if cfg.deepspeed.config and ensure_process_group_env():
+            log.info("deepspeed=%s without a launcher: one process on this machine "
+                     "(launch with torchrun for more GPUs)", cfg.deepspeed.name)
 
         t0 = time.time()
         base_path = base_model_path(cfg)
@@ -300,17 +304,18 @@ class Run:
                 items, extra["filter"] = self.filter_stage(model, tokenizer, items, sdir, k, task_name)
             log.info("stage %d/%d: %s on %r (%d items)", k, len(stages), self.paradigm.name, task_name, len(items))
             result = self.train_stage(model, tokenizer, items, k, task_name, base_path, prev_dir, tracker)
-            model = result.model
-            t0 = time.time()
-            model.save_pretrained(sdir / "model")
-            tokenizer.save_pretrained(sdir / "model")
+            tokenizer.save_pretrained(sdir / "model")  # with the loop's padding settings
             shutil.rmtree(sdir / "trainer", ignore_errors=True)
+            model = result.model
+            if cfg.deepspeed.config:  # DeepSpeed still holds the model (partitioned under ZeRO-3)
+                result.model = model = None
+                model = self.reload(sdir / "model")
             if cfg.checkpoint.keep == "last" and k > 1:
                 shutil.rmtree(Path(prev_dir), ignore_errors=True)
             prev_dir = str(sdir / "model")
             drift = param_drift(model, base_path)
             self.timings["stages"][str(k)] = {"train_seconds": round(result.train_seconds, 3),
-                                              "save_seconds": round(time.time() - t0, 3),
+                                              "save_seconds": round(result.save_seconds, 3),
                                               "optimizer_steps": result.optimizer_steps}
             extra["train"] = {"items": len(items), "optimizer_steps": result.optimizer_steps,
                               "generated_tokens": result.generated_tokens}
@@ -322,10 +327,12 @@ class Run:
 
     def train_stage(self, model, tokenizer, items, k, task_name, base_path, start_path, tracker):
         cfg = self.cfg
+        sdir = stage_dir(self.run_dir, k, task_name)
         if not items:  # RIF kept nothing: the stage trains nothing, the model is unchanged
             log.warning("stage %d: no training items left, skipping training", k)
-            return StageResult(model, 0, 0.0)
-        sdir = stage_dir(self.run_dir, k, task_name)
+            t0 = time.time()
+            model.save_pretrained(sdir / "model")
+            return StageResult(model, 0, 0.0, save_seconds=time.time() - t0)
         train_log: list[dict] = []
         printed = [0]
 
@@ -341,7 +348,8 @@ class Run:
 
         ctx = StageContext(
             index=k, total=len(self.order), task_name=task_name, tasks=self.benchmark.tasks, style=self.style,
-            base_path=base_path, start_path=start_path, work_dir=sdir / "trainer", seed=cfg.seed + k,
+            base_path=base_path, start_path=start_path, work_dir=sdir / "trainer", save_dir=sdir / "model",
+            seed=cfg.seed + k,
             use_cpu=not torch.cuda.is_available(), bf16=resolve_dtype(cfg.model.dtype) == torch.bfloat16,
             deepspeed=OmegaConf.to_container(cfg.deepspeed.config) if cfg.deepspeed.config else None,
             on_log=on_log,
@@ -353,6 +361,19 @@ class Run:
         self.compute["generated_tokens"] += result.generated_tokens
         self.compute["train_seconds"] += result.train_seconds
         return result
+
+    def reload(self, path: Path):
+        """The saved stage checkpoint as a plain model, free of the DeepSpeed engine: under
+        ZeRO-3 the trained model's weights are partitioned away, so evaluation and the next
+        stage start from the gathered checkpoint instead."""
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()  # else from_pretrained would partition the weights again
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        model, _ = load_model_and_tokenizer(path, dtype=resolve_dtype(self.cfg.model.dtype))
+        return model.to("cuda") if torch.cuda.is_available() else model
 
     def filter_stage(self, model, tokenizer, items, sdir: Path, k: int, task_name: str):
         """RIF: keep the items the current model can learn from; record what it cost."""

@@ -7,6 +7,7 @@ what the stage cost. Adding a paradigm = one module here + a schema in config.py
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -24,7 +25,8 @@ class StageContext:
     style: PromptStyle  # prompt format (CoT or direct), shared with evaluation
     base_path: str  # the original base model (the paper's KL reference)
     start_path: str  # the checkpoint this stage starts from (a plain trainer's reference)
-    work_dir: Path  # scratch space for the trainer (logs; checkpoints are saved by the loop)
+    work_dir: Path  # scratch space for the trainer
+    save_dir: Path  # where the trained stage's Hugging Face checkpoint goes
     seed: int
     use_cpu: bool
     bf16: bool
@@ -40,6 +42,17 @@ class StageResult:
     train_seconds: float
     generated_tokens: int = 0  # rollout tokens (RFT); 0 for SFT
     metrics: dict[str, float] = field(default_factory=dict)  # stage-level diagnostics
+    save_seconds: float = 0.0
+
+
+def save_stage(trainer, ctx: StageContext) -> float:
+    """Write the stage checkpoint through the trainer, the one save that knows about DeepSpeed:
+    under ZeRO-3 the model's weights are partitioned (empty in this process) and
+    `save_model` gathers them (`stage3_gather_16bit_weights_on_model_save`) into a full,
+    loadable Hugging Face folder. Returns the seconds it took."""
+    start = time.time()
+    trainer.save_model(str(ctx.save_dir))
+    return time.time() - start
 
 
 def common_trainer_args(cfg, ctx: StageContext) -> dict[str, Any]:

@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 
 from datasets import Dataset
 from transformers import PrinterCallback
 from trl import GRPOConfig, GRPOTrainer
 
+from cpt_bench.distributed import world_size
 from cpt_bench.grading import format_ok
 from cpt_bench.models import format_prompt, load_images, user_message
-from cpt_bench.paradigms import StageContext, StageResult, common_trainer_args, mean_logs
+from cpt_bench.paradigms import StageContext, StageResult, common_trainer_args, mean_logs, save_stage
 from cpt_bench.paradigms.sft import ForwardLogs
 from cpt_bench.tasks.base import ConfigError, Example
 
@@ -43,10 +43,6 @@ def completion_str(completion) -> str:
         return completion
     return "".join(m["content"] if isinstance(m["content"], str) else
                    "".join(part.get("text", "") for part in m["content"]) for m in completion)
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 class RFT:
@@ -148,6 +144,7 @@ class RFT:
         out = trainer.train()
         seconds = time.time() - start
         metrics = {"train_loss": out.training_loss, **mean_logs(logs.logs, DIAGNOSTICS)}
+        saved = save_stage(trainer, ctx)
         model, steps = trainer.model, trainer.state.global_step
         del trainer  # frees the reference model before evaluation
-        return StageResult(model, steps, seconds, counters["generated_tokens"], metrics)
+        return StageResult(model, steps, seconds, counters["generated_tokens"], metrics, saved)

@@ -17,7 +17,7 @@ from transformers import PrinterCallback, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from cpt_bench.models import completion_text, format_prompt, load_images
-from cpt_bench.paradigms import StageContext, StageResult, common_trainer_args, mean_logs
+from cpt_bench.paradigms import StageContext, StageResult, common_trainer_args, mean_logs, save_stage
 from cpt_bench.tasks.base import Example
 
 
@@ -76,4 +76,5 @@ class SFT:
         out = trainer.train()
         seconds = time.time() - start
         metrics = {"train_loss": out.training_loss, **mean_logs(logs.logs, ["entropy", "mean_token_accuracy"])}
-        return StageResult(trainer.model, trainer.state.global_step, seconds, 0, metrics)
+        saved = save_stage(trainer, ctx)
+        return StageResult(trainer.model, trainer.state.global_step, seconds, 0, metrics, saved)
