@@ -129,6 +129,8 @@ def test_cli_help_and_cfg_job():
     for text in ["paradigm: rft, sft", "deepspeed: none, zero2, zero3, zero3_offload",
                  "model: qwen2_5_0_5b_instruct, qwen2_5_vl_3b, qwen2_5_vl_7b, smollm2_135m, tiny"]:
         assert text in res.stdout
+    groups = res.stdout.split("== Config groups ==")[1].split("== Config ==")[0]
+    assert "schema" not in groups, "only real choices are listed"
     res = run_cli("--cfg", "job", "paradigm.learning_rate=0.01")
     assert res.returncode == 0 and "learning_rate: 0.01" in res.stdout
 

@@ -56,3 +56,16 @@ def test_loads_and_answers_through_its_chat_template(smollm2):
     answer = tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
     assert answer, "a non-empty answer"
     assert "paris" in answer.lower()  # a real pre-trained model, not random weights
+
+
+def test_cpu_profile_preset_is_sft_on_smollm2_sized_for_two_cores():
+    from hydra import compose, initialize_config_module
+
+    from cpt_bench.continual import plan
+
+    with initialize_config_module(config_module="cpt_bench.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=smollm2_cpu"])
+    assert (cfg.model.name, cfg.paradigm.name, cfg.benchmark.name) == ("smollm2_135m", "sft", "toy")
+    assert (cfg.benchmark.train_size, cfg.benchmark.test_size, cfg.paradigm.epochs) == (128, 50, 2)
+    assert cfg.checkpoint.keep == "last"  # 517 MB per stage otherwise
+    plan(cfg)

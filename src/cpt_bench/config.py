@@ -210,14 +210,11 @@ class Config:
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    # group schemas live under schema/ so `--help` lists only real choices; each YAML
-    # extends its schema with `- /schema/<group>/<name>@_here_` in its defaults list
-    cs.store(group="schema/paradigm", name="sft", node=SFTParadigm)
-    cs.store(group="schema/paradigm", name="rft", node=RFTParadigm)
-    cs.store(group="schema/filter", name="filter", node=FilterConfig)
-    cs.store(group="schema/benchmark", name="benchmark", node=BenchmarkConfig)
-    cs.store(group="schema/benchmark", name="mllm_cl7", node=MLLMBenchmarkConfig)
-    cs.store(group="schema/order", name="order", node=OrderConfig)
-    cs.store(group="schema/model", name="model", node=ModelConfig)
-    cs.store(group="schema/deepspeed", name="deepspeed", node=DeepSpeedConfig)
-    cs.store(group="schema/logger", name="logger", node=LoggerConfig)
+    # group schemas are root configs (not groups), so `--help` lists only real choices; each
+    # YAML extends its schema with `- /<group>_schema@_here_` in its defaults list
+    for name, node in [("paradigm_sft_schema", SFTParadigm), ("paradigm_rft_schema", RFTParadigm),
+                       ("filter_schema", FilterConfig), ("benchmark_schema", BenchmarkConfig),
+                       ("benchmark_mllm_cl7_schema", MLLMBenchmarkConfig), ("order_schema", OrderConfig),
+                       ("model_schema", ModelConfig), ("deepspeed_schema", DeepSpeedConfig),
+                       ("logger_schema", LoggerConfig)]:
+        cs.store(name=name, node=node)

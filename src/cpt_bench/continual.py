@@ -26,7 +26,7 @@ from cpt_bench.evaluation import accuracy, evaluate_tasks
 from cpt_bench.models import TinyRecipe, build_tiny_base, load_model_and_tokenizer, param_drift
 from cpt_bench.paradigms import StageContext, StageResult, build_paradigm
 from cpt_bench.paradigms.filtering import KEEP_RULES, filter_items
-from cpt_bench.distributed import ensure_process_group_env, world_size
+from cpt_bench.distributed import ensure_process_group_env
 from cpt_bench.results import JOINT, StageEval, format_summary, run_metrics
 from cpt_bench.tasks import Benchmark, ConfigError, build_benchmark, resolve_order
 from cpt_bench.tracking import (
@@ -181,7 +181,8 @@ class Run:
 
     # --- the loop -----------------------------------------------------------------------
 
-    def evaluate(self, model, tokenizer, stage: int, task: str) -> StageEval:
+    def evaluate(self, model, tokenizer, stage: int, task: str) -> tuple[StageEval, dict[str, float]]:
+        """Every task's accuracy after `stage`, and each task's CoT format-compliance rate."""
         start = time.time()
         records = evaluate_tasks(model, tokenizer, self.benchmark.tasks, self.test_sets, self.style,
                                  batch_size=self.cfg.eval.batch_size,
@@ -195,15 +196,15 @@ class Run:
         seconds = time.time() - start
         self.compute["eval_seconds"] += seconds
         self.timings["stages"].setdefault(str(stage), {})["eval_seconds"] = round(seconds, 3)
-        self.format_rate = {k: sum(r.format_ok for r in v) / len(v) for k, v in records.items() if v}
-        return result
+        format_rate = {k: sum(r.format_ok for r in v) / len(v) for k, v in records.items() if v}
+        return result, format_rate
 
-    def finish_stage(self, result: StageEval, tracker, extra: dict) -> None:
+    def finish_stage(self, result: StageEval, format_rate: dict[str, float], tracker, extra: dict) -> None:
         self.stages.append(result)
         diagnostics = {**extra.get("diagnostics", {}),
-                       "format_rate": sum(self.format_rate.values()) / max(len(self.format_rate), 1)}
+                       "format_rate": sum(format_rate.values()) / max(len(format_rate), 1)}
         write_json(stage_dir(self.run_dir, result.stage, result.trained_task) / "stage.json",
-                   {**asdict(result), **extra, "diagnostics": diagnostics, "format_rate": self.format_rate,
+                   {**asdict(result), **extra, "diagnostics": diagnostics, "format_rate": format_rate,
                     "timings": self.timings["stages"][str(result.stage)]})
         metrics = self.write_results()
         tracker.log_stage(result, metrics, diagnostics)
@@ -288,10 +289,10 @@ class Run:
         if not self.stages:
             log.info("stage 0/%d: evaluating the base model on %d tasks%s", len(stages), len(self.test_sets),
                      " (CoT)" if cfg.cot else "")
-            self.finish_stage(self.evaluate(model, tokenizer, 0, ""), tracker, {"model": base_path})
-        if hasattr(self.paradigm, "check_batch"):
+            self.finish_stage(*self.evaluate(model, tokenizer, 0, ""), tracker, {"model": base_path})
+        if hasattr(self.paradigm, "prompts_per_step"):
             log.info("%s: %d prompts x %d completions per optimizer step", self.paradigm.name,
-                     self.paradigm.check_batch(world_size()), cfg.paradigm.num_generations)
+                     self.paradigm.prompts_per_step, cfg.paradigm.num_generations)
 
         prev_dir = start_from
         for k, (task_name, items) in enumerate(stages, start=1):
@@ -322,7 +323,7 @@ class Run:
             extra["diagnostics"] = {**result.metrics, "param_drift": drift}
             if "filter" in extra:
                 extra["diagnostics"]["rif_kept_fraction"] = extra["filter"]["kept_fraction"]
-            self.finish_stage(self.evaluate(model, tokenizer, k, task_name), tracker, extra)
+            self.finish_stage(*self.evaluate(model, tokenizer, k, task_name), tracker, extra)
         return run_metrics(self.stages, self.order, self.general)
 
     def train_stage(self, model, tokenizer, items, k, task_name, base_path, start_path, tracker):

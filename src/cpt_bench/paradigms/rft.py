@@ -50,7 +50,7 @@ class RFT:
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.check_batch(world_size())
+        self.prompts_per_step = self.check_batch(world_size())  # a bad batch fails before any work
 
     def check_batch(self, world: int) -> int:
         """Validate GRPO's batch arithmetic; returns the prompts per optimizer step."""
@@ -91,7 +91,7 @@ class RFT:
     def build_trainer(self, model, tokenizer, examples: list[Example], ctx: StageContext) -> tuple[GRPOTrainer, ForwardLogs, dict]:
         style, tasks = ctx.style, ctx.tasks
         counters = {"generated_tokens": 0}
-        per_step = self.check_batch(world_size())
+        per_step = self.prompts_per_step
         if len(examples) < per_step:  # e.g. RIF kept few items: GRPO would form no batch at all
             log.warning("only %d items for %d prompts per step: repeating them to fill one step",
                         len(examples), per_step)
