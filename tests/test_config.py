@@ -6,7 +6,6 @@ import subprocess
 import sys
 import zipfile
 from importlib import resources
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module

@@ -4,7 +4,6 @@ baseline and a short real run through the CLI."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -85,7 +84,8 @@ def test_kl_reference_holds_the_chosen_weights(base_and_previous, tmp_path, mode
     bench = build_benchmark(cfg.benchmark)
     policy, tok = load_model_and_tokenizer(prev)  # the stage starts from the previous checkpoint
     ctx = StageContext(index=2, total=2, task_name="max", tasks=bench.tasks, style=bench.prompt_style(False),
-                       base_path=base, start_path=prev, work_dir=tmp_path, save_dir=tmp_path / "model", seed=0, use_cpu=True, bf16=False)
+                       base_path=base, start_path=prev, work_dir=tmp_path, save_dir=tmp_path / "model", seed=0,
+                       use_cpu=True, bf16=False)
     trainer, _, _ = RFT(cfg.paradigm).build_trainer(policy, tok, bench.tasks["max"].train()[:16], ctx)
     expected = load_model_and_tokenizer(base if mode == "base" else prev)[0]
     other = load_model_and_tokenizer(prev if mode == "base" else base)[0]
@@ -101,7 +101,8 @@ def test_no_reference_model_without_kl(base_and_previous, tmp_path):
     bench = build_benchmark(cfg.benchmark)
     policy, tok = load_model_and_tokenizer(prev)
     ctx = StageContext(index=1, total=1, task_name="max", tasks=bench.tasks, style=bench.prompt_style(False),
-                       base_path=base, start_path=prev, work_dir=tmp_path, save_dir=tmp_path / "model", seed=0, use_cpu=True, bf16=False)
+                       base_path=base, start_path=prev, work_dir=tmp_path, save_dir=tmp_path / "model", seed=0,
+                       use_cpu=True, bf16=False)
     trainer, _, _ = RFT(cfg.paradigm).build_trainer(policy, tok, bench.tasks["max"].train()[:16], ctx)
     assert trainer.ref_model is None
 

@@ -22,11 +22,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cpt_bench import plots
+from cpt_bench.distributed import ensure_process_group_env
 from cpt_bench.evaluation import accuracy, evaluate_tasks
 from cpt_bench.models import TinyRecipe, build_tiny_base, load_model_and_tokenizer, param_drift
 from cpt_bench.paradigms import StageContext, StageResult, build_paradigm
 from cpt_bench.paradigms.filtering import KEEP_RULES, filter_items
-from cpt_bench.distributed import ensure_process_group_env
 from cpt_bench.results import JOINT, StageEval, format_summary, run_metrics
 from cpt_bench.tasks import Benchmark, ConfigError, build_benchmark, resolve_order
 from cpt_bench.tracking import (
