@@ -70,7 +70,7 @@ def common_trainer_args(cfg, ctx: StageContext) -> dict[str, Any]:
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         activation_checkpointing=cfg.gradient_checkpointing,
         logging_steps=cfg.logging_steps,
-        save_strategy="no",  # the stage loop saves one checkpoint per stage
+        save_strategy="no",  # one checkpoint per stage, written at its end (save_stage)
         report_to=[],  # the stage loop owns W&B (one run per sequence)
         disable_tqdm=True,
         seed=ctx.seed,
