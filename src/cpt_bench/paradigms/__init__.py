@@ -1,8 +1,9 @@
 """Paradigms: how one stage trains the model on one task.
 
 A paradigm is a thin adapter over a TRL trainer. The stage loop hands it the model as it
-stands, the task's training items and a `StageContext`; it returns the trained model and
-what the stage cost. Adding a paradigm = one module here + a schema in config.py + a YAML.
+stands, the task's training items and a `StageContext`; it trains, saves the stage
+checkpoint through its trainer (`save_stage`) and returns the trained model and what the
+stage cost. Adding a paradigm = one module here + a schema in config.py + a YAML.
 """
 
 from __future__ import annotations
