@@ -55,6 +55,10 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         base = str(build_tiny_base(TinyRecipe(), os.environ.get("CPT_BENCH_CACHE")))
 
+        def stage_context(work: Path) -> StageContext:
+            return StageContext(index=1, task_name="max", tasks=bench.tasks, style=style, base_path=base, start_path=base,
+                                work_dir=work, save_dir=work / "model", seed=1, use_cpu=True, bf16=False)
+
         def bare() -> float:
             model, tok = load_model_and_tokenizer(base)
             t0 = time.perf_counter()
@@ -63,17 +67,18 @@ def main(argv: list[str]) -> int:
             def reward(completions, answer, **_):
                 return [grade_exact(c, a) for c, a in zip(completions, answer)]
 
-            ctx = StageContext(1, 1, "max", bench.tasks, style, base, base, Path(tmp) / "bare", 1, True, False)
+            ctx = stage_context(Path(tmp) / "bare")
             trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=paradigm.trainer_args(ctx, [1.0]),
                                   train_dataset=data, processing_class=tok)
             trainer.remove_callback(PrinterCallback)
             trainer.train()
+            trainer.save_model(str(ctx.save_dir))  # a cpt-bench stage ends with its checkpoint too
             return time.perf_counter() - t0
 
         def ours() -> float:
             model, tok = load_model_and_tokenizer(base)
             t0 = time.perf_counter()
-            ctx = StageContext(1, 1, "max", bench.tasks, style, base, base, Path(tmp) / "ours", 1, True, False)
+            ctx = stage_context(Path(tmp) / "ours")
             paradigm.train_stage(model, tok, items, ctx)
             return time.perf_counter() - t0
 
@@ -84,7 +89,7 @@ def main(argv: list[str]) -> int:
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "items": len(items), "prompts_per_step": paradigm.check_batch(1),
+        "items": len(items), "prompts_per_step": paradigm.prompts_per_step,
         "num_generations": cfg.paradigm.num_generations,
         "seconds": {k: [round(x, 2) for x in v] for k, v in times.items()},
         "median_seconds": {k: round(v, 2) for k, v in med.items()},

@@ -83,7 +83,7 @@ def test_kl_reference_holds_the_chosen_weights(base_and_previous, tmp_path, mode
     cfg = composed("paradigm=rft", f"paradigm.kl_reference={mode}", "paradigm.kl_coef=0.01")
     bench = build_benchmark(cfg.benchmark)
     policy, tok = load_model_and_tokenizer(prev)  # the stage starts from the previous checkpoint
-    ctx = StageContext(index=2, total=2, task_name="max", tasks=bench.tasks, style=bench.prompt_style(False),
+    ctx = StageContext(index=2, task_name="max", tasks=bench.tasks, style=bench.prompt_style(False),
                        base_path=base, start_path=prev, work_dir=tmp_path, save_dir=tmp_path / "model", seed=0,
                        use_cpu=True, bf16=False)
     trainer, _, _ = RFT(cfg.paradigm).build_trainer(policy, tok, bench.tasks["max"].train()[:16], ctx)
@@ -100,7 +100,7 @@ def test_no_reference_model_without_kl(base_and_previous, tmp_path):
     cfg = composed("paradigm=rft", "paradigm.kl_coef=0")
     bench = build_benchmark(cfg.benchmark)
     policy, tok = load_model_and_tokenizer(prev)
-    ctx = StageContext(index=1, total=1, task_name="max", tasks=bench.tasks, style=bench.prompt_style(False),
+    ctx = StageContext(index=1, task_name="max", tasks=bench.tasks, style=bench.prompt_style(False),
                        base_path=base, start_path=prev, work_dir=tmp_path, save_dir=tmp_path / "model", seed=0,
                        use_cpu=True, bf16=False)
     trainer, _, _ = RFT(cfg.paradigm).build_trainer(policy, tok, bench.tasks["max"].train()[:16], ctx)

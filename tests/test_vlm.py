@@ -106,7 +106,7 @@ def task() -> ColourTask:
 
 
 def stage_context(work_dir: Path, tasks: dict, base: Path, start: Path, logs: list, index: int = 1) -> StageContext:
-    return StageContext(index=index, total=2, task_name="colour", tasks=tasks, style=STYLE, base_path=str(base),
+    return StageContext(index=index, task_name="colour", tasks=tasks, style=STYLE, base_path=str(base),
                         start_path=str(start), work_dir=work_dir, save_dir=work_dir / "model", seed=0,
                         use_cpu=True, bf16=False,
                         on_log=lambda step, total, row: logs.append(row))

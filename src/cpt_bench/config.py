@@ -86,7 +86,7 @@ class FilterConfig:
     keep: str = "solvable"  # solvable (>= 1 of K correct; the authors' code) | nonzero_variance
     num_rollouts: int = 8
     temperature: float = 1.0
-    batch_size: int = 256  # prompts per generation batch
+    batch_size: int = 256  # completions per generation batch (prompts = batch_size // num_rollouts)
 
 
 @dataclass

@@ -281,11 +281,7 @@ class Run:
             for s in done:
                 self.stages.append(s)
                 tracker.log_stage(s, run_metrics(self.stages, self.order, self.general), {})
-        dtype = resolve_dtype(cfg.model.dtype)
-        model, tokenizer = load_model_and_tokenizer(start_from, dtype=dtype)
-        use_cpu = not torch.cuda.is_available()
-        if not use_cpu:
-            model.to("cuda")
+        model, tokenizer = self.load(start_from)
         if not self.stages:
             log.info("stage 0/%d: evaluating the base model on %d tasks%s", len(stages), len(self.test_sets),
                      " (CoT)" if cfg.cot else "")
@@ -308,9 +304,15 @@ class Run:
             tokenizer.save_pretrained(sdir / "model")  # with the loop's padding settings
             shutil.rmtree(sdir / "trainer", ignore_errors=True)
             model = result.model
-            if cfg.deepspeed.config:  # DeepSpeed still holds the model (partitioned under ZeRO-3)
+            # DeepSpeed still holds the trained model (under ZeRO-3 its weights are partitioned
+            # away): evaluation and the next stage start from the gathered checkpoint instead
+            if cfg.deepspeed.config:
+                from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
                 result.model = model = None
-                model = self.reload(sdir / "model")
+                unset_hf_deepspeed_config()  # else from_pretrained would partition the weights again
+                gc.collect()
+                model, _ = self.load(sdir / "model")
             if cfg.checkpoint.keep == "last" and k > 1:
                 shutil.rmtree(Path(prev_dir), ignore_errors=True)
             prev_dir = str(sdir / "model")
@@ -348,7 +350,7 @@ class Run:
                 log.info("  stage %d step %d/%d loss %.4f%s", k, step, total, logs["loss"], extra)
 
         ctx = StageContext(
-            index=k, total=len(self.order), task_name=task_name, tasks=self.benchmark.tasks, style=self.style,
+            index=k, task_name=task_name, tasks=self.benchmark.tasks, style=self.style,
             base_path=base_path, start_path=start_path, work_dir=sdir / "trainer", save_dir=sdir / "model",
             seed=cfg.seed + k,
             use_cpu=not torch.cuda.is_available(), bf16=resolve_dtype(cfg.model.dtype) == torch.bfloat16,
@@ -363,18 +365,13 @@ class Run:
         self.compute["train_seconds"] += result.train_seconds
         return result
 
-    def reload(self, path: Path):
-        """The saved stage checkpoint as a plain model, free of the DeepSpeed engine: under
-        ZeRO-3 the trained model's weights are partitioned away, so evaluation and the next
-        stage start from the gathered checkpoint instead."""
-        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
-
-        unset_hf_deepspeed_config()  # else from_pretrained would partition the weights again
-        gc.collect()
+    def load(self, path: str | Path):
+        """A checkpoint as a plain model (on the GPU when there is one) and its tokenizer."""
+        model, tokenizer = load_model_and_tokenizer(path, dtype=resolve_dtype(self.cfg.model.dtype))
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        model, _ = load_model_and_tokenizer(path, dtype=resolve_dtype(self.cfg.model.dtype))
-        return model.to("cuda") if torch.cuda.is_available() else model
+            model.to("cuda")
+        return model, tokenizer
 
     def filter_stage(self, model, tokenizer, items, sdir: Path, k: int, task_name: str):
         """RIF: keep the items the current model can learn from; record what it cost."""

@@ -80,13 +80,10 @@ def evaluate_tasks(
     responses = [""] * len(items)
     plain = [i for i, ex in enumerate(items) if not ex.images]
     visual = [i for i, ex in enumerate(items) if ex.images]
-    if plain:
-        for i, resp in zip(plain, generate(model, tokenizer, [prompts[i] for i in plain], batch_size, max_new_tokens)):
-            responses[i] = resp
-    if visual:
-        generated = generate(model, tokenizer, [prompts[i] for i in visual], batch_size, max_new_tokens,
-                             images=[items[i].images for i in visual])
-        for i, resp in zip(visual, generated):
+    for group in (plain, visual):
+        images = [items[i].images for i in group] if group is visual else None
+        for i, resp in zip(group, generate(model, tokenizer, [prompts[i] for i in group], batch_size,
+                                           max_new_tokens, images=images)):
             responses[i] = resp
     records: dict[str, list[EvalRecord]] = {name: [] for name in test_sets}
     for ex, prompt, resp in zip(items, prompts, responses):

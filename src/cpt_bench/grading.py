@@ -18,9 +18,9 @@ def normalize(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def grade_exact(response: str, answer: str) -> float:
-    """1.0 when the response, normalised, equals the answer, normalised, else 0.0."""
-    return float(normalize(response) == normalize(answer))
+def grade_exact(given: str, answer: str) -> float:
+    """1.0 when the given (extracted) answer, normalised, equals the reference, else 0.0."""
+    return float(normalize(given) == normalize(answer))
 
 
 def last_boxed(text: str) -> str | None:

@@ -235,9 +235,7 @@ def compute_joint_metrics(base: Sequence[float], final: Sequence[float], general
     general_delta as for sequential runs.
     """
     M = _validate([list(base), list(final)])
-    if len(M[0]) == 0:
-        raise ValueError("the joint baseline needs at least one task")
-    per_task = general_delta_per_task([M[0][:1], M[1][:1]], general)
+    per_task = general_delta_per_task(M, general)
     avg = _mean(M[1])
     return {
         "final_avg_acc": avg,

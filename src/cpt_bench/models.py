@@ -67,6 +67,33 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("CPT_BENCH_CACHE", Path.home() / ".cache" / "cpt-bench"))
 
 
+def cache_root(cache_dir: str | Path | None) -> Path:
+    return Path(cache_dir) if cache_dir else default_cache_dir()
+
+
+def publish_build(target: Path, model, tokenizer, build: dict) -> Path:
+    """Save a built model into `target` as one step: written to a temporary folder with its
+    `build.json` (the completion mark), then renamed, so an interrupted build is simply
+    redone and a process that finished the same build first wins."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "build.json").write_text(json.dumps(build, indent=2))
+    if (target / "build.json").exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return target
+    shutil.rmtree(target, ignore_errors=True)  # a leftover without build.json is incomplete
+    try:
+        tmp.rename(target)
+    except OSError:
+        if not (target / "build.json").exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 class ModelLoadError(ConfigError):
     """A checkpoint that cpt-bench cannot use as it stands (reported in one line)."""
 
@@ -139,12 +166,11 @@ def encode_prompts(tokenizer, prompts: list[str], images: list[list] | None = No
     if images is not None and any(images):
         if not is_processor(tokenizer):
             raise ModelLoadError(f"items with images need a vision-language processor, not a {type(tokenizer).__name__}")
-        enc = tokenizer(text=prompts, images=[imgs for imgs in images if imgs] or None, padding=True,
-                        padding_side="left", return_tensors="pt", add_special_tokens=False)
+        encode, extra = tokenizer, {"images": [imgs for imgs in images if imgs]}
     else:
-        tok = text_tokenizer(tokenizer)
-        tok.padding_side = "left"
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        encode, extra = text_tokenizer(tokenizer), {}
+    enc = encode(text=prompts, padding=True, padding_side="left", return_tensors="pt", add_special_tokens=False,
+                 **extra)
     return enc.to(device) if device is not None else enc
 
 
@@ -356,10 +382,9 @@ def build_tiny_base(recipe: TinyRecipe, cache_dir: str | Path | None = None) -> 
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    root = Path(cache_dir) if cache_dir else default_cache_dir()
     texts = _pretraining_corpus(recipe)
     key = recipe.key(texts)
-    target = root / f"tiny-{key}"
+    target = cache_root(cache_dir) / f"tiny-{key}"
     if (target / "build.json").exists():
         return target
     log.info("building the embedded base model into %s (once)", target)
@@ -384,24 +409,13 @@ def build_tiny_base(recipe: TinyRecipe, cache_dir: str | Path | None = None) -> 
         losses = _pretrain(model, tokenizer, texts, recipe)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
-    tmp = root / f".tmp-{key}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "build.json").write_text(
-        json.dumps(
-            {
-                "recipe": asdict(recipe),
-                "parameters": sum(p.numel() for p in model.parameters()),
-                "pretraining_items": len(texts),
-                "final_loss": sum(losses[-50:]) / len(losses[-50:]),
-                "build_seconds": round(time.time() - start, 1),
-            },
-            indent=2,
-        )
-    )
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    publish_build(target, model, tokenizer, {
+        "recipe": asdict(recipe),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "pretraining_items": len(texts),
+        "final_loss": sum(losses[-50:]) / len(losses[-50:]),
+        "build_seconds": round(time.time() - start, 1),
+    })
     log.info("built the embedded base model in %.0f s", time.time() - start)
     return target
 
@@ -541,7 +555,8 @@ def param_drift(model, base_path: str | Path) -> float:
         with safe_open(str(file), framework="pt") as f:
             for name in f.keys():
                 if name in by_saved_name:
-                    diff = by_saved_name[name].detach().float().cpu() - f.get_tensor(name).float()
+                    p = by_saved_name[name].detach()
+                    diff = p.float() - f.get_tensor(name).to(p.device).float()
                     total += float(diff.pow(2).sum())
                     matched += 1
     if not matched:

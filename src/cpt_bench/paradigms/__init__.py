@@ -20,7 +20,6 @@ from cpt_bench.tasks.base import Example, Task
 @dataclass
 class StageContext:
     index: int  # 1-based stage number
-    total: int  # number of stages in the sequence
     task_name: str  # the trained task ("joint" for the multi-task baseline)
     tasks: dict[str, Task]  # graders for every item's task
     style: PromptStyle  # prompt format (CoT or direct), shared with evaluation

@@ -15,8 +15,8 @@ class Benchmark:
     tasks: dict[str, Task]  # CPT tasks and general-suite tasks, by name
     order: list[str]  # the benchmark's own CPT order
     general: list[str]
-    cot_instruction: str = "think"  # appended to each question when cot=true
-    direct_instruction: str = ""  # appended when cot=false
+    cot_instruction: str  # appended to each question when cot=true
+    direct_instruction: str  # appended when cot=false
     separator: str = " "
 
     def prompt_style(self, cot: bool):
@@ -26,14 +26,12 @@ class Benchmark:
 
 
 def _toy(cfg) -> Benchmark:
-    from cpt_bench.tasks.toy import toy_tasks
+    from cpt_bench.tasks.toy import COT_INSTRUCTION, DIRECT_INSTRUCTION, toy_tasks
 
     tasks = toy_tasks(seed=cfg.seed, train_size=cfg.train_size, test_size=cfg.test_size)
     unknown = [t for t in [*cfg.tasks, *cfg.general] if t not in tasks]
     if unknown:
         raise ConfigError(f"benchmark toy has no task {unknown[0]!r}; its tasks: {', '.join(tasks)}")
-    from cpt_bench.tasks.toy import COT_INSTRUCTION, DIRECT_INSTRUCTION
-
     return Benchmark("toy", tasks, list(cfg.tasks), list(cfg.general), COT_INSTRUCTION, DIRECT_INSTRUCTION)
 
 

@@ -1,7 +1,7 @@
 """The task protocol: what a benchmark task must provide to the stage loop.
 
 A task turns a seeded random stream into examples (prompt text + reference answer) and
-grades a model response 0/1. Splits are disjoint by construction (see `split_of`), so a
+grades an extracted answer 0/1. Splits are disjoint by construction (see `split_of`), so a
 benchmark seed changes which items are drawn but never leaks a test prompt into training.
 """
 

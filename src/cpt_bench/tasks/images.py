@@ -63,19 +63,6 @@ class PathImage:
 
 
 @dataclass(frozen=True)
-class BytesImage:
-    """An encoded image (PNG, JPEG, ...) held as bytes."""
-
-    data: bytes
-
-    def load(self) -> Image.Image:
-        return _open_rgb(io.BytesIO(self.data))
-
-    def readable(self) -> bool:
-        return _header_ok(io.BytesIO(self.data))
-
-
-@dataclass(frozen=True)
 class MissingImage:
     """An image the source names but does not have (e.g. an id with no image row)."""
 
