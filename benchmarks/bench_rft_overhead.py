@@ -35,11 +35,13 @@ def main(argv: list[str]) -> int:
     from transformers import PrinterCallback
     from trl import GRPOTrainer
 
-    from cpt_bench.config import register_configs
+    from cpt_bench.builtin.tiny import build_tiny_base
+    from cpt_bench.config import TinyRecipe, register_configs
     from cpt_bench.grading import grade_exact
-    from cpt_bench.models import TinyRecipe, build_tiny_base, load_model_and_tokenizer
+    from cpt_bench.loading import load_checkpoint
     from cpt_bench.paradigms import StageContext
     from cpt_bench.paradigms.rft import RFT
+    from cpt_bench.prompts import PromptStyle
     from cpt_bench.tasks import build_benchmark
 
     datasets.disable_progress_bars()
@@ -48,7 +50,7 @@ def main(argv: list[str]) -> int:
     with initialize_config_module(config_module="cpt_bench.conf", version_base="1.3"):
         cfg = compose("config", overrides=["paradigm=rft"])
     bench = build_benchmark(cfg.benchmark)
-    style = bench.prompt_style(False)
+    style = PromptStyle.for_benchmark(bench, False)
     items = bench.tasks["max"].train()[: args.items]
     paradigm = RFT(cfg.paradigm)
 
@@ -56,16 +58,17 @@ def main(argv: list[str]) -> int:
         base = str(build_tiny_base(TinyRecipe(), os.environ.get("CPT_BENCH_CACHE")))
 
         def stage_context(work: Path) -> StageContext:
-            return StageContext(index=1, task_name="max", tasks=bench.tasks, style=style, base_path=base, start_path=base,
-                                work_dir=work, save_dir=work / "model", seed=1, use_cpu=True, bf16=False)
+            return StageContext(stage=1, task_name="max", tasks=bench.tasks, style=style, base_path=base,
+                                start_path=base, work_dir=work, save_dir=work / "model", seed=1, use_cpu=True,
+                                bf16=False)
 
         def bare() -> float:
-            model, tok = load_model_and_tokenizer(base)
+            model, tok = load_checkpoint(base)
             t0 = time.perf_counter()
             data = datasets.Dataset.from_list([{"prompt": style.user_text(ex), "answer": ex.answer} for ex in items])
 
             def reward(completions, answer, **_):
-                return [grade_exact(c, a) for c, a in zip(completions, answer)]
+                return [grade_exact(c, a) for c, a in zip(completions, answer, strict=True)]
 
             ctx = stage_context(Path(tmp) / "bare")
             trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=paradigm.trainer_args(ctx, [1.0]),
@@ -76,7 +79,7 @@ def main(argv: list[str]) -> int:
             return time.perf_counter() - t0
 
         def ours() -> float:
-            model, tok = load_model_and_tokenizer(base)
+            model, tok = load_checkpoint(base)
             t0 = time.perf_counter()
             ctx = stage_context(Path(tmp) / "ours")
             paradigm.train_stage(model, tok, items, ctx)

@@ -80,8 +80,9 @@ def main(argv: list[str]) -> int:
     if unknown:
         parser.error(f"unknown scenario {unknown[0]!r}; choose from {', '.join(SCENARIOS)}")
     sys.path.insert(0, str(REPO / "src"))
-    from cpt_bench.models import TinyRecipe, build_tiny_base
-    from cpt_bench.zoo import build_smollm2
+    from cpt_bench.builtin.smollm2 import build_smollm2
+    from cpt_bench.builtin.tiny import build_tiny_base
+    from cpt_bench.config import TinyRecipe
 
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"}
     with tempfile.TemporaryDirectory() as tmp:

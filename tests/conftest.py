@@ -1,4 +1,5 @@
-"""Shared fixtures: hermetic offline environment and one embedded base model per session."""
+"""Shared fixtures: hermetic offline environment and one embedded base model per session;
+helpers the test modules import (`from conftest import ...`): config composition, the CLI."""
 
 from __future__ import annotations
 
@@ -38,11 +39,25 @@ def offline_env(tmp_path_factory):
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> Path:
     """The embedded base model, built once for the whole session (about a minute)."""
-    from cpt_bench.models import TinyRecipe, build_tiny_base
+    from cpt_bench.builtin.tiny import build_tiny_base
+    from cpt_bench.config import TinyRecipe
 
     cache = tmp_path_factory.mktemp("model-cache")
     build_tiny_base(TinyRecipe(), cache)
     return cache
+
+
+def compose_config(*overrides: str, hydra: bool = False):
+    """The config `cpt-bench OVERRIDES...` would run with, composed from the packaged
+    cpt_bench.conf with the schema registered; `hydra=True` keeps the `hydra` node (sweeper
+    params, run dirs), as `compose(..., return_hydra_config=True)` does."""
+    from hydra import compose, initialize_config_module
+
+    from cpt_bench.config import register_configs
+
+    register_configs()  # idempotent: stores the same schema nodes under the same names
+    with initialize_config_module(config_module="cpt_bench.conf", version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -8,29 +8,22 @@ import zipfile
 from importlib import resources
 
 import pytest
-from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from cpt_bench.config import register_configs
 from cpt_bench.continual import plan
 from cpt_bench.tasks import ConfigError
 
 from conftest import REPO, run_cli
+from conftest import compose_config as composed
 
-register_configs()
 GROUPS = ["paradigm", "benchmark", "order", "model", "deepspeed", "logger", "filter"]
 
 
 def options(group: str) -> list[str]:
     folder = resources.files("cpt_bench.conf") / group
     return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
-
-
-def composed(*overrides: str):
-    with initialize_config_module(config_module="cpt_bench.conf", version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
@@ -45,8 +38,7 @@ SWEEP_PRESETS = [p for p in options("experiment") if not p.startswith("paper_")]
 
 @pytest.mark.parametrize("preset", SWEEP_PRESETS)
 def test_every_sweep_preset_composes_into_a_sweep(preset):
-    with initialize_config_module(config_module="cpt_bench.conf", version_base="1.3"):
-        cfg = compose("config", overrides=[f"+experiment={preset}"], return_hydra_config=True)
+    cfg = composed(f"+experiment={preset}", hydra=True)
     params = cfg.hydra.sweeper.params
     assert params and "seed" in params, "every preset sweeps seeds"
     for override in params:  # each swept key exists in the composed config (or is a group)
@@ -85,13 +77,13 @@ def test_a_wrongly_typed_value_fails_at_compose_time(override):
     ],
 )
 def test_orders(overrides, order):
-    assert plan(composed(*overrides))[1] == order
+    assert plan(composed(*overrides)).order == order
 
 
 def test_shuffled_order_depends_on_its_own_seed_only():
-    a = plan(composed("order=shuffled", "order.seed=1", "seed=5"))[1]
-    b = plan(composed("order=shuffled", "order.seed=1", "seed=6"))[1]
-    c = plan(composed("order=shuffled", "order.seed=2"))[1]
+    a = plan(composed("order=shuffled", "order.seed=1", "seed=5")).order
+    b = plan(composed("order=shuffled", "order.seed=1", "seed=6")).order
+    c = plan(composed("order=shuffled", "order.seed=2")).order
     assert a == b and sorted(a) == sorted(c) and a != c
 
 
@@ -109,6 +101,7 @@ def test_bad_orders_are_one_line_errors_listing_valid_tasks(override, message):
     assert "add, reverse, count, max, sort, sub, shift" in str(err.value)
 
 
+@pytest.mark.slow
 def test_cli_bad_order_fails_fast_with_one_line(tmp_path):
     res = run_cli("order.tasks=[add,nope]", f"hydra.run.dir={tmp_path / 'run'}",
                   f"model.cache_dir={tmp_path / 'cache'}", "logger=none")
@@ -119,6 +112,7 @@ def test_cli_bad_order_fails_fast_with_one_line(tmp_path):
     assert not (tmp_path / "cache").exists(), "no model may be built for a bad config"
 
 
+@pytest.mark.slow
 def test_cli_help_and_cfg_job():
     res = run_cli("--help")
     assert res.returncode == 0
@@ -134,6 +128,7 @@ def test_cli_help_and_cfg_job():
     assert res.returncode == 0 and "learning_rate: 0.01" in res.stdout
 
 
+@pytest.mark.slow
 def test_wheel_ships_the_configs(tmp_path):
     """A non-editable install finds its configs: they are inside the package."""
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
@@ -143,3 +138,64 @@ def test_wheel_ships_the_configs(tmp_path):
     expected = {f"cpt_bench/conf/{p.relative_to(REPO / 'conf')}" for p in (REPO / "conf").rglob("*.yaml")}
     assert expected <= names and "cpt_bench/conf/__init__.py" in names
     assert "cpt_bench/conf/paradigm/sft.yaml" in names
+
+
+# --- values checked where they are declared ---------------------------------------------------
+
+INVALID = [
+    (["paradigm.learning_rate=-1"], "paradigm.learning_rate must be > 0, not -1.0"),
+    (["paradigm.epochs=0"], "paradigm.epochs must be > 0, not 0.0"),
+    (["paradigm.per_device_batch_size=0"], "paradigm.per_device_batch_size must be > 0, not 0"),
+    (["paradigm.max_steps=0"], "paradigm.max_steps must be -1 (no cap) or > 0, not 0"),
+    (["+paradigm.epochs_per_task.add=0"], "paradigm.epochs_per_task.add must be > 0, not 0"),
+    (["paradigm=rft", "paradigm.temperature=-1"], "paradigm.temperature must be > 0, not -1.0"),
+    (["paradigm=rft", "paradigm.top_p=1.5"], "paradigm.top_p must be in (0, 1], not 1.5"),
+    (["paradigm=rft", "paradigm.num_generations=1"], "paradigm.num_generations must be >= 2"),
+    (["eval.batch_size=0"], "eval.batch_size must be > 0, not 0"),
+    (["eval.max_new_tokens=0"], "eval.max_new_tokens must be > 0, not 0"),
+    (["benchmark.train_size=0"], "benchmark.train_size must be > 0, not 0"),
+    (["benchmark.test_size=0"], "benchmark.test_size must be > 0, not 0"),
+    (["benchmark=mllm_cl7", "benchmark.max_test=0"], "benchmark.max_test must be > 0 or null"),
+    (["filter=rif", "filter.keep=nonzero_variance", "filter.num_rollouts=1"], "filter.num_rollouts must be >= 2"),
+    (["threads=0"], "threads must be > 0 or null, not 0"),
+    (["paradigm.name=ppo"], "unknown paradigm 'ppo'; available: sft, rft"),
+    (["logger.name=mlflow"], "unknown logger 'mlflow'; available: wandb, none"),
+    (["model.builtin=huge"], "unknown built-in model 'huge'; available: tiny, smollm2_135m"),
+    (["filter.name=magic"], "unknown filter 'magic'; available: none, rif"),
+    (["benchmark.name=nope"], "unknown benchmark 'nope'; available: toy, mllm_cl7"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", INVALID, ids=[" ".join(o) for o, _ in INVALID])
+def test_invalid_values_are_one_line_config_errors(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        plan(composed(*overrides))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+CLOSED = [("schedule", "sequential, joint"), ("checkpoint.keep", "all, last"),
+          ("logger.mode", "offline, online, disabled"), ("model.dtype", "auto, bf16, fp16, fp32"),
+          ("order.name", "default, reverse, shuffled")]
+
+
+@pytest.mark.parametrize("key,allowed", [*CLOSED, ("paradigm.kl_reference", "base, previous"),
+                                         ("paradigm.scale_rewards", "group, batch, none"),
+                                         ("filter.keep", "solvable, nonzero_variance")])
+def test_closed_choices_are_rejected_at_compose_time(key, allowed):
+    group = {"paradigm": "paradigm=rft", "filter": "filter=rif"}.get(key.split(".")[0])
+    with pytest.raises(ConfigCompositionException) as err:
+        composed(*([group] if group else []), f"{key}=bogus")
+    assert f"Invalid value 'bogus', expected one of [{allowed}]" in str(err.value.__cause__)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override,message", [
+    ("paradigm.learning_rate=-1", "paradigm.learning_rate must be > 0, not -1.0"),
+    ("benchmark.train_size=0", "benchmark.train_size must be > 0, not 0"),
+])
+def test_cli_invalid_value_fails_in_one_line_before_any_model(tmp_path, override, message):
+    res = run_cli(override, f"hydra.run.dir={tmp_path / 'run'}", f"model.cache_dir={tmp_path / 'cache'}",
+                  "logger=none")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1] == f"cpt-bench: error: {message}"
+    assert not (tmp_path / "cache").exists(), "no model may be built for a bad config"

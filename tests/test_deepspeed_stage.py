@@ -41,6 +41,7 @@ def assert_moved(after: dict, before: dict) -> None:
     assert any(not after[n].equal(before[n]) for n in before), "the stage trained"
 
 
+@pytest.mark.slow
 def test_zero3_sequence_saves_full_checkpoints_and_learns_what_plain_training_learns(tmp_path, model_cache):
     tasks = "order.tasks=[max,sort]"
     zero3 = run(tmp_path, model_cache, "zero3", "deepspeed=zero3", tasks, torchrun=True)
@@ -55,6 +56,7 @@ def test_zero3_sequence_saves_full_checkpoints_and_learns_what_plain_training_le
     assert (zero3 / "matrix.csv").read_text() == (plain / "matrix.csv").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset,paradigm", [("zero2", ["paradigm=sft"]), ("zero3_offload", ["paradigm=sft"]),
                                              ("zero3", ["paradigm=rft", "paradigm.kl_coef=0.01"])])
 def test_preset_stage_saves_a_full_trained_checkpoint(tmp_path, model_cache, preset, paradigm):

@@ -9,7 +9,10 @@ import pytest
 import wandb
 
 from conftest import QUICK, run_cli
+from reference import check_reference
 from wandb_offline import find_offline_runs, read_offline_run
+
+pytestmark = pytest.mark.slow  # every test here builds the embedded base model and runs the CLI
 
 TASKS, GENERAL = ["max", "shift"], ["copy", "last", "min"]
 
@@ -36,6 +39,11 @@ def test_matrix_has_every_stage_and_every_task(quick_run):
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 and r["n"] == "50" for r in rows)
 
 
+def test_pinned_reference_matrix(quick_run):
+    """The fixed-seed quick run's matrix, byte for byte (tests/reference.py)."""
+    check_reference("sft_quick", quick_run[0])
+
+
 def test_training_a_task_raises_its_accuracy(quick_run):
     acc = {(int(r["stage"]), r["eval_task"]): float(r["accuracy"]) for r in read_matrix(quick_run[0])}
     assert acc[(1, "max")] >= acc[(0, "max")] + 0.15
@@ -46,7 +54,8 @@ def test_metrics_json_matches_the_matrix(quick_run):
     run_dir, _ = quick_run
     m = json.loads((run_dir / "metrics.json").read_text())
     acc = {(int(r["stage"]), r["eval_task"]): float(r["accuracy"]) for r in read_matrix(run_dir)}
-    for key in ["final_avg_acc", "avg_acc_per_stage", "plasticity", "gain", "bwt", "forgetting", "fwt", "general_delta"]:
+    for key in ["final_avg_acc", "avg_acc_per_stage", "plasticity", "gain", "bwt", "forgetting", "fwt",
+                "general_delta"]:
         assert key in m
     assert m["final_avg_acc"] == pytest.approx((acc[(2, "max")] + acc[(2, "shift")]) / 2)
     assert m["bwt"] == pytest.approx(acc[(2, "max")] - acc[(1, "max")])
@@ -56,7 +65,8 @@ def test_metrics_json_matches_the_matrix(quick_run):
 
 def test_run_files(quick_run):
     run_dir, res = quick_run
-    for name in ["run.json", "matrix.csv", "metrics.json", "heatmap.png", "curves.png", "summary.txt", ".hydra/config.yaml"]:
+    for name in ["run.json", "matrix.csv", "metrics.json", "heatmap.png", "curves.png", "summary.txt",
+                 ".hydra/config.yaml"]:
         assert (run_dir / name).stat().st_size > 0, name
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "finished" and info["seed"] == 0 and info["stages_completed"] == 2
@@ -64,8 +74,9 @@ def test_run_files(quick_run):
     assert info["hardware"]["cpu_count"] >= 1
     assert info["timings"]["total_seconds"] > 0 and set(info["timings"]["stages"]) == {"0", "1", "2"}
     # every generation is kept with its score, and the scores make the matrix entry
-    records = [json.loads(line) for line in open(run_dir / "stages/01-max/eval/max.jsonl")]
-    assert len(records) == 50 and set(records[0]) == {"task", "prompt", "answer", "response", "extracted", "score", "format_ok"}
+    records = [json.loads(line) for line in (run_dir / "stages/01-max/eval/max.jsonl").read_text().splitlines()]
+    assert len(records) == 50 and set(records[0]) == {"task", "prompt", "answer", "response", "extracted", "score",
+                                                      "format_ok"}
     row = next(r for r in read_matrix(run_dir) if r["stage"] == "1" and r["eval_task"] == "max")
     assert float(row["accuracy"]) == pytest.approx(sum(r["score"] for r in records) / 50)
     # each stage leaves a loadable Hugging Face checkpoint
@@ -96,7 +107,8 @@ def test_wandb_offline_run_contents(quick_run):
     assert {r["train/stage"] for r in train} == {1, 2}
     steps = [r["train/step"] for r in train]
     assert steps == sorted(steps) and len(set(steps)) == len(steps)
-    assert run.summary["final_avg_acc"] == pytest.approx(json.loads((run_dir / "metrics.json").read_text())["final_avg_acc"])
+    final = json.loads((run_dir / "metrics.json").read_text())["final_avg_acc"]
+    assert run.summary["final_avg_acc"] == pytest.approx(final)
     names = {p.name for p in run.media_files}
     assert any(n.startswith("cpt/matrix") or "matrix" in n for n in names) and any(n.endswith(".png") for n in names)
     table_file = next(p for p in run.media_files if p.suffix == ".json" and "matrix" in str(p))
@@ -163,7 +175,7 @@ def test_multirun_runs_each_sequence_in_its_own_directory(model_cache, tmp_path)
     assert len(groups) == 1 and None not in groups  # one W&B group per sweep
     # the sweep ends by writing its comparison report into the sweep directory
     sweep = tmp_path / "sweep"
-    report_rows = list(csv.DictReader(open(sweep / "report.csv")))
+    report_rows = list(csv.DictReader((sweep / "report.csv").read_text().splitlines()))
     assert len(report_rows) == 4 and {r["seed"] for r in report_rows} == {"1", "2"}
     assert "order" in (sweep / "report.md").read_text() and (sweep / "report_pareto.png").exists()
 
@@ -182,7 +194,7 @@ def test_a_failing_stage_keeps_finished_stages_and_closes_wandb(model_cache, tmp
     real = SFT.train_stage
 
     def flaky(self, model, tokenizer, examples, ctx):
-        if ctx.index == 2:
+        if ctx.stage == 2:
             raise RuntimeError("simulated out-of-memory")
         return real(self, model, tokenizer, examples, ctx)
 

@@ -20,11 +20,19 @@ from PIL import Image, ImageFile
 
 from cpt_bench.config import register_configs
 from cpt_bench.grading import choice_letter, grade_choice, grade_short_answer, parse_choices
+from cpt_bench.prompts import PromptStyle
 from cpt_bench.tasks import ConfigError, build_benchmark, resolve_order
 from cpt_bench.tasks.images import ArrowImage, PathImage, resolve_image_path
 from cpt_bench.tasks.mllm import (
-    CLEVR_HINT, COT_INSTRUCTION, DEFAULT_ORDER, GENERAL_SUITE, OPTION_LETTER, SHORT_ANSWER, UNANSWERABLE,
-    split_instruction, strip_image_tokens,
+    CLEVR_HINT,
+    COT_INSTRUCTION,
+    DEFAULT_ORDER,
+    GENERAL_SUITE,
+    OPTION_LETTER,
+    SHORT_ANSWER,
+    UNANSWERABLE,
+    split_instruction,
+    strip_image_tokens,
 )
 
 register_configs()
@@ -116,7 +124,7 @@ def test_authors_sharegpt_files_round_trip_for_every_cpt_task(tmp_path, task):
     records = write_authors_file(tmp_path, task)
     b = benchmark(f"benchmark.data_dir={tmp_path}")
     items = b.tasks[task].test()
-    direct, cot = b.prompt_style(cot=False), b.prompt_style(cot=True)
+    direct, cot = PromptStyle.for_benchmark(b, False), PromptStyle.for_benchmark(b, True)
     assert len(items) == len(records)
     for ex, rec in zip(items, records, strict=True):
         user, answer = rec["messages"][0]["content"], rec["messages"][1]["content"]
@@ -211,7 +219,8 @@ def test_easyr1_parquet(tmp_path):
     assert [ex.answer for ex in items] == ["0.5", "1.5", "2.5"]
     assert all(isinstance(ex.images[0], ArrowImage) for ex in items)
     assert [colour_of(ex.images[0]) for ex in items] == [COLOURS[0], COLOURS[1], COLOURS[5]]
-    assert b.prompt_style(False).user_text(items[0]) == f"Find x0. Round to the nearest tenth.\n{SHORT_ANSWER}"
+    direct = PromptStyle.for_benchmark(b, False)
+    assert direct.user_text(items[0]) == f"Find x0. Round to the nearest tenth.\n{SHORT_ANSWER}"
     assert b.tasks["geometry3k"].grade("1/2", items[0]) == 1.0 and b.tasks["geometry3k"].grade("0.6", items[0]) == 0.0
 
 
@@ -321,7 +330,7 @@ def test_pathvqa_pope_and_clevr_native_columns(tmp_path):
     b = benchmark(f"benchmark.sources.pathvqa.test.hf_id={tmp_path / 'pv'}",
                   f"benchmark.sources.pope.test.hf_id={tmp_path / 'pope'}")
     (pv,), pope = b.tasks["pathvqa"].test(), b.tasks["pope"].test()
-    assert b.prompt_style(False).user_text(pv) == f"where are liver stem cells?\n{SHORT_ANSWER}"
+    assert PromptStyle.for_benchmark(b, False).user_text(pv) == f"where are liver stem cells?\n{SHORT_ANSWER}"
     assert b.tasks["pathvqa"].grade("In the canals of Hering.", pv) == 1.0
     assert [ex.answer for ex in pope] == ["yes", "no"] and "pope" in b.general
     assert b.tasks["pope"].grade("Yes, there is a dog.", pope[0]) == 1.0
@@ -341,7 +350,7 @@ def test_mmmu_mixes_multiple_choice_and_open_questions_with_several_images(tmp_p
     mc, open_ = b.tasks["mmmu"].test()
     assert mc.prompt == "Compare image 1 and image 2. Which is larger?\nA. the first\nB. the second"
     assert [colour_of(r) for r in mc.images] == COLOURS[:2] and len(open_.images) == 1
-    direct = b.prompt_style(False)
+    direct = PromptStyle.for_benchmark(b, False)
     assert direct.user_text(mc).endswith(OPTION_LETTER) and direct.user_text(open_).endswith(SHORT_ANSWER)
     assert b.tasks["mmmu"].grade("B. the second", mc) == 1.0 and b.tasks["mmmu"].grade("12", open_) == 1.0
 

@@ -1,4 +1,4 @@
-"""The paper presets (conf/experiment/paper_*.yaml) carry PAPER.md's hyper-parameters.
+"""The paper presets (conf/experiment/paper_*.yaml) carry the paper's hyper-parameters (docs/paper.md).
 
 They compose the paper's benchmark (mllm_cl7) and model (qwen2_5_vl_7b); the whole module
 skips, with its reason, while either YAML is missing. Composing and planning reads no data
@@ -10,18 +10,15 @@ from __future__ import annotations
 from importlib import resources
 
 import pytest
-from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from cpt_bench.config import register_configs
+from conftest import compose_config
 
 CONF = resources.files("cpt_bench.conf")
 NEEDED = ["benchmark/mllm_cl7.yaml", "model/qwen2_5_vl_7b.yaml"]
 MISSING_YAMLS = [n for n in NEEDED if not (CONF / n).is_file()]
 if MISSING_YAMLS:
     pytest.skip(f"the paper presets need {', '.join(MISSING_YAMLS)} (not written yet)", allow_module_level=True)
-
-register_configs()
 
 PRESETS = ["paper_sft", "paper_rft", "paper_rft_no_kl", "paper_rft_no_cot", "paper_rif_rft"]
 PAPER_ORDER = ["scienceqa", "textvqa", "vizwiz", "gqa", "geometry3k", "pathvqa", "clevr"]
@@ -30,8 +27,7 @@ GPUS = 8
 
 
 def composed(preset: str, *overrides: str, hydra: bool = False):
-    with initialize_config_module(config_module="cpt_bench.conf", version_base="1.3"):
-        return compose("config", overrides=[f"+experiment={preset}", *overrides], return_hydra_config=hydra)
+    return compose_config(f"+experiment={preset}", *overrides, hydra=hydra)
 
 
 def plain(cfg) -> dict:
@@ -56,7 +52,7 @@ def test_preset_composes_on_the_papers_benchmark_model_and_deepspeed(preset):
     assert "seed" in cfg.hydra.sweeper.params  # `-m +experiment=...` runs it as a one-job sweep
     from cpt_bench.continual import plan
 
-    benchmark, order = plan(cfg)  # validates without reading data or building a model
+    order = plan(cfg).order  # validates without reading data or building a model
     assert order == PAPER_ORDER
 
 
@@ -83,12 +79,12 @@ def test_paper_rft():
 
 def test_paper_rft_global_batch_is_128_prompts_on_8_gpus():
     """EasyR1's global batch 128 counts prompts (x 8 rollouts = 1024 completions per step)."""
-    from cpt_bench.paradigms import build_paradigm
+    from cpt_bench.config import as_schema
 
     p = composed("paper_rft").paradigm
     assert p.per_device_batch_size % p.num_generations == 0  # whole groups per micro-step
     assert p.per_device_batch_size * p.gradient_accumulation_steps * GPUS == 128 * p.num_generations
-    assert build_paradigm(p).check_batch(GPUS) == 128
+    assert as_schema(p).prompts_per_step(GPUS) == 128
 
 
 @pytest.mark.parametrize("preset,changed", [

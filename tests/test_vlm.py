@@ -22,17 +22,27 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from cpt_bench.config import RFTParadigm, SFTParadigm
+from cpt_bench.drift import param_drift
+from cpt_bench.errors import ModelLoadError
 from cpt_bench.evaluation import accuracy, evaluate_tasks
-from cpt_bench.models import (
-    ModelLoadError, build_tiny_vlm, check_processor, format_prompt, is_processor, load_model_and_tokenizer,
-    load_processor, param_drift, register_image_only_processors, text_tokenizer, train_qwen2_tokenizer, user_message,
-)
+from cpt_bench.loading import load_checkpoint
 from cpt_bench.paradigms import StageContext
 from cpt_bench.paradigms.filtering import filter_items
 from cpt_bench.paradigms.rft import RFT
 from cpt_bench.paradigms.sft import SFT
-from cpt_bench.prompts import PromptStyle
+from cpt_bench.processing import (
+    check_processor,
+    is_processor,
+    load_processor,
+    register_image_only_processors,
+    text_tokenizer,
+)
+from cpt_bench.prompts import PromptStyle, encode_prompts, format_prompt, user_message
 from cpt_bench.tasks.base import Example
+
+from tiny_vlm import build_tiny_vlm, train_qwen2_tokenizer
+
+pytestmark = pytest.mark.slow  # every test here builds a tiny Qwen2.5-VL or Qwen2 model
 
 QUESTION = "What colour is the square?"
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 30)}
@@ -106,7 +116,7 @@ def task() -> ColourTask:
 
 
 def stage_context(work_dir: Path, tasks: dict, base: Path, start: Path, logs: list, index: int = 1) -> StageContext:
-    return StageContext(index=index, task_name="colour", tasks=tasks, style=STYLE, base_path=str(base),
+    return StageContext(stage=index, task_name="colour", tasks=tasks, style=STYLE, base_path=str(base),
                         start_path=str(start), work_dir=work_dir, save_dir=work_dir / "model", seed=0,
                         use_cpu=True, bf16=False,
                         on_log=lambda step, total, row: logs.append(row))
@@ -144,12 +154,14 @@ class ForwardSpy:
 def test_a_vision_language_checkpoint_loads_as_image_text_model_with_its_processor(base_vlm):
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    model, proc = load_model_and_tokenizer(base_vlm)
+    model, proc = load_checkpoint(base_vlm)
     assert isinstance(model, Qwen2_5_VLForConditionalGeneration)  # via AutoModelForImageTextToText
     assert is_processor(proc) and proc.image_processor is not None
     # image token ids come from the processor and agree with the model and the tokenizer
     assert proc.image_token_id == model.config.image_token_id == proc.tokenizer.convert_tokens_to_ids(proc.image_token)
-    assert text_tokenizer(proc).padding_side == "left" and text_tokenizer(proc).pad_token == "<|endoftext|>"
+    assert text_tokenizer(proc).pad_token == "<|endoftext|>"
+    batch = encode_prompts(proc, ["red", "red green blue red green"])  # text-only: through the tokenizer
+    assert batch["attention_mask"][0, 0] == 0 and batch["attention_mask"][0, -1] == 1  # padded on the left
     assert type(proc.tokenizer).__name__ == "Qwen2Tokenizer"
 
 
@@ -183,7 +195,7 @@ def test_a_bare_tokenizer_from_autoprocessor_is_refused(base_vlm, tmp_path):
     _set_processor_class(copy, "NoSuchProcessor")  # e.g. a custom class nobody registered in this process
     assert isinstance(AutoProcessor.from_pretrained(copy), PreTrainedTokenizerBase)  # transformers' silent fallback
     with pytest.raises(ModelLoadError, match="not a processor"):
-        load_model_and_tokenizer(copy)
+        load_checkpoint(copy)
     with pytest.raises(ModelLoadError, match="not a processor"):
         check_processor(text_tokenizer(load_processor(base_vlm)), "some/model")
 
@@ -196,9 +208,10 @@ def test_a_text_only_checkpoint_keeps_causal_lm_tokenizer_and_prompt(tmp_path):
                          num_attention_heads=2, num_key_value_heads=1)
     Qwen2ForCausalLM(config).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    model, loaded = load_model_and_tokenizer(tmp_path)
+    model, loaded = load_checkpoint(tmp_path)
     assert isinstance(model, Qwen2ForCausalLM) and isinstance(loaded, PreTrainedTokenizerBase)
-    assert loaded.padding_side == "left"
+    batch = encode_prompts(loaded, ["Say", "Say red green blue"])
+    assert batch["attention_mask"][0, 0] == 0 and batch["attention_mask"][0, -1] == 1  # padded on the left
     # text-only prompts are exactly the chat template on the plain user turn, as before
     expected = loaded.apply_chat_template([{"role": "user", "content": "Say red"}], tokenize=False,
                                           add_generation_prompt=True)
@@ -232,7 +245,7 @@ def test_image_placeholders_render_as_trl_renders_them(base_vlm):
 @pytest.fixture(scope="module")
 def sft_stage(base_vlm, task, tmp_path_factory):
     """One SFT stage through the real paradigm, with what reached the model recorded."""
-    model, proc = load_model_and_tokenizer(base_vlm)
+    model, proc = load_checkpoint(base_vlm)
     tasks = {"colour": task}
     before = accuracy(evaluate_tasks(model, proc, tasks, {"colour": task.train()}, STYLE, 32, 4)["colour"])
     spy = ForwardSpy(model)
@@ -307,7 +320,7 @@ def test_param_drift_of_a_vision_language_model(sft_stage, base_vlm):
 
 def test_rft_stage_with_images_from_a_briefly_sft_trained_model(sft_stage, task, tmp_path):
     start = sft_stage["path"]
-    model, proc = load_model_and_tokenizer(start)  # the processor reloads from a stage checkpoint
+    model, proc = load_checkpoint(start)  # the processor reloads from a stage checkpoint
     spy = ForwardSpy(model)
     logs: list[dict] = []
     cfg = OmegaConf.structured(RFTParadigm(learning_rate=1e-3, num_generations=4, per_device_batch_size=16,
@@ -327,8 +340,8 @@ def test_rft_stage_with_images_from_a_briefly_sft_trained_model(sft_stage, task,
 def test_rif_rollouts_with_images(sft_stage, task):
     model, proc = sft_stage["model"], sft_stage["proc"]
     spy = ForwardSpy(model)
-    res = filter_items(model, proc, task.train(), {"colour": task}, STYLE, "solvable", k=4, temperature=1.0,
-                       max_new_tokens=4, batch_size=64)
+    res = filter_items(model, proc, task.train(), tasks={"colour": task}, style=STYLE, rule="solvable", num_rollouts=4,
+                       temperature=1.0, max_new_tokens=4, batch_size=64)
     spy.remove()
     assert len(res.scores) == len(task.train()) and all(len(s) == 4 for s in res.scores)
     assert res.generated_tokens > 0 and spy.vision_calls == math.ceil(len(task.train()) / (64 // 4))

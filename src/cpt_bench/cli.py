@@ -38,7 +38,7 @@ def _sweep_group() -> str | None:
 @hydra.main(version_base="1.3", config_path="pkg://cpt_bench.conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from cpt_bench.continual import Run
-    from cpt_bench.tasks import ConfigError
+    from cpt_bench.errors import ConfigError
 
     quiet_libraries()
     run_dir = Path(HydraConfig.get().runtime.output_dir)

@@ -1,20 +1,109 @@
 """The configuration schema: typed dataclasses registered in Hydra's ConfigStore.
 
-Every YAML under conf/ is merged onto one of these nodes, so a misspelt key or a value of
-the wrong type fails when the config is composed, before any model is built. Each config
-group (paradigm, benchmark, order, model, deepspeed, logger) has its own schema node;
-a new paradigm or benchmark adds a dataclass here and a YAML in its group.
+Every YAML under conf/ is merged onto one of these nodes, so a misspelt key, a value of the
+wrong type or a closed choice outside its `Enum` fails when the config is composed, with
+Hydra's list of allowed values. Ranges and cross-field rules live in each node's
+`validate()` (as TRL's configs check themselves in `__post_init__`); `Config.validate()`
+runs them all on the composed config before any model is built. Open choices (paradigm,
+benchmark, built-in model, logger, filter) are names checked against their registries by
+the stage loop's `plan()`. Each config group has its own schema node; a new paradigm or
+benchmark adds a dataclass here and a YAML in its group.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf, open_dict
 
-from cpt_bench.models import TinyRecipe
+from cpt_bench.errors import ConfigError
+
+# --- closed choices (member names = values, so files and the CLI read the same) -------------
+
+
+class Schedule(StrEnum):
+    sequential = "sequential"  # one stage per task
+    joint = "joint"  # one stage on the union of all tasks (the multi-task baseline)
+
+
+class KeepCheckpoints(StrEnum):
+    all = "all"  # noqa: A003 - every stage's model
+    last = "last"  # only the latest (what resume needs)
+
+
+class LoggerMode(StrEnum):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+class KeepRule(StrEnum):
+    solvable = "solvable"  # >= 1 of K rollouts correct (the authors' code)
+    nonzero_variance = "nonzero_variance"  # some right, some wrong
+
+
+class KLReference(StrEnum):
+    base = "base"  # the original base model (the paper)
+    previous = "previous"  # the stage's starting checkpoint
+
+
+class RewardScaling(StrEnum):
+    group = "group"
+    batch = "batch"
+    none = "none"
+
+
+class DType(StrEnum):
+    auto = "auto"  # bf16 on a GPU that supports it, else fp32
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+class OrderName(StrEnum):
+    default = "default"
+    reverse = "reverse"
+    shuffled = "shuffled"
+
+
+def require(ok: bool, key: str, value: Any, rule: str) -> None:
+    """One-line error for a value outside its range: `<key> must be <rule>, not <value>`."""
+    if not ok:
+        raise ConfigError(f"{key} must be {rule}, not {value!r}")
+
+
+RECIPE_VERSION = 2  # bump when the recipe below changes in a way the cache key cannot see
+
+
+@dataclass
+class TinyRecipe:
+    """Everything that determines the embedded base model (and so its cache key)."""
+
+    seed: int = 0
+    vocab_size: int = 160
+    hidden_size: int = 128
+    num_layers: int = 3
+    num_heads: int = 4
+    intermediate_size: int = 384
+    max_position_embeddings: int = 64
+    items_per_task: int = 3000
+    cot_share: float = 0.5  # share of items in CoT format (<think> ... </think> \boxed{})
+    easy_share_cpt: float = 1.0  # share of easy items in the CPT tasks' pre-training mixture
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 3e-3
+
+    def key(self, corpus: list[str]) -> str:
+        """Hash of the recipe and of the corpus itself, so edited task code rebuilds."""
+        h = hashlib.sha256(json.dumps({**asdict(self), "v": RECIPE_VERSION}, sort_keys=True).encode())
+        for text in corpus:
+            h.update(text.encode() + b"\n")
+        return h.hexdigest()[:12]
 
 
 @dataclass
@@ -35,6 +124,19 @@ class StageTraining:
     gradient_checkpointing: bool = False
     logging_steps: int = 4
 
+    def validate(self, at: str = "paradigm") -> None:
+        require(self.learning_rate > 0, f"{at}.learning_rate", self.learning_rate, "> 0")
+        require(self.epochs > 0, f"{at}.epochs", self.epochs, "> 0")
+        for task, epochs in self.epochs_per_task.items():
+            require(epochs > 0, f"{at}.epochs_per_task.{task}", epochs, "> 0")
+        require(self.max_steps == -1 or self.max_steps > 0, f"{at}.max_steps", self.max_steps, "-1 (no cap) or > 0")
+        require(self.per_device_batch_size > 0, f"{at}.per_device_batch_size", self.per_device_batch_size, "> 0")
+        require(self.gradient_accumulation_steps > 0, f"{at}.gradient_accumulation_steps",
+                self.gradient_accumulation_steps, "> 0")
+        require(0 <= self.warmup_ratio < 1, f"{at}.warmup_ratio", self.warmup_ratio, "in [0, 1)")
+        require(self.weight_decay >= 0, f"{at}.weight_decay", self.weight_decay, ">= 0")
+        require(self.logging_steps > 0, f"{at}.logging_steps", self.logging_steps, "> 0")
+
 
 @dataclass
 class SFTParadigm(StageTraining):
@@ -44,6 +146,10 @@ class SFTParadigm(StageTraining):
     learning_rate: float = 3e-4
     epochs: float = 5.0
     max_length: int = 128
+
+    def validate(self, at: str = "paradigm") -> None:
+        super().validate(at)
+        require(self.max_length > 0, f"{at}.max_length", self.max_length, "> 0")
 
 
 @dataclass
@@ -65,9 +171,9 @@ class RFTParadigm(StageTraining):
     top_p: float = 1.0
     max_completion_length: int = 32
     kl_coef: float = 0.01  # the paper's 0.01; 0 turns the KL penalty (and the reference) off
-    kl_reference: str = "base"  # base = the original model (paper) | previous = the stage's start
+    kl_reference: KLReference = KLReference.base  # the original model (paper) | the stage's start
     loss_type: str = "dapo"  # token-level mean, as verl/EasyR1's "token-mean"
-    scale_rewards: str = "group"  # group | batch | none
+    scale_rewards: RewardScaling = RewardScaling.group
     epsilon: float = 0.2  # PPO clip low (paper 0.2)
     epsilon_high: float = 0.3  # PPO clip high (paper 0.3)
     num_iterations: int = 1
@@ -77,16 +183,50 @@ class RFTParadigm(StageTraining):
     vllm_mode: str = "colocate"
     logging_steps: int = 1
 
+    def validate(self, at: str = "paradigm") -> None:
+        super().validate(at)
+        require(self.num_generations >= 2, f"{at}.num_generations", self.num_generations,
+                ">= 2 (GRPO compares completions within a group)")
+        require(self.temperature > 0, f"{at}.temperature", self.temperature, "> 0")
+        require(0 < self.top_p <= 1, f"{at}.top_p", self.top_p, "in (0, 1]")
+        require(self.max_completion_length > 0, f"{at}.max_completion_length", self.max_completion_length, "> 0")
+        require(self.kl_coef >= 0, f"{at}.kl_coef", self.kl_coef, ">= 0")
+        require(self.epsilon >= 0, f"{at}.epsilon", self.epsilon, ">= 0")
+        require(self.epsilon_high >= 0, f"{at}.epsilon_high", self.epsilon_high, ">= 0")
+        require(self.num_iterations > 0, f"{at}.num_iterations", self.num_iterations, "> 0")
+        for key in ("reward_accuracy_weight", "reward_format_weight"):
+            require(getattr(self, key) >= 0, f"{at}.{key}", getattr(self, key), ">= 0")
+
+    def prompts_per_step(self, world_size: int) -> int:
+        """Prompts per optimizer step; the effective batch (completions) must divide by the group."""
+        batch = self.per_device_batch_size * self.gradient_accumulation_steps * world_size
+        if batch % self.num_generations:
+            raise ConfigError(
+                f"effective batch {batch} (paradigm.per_device_batch_size={self.per_device_batch_size} x "
+                f"gradient_accumulation_steps={self.gradient_accumulation_steps} x {world_size} processes) is not "
+                f"divisible by paradigm.num_generations={self.num_generations}"
+            )
+        return batch // self.num_generations
+
 
 @dataclass
 class FilterConfig:
     """RIF-RFT: keep only the items the current model can learn from, by K rollouts each."""
 
     name: str = "none"  # none | rif
-    keep: str = "solvable"  # solvable (>= 1 of K correct; the authors' code) | nonzero_variance
+    keep: KeepRule = KeepRule.solvable
     num_rollouts: int = 8
     temperature: float = 1.0
     batch_size: int = 256  # completions per generation batch (prompts = batch_size // num_rollouts)
+
+    def validate(self, at: str = "filter") -> None:
+        if self.name == "none":
+            return
+        least = 2 if self.keep == KeepRule.nonzero_variance else 1
+        require(self.num_rollouts >= least, f"{at}.num_rollouts", self.num_rollouts,
+                f">= {least}" + (" (keep=nonzero_variance needs a spread)" if least == 2 else ""))
+        require(self.temperature > 0, f"{at}.temperature", self.temperature, "> 0")
+        require(self.batch_size > 0, f"{at}.batch_size", self.batch_size, "> 0")
 
 
 @dataclass
@@ -98,24 +238,28 @@ class BenchmarkConfig:
     tasks: list[str] = MISSING  # the CPT tasks in the benchmark's own order
     general: list[str] = field(default_factory=list)  # held-out general-ability suite
 
+    def validate(self, at: str = "benchmark") -> None:
+        require(self.train_size > 0, f"{at}.train_size", self.train_size, "> 0")
+        require(self.test_size > 0, f"{at}.test_size", self.test_size, "> 0")
+
 
 @dataclass
 class SplitSourceConfig:
     """One split of a real task: a local `path`, or a dataset on the Hugging Face Hub."""
 
-    path: Optional[str] = None  # ShareGPT JSON/JSONL, parquet file, or a dataset folder
-    hf_id: Optional[str] = None
-    hf_config: Optional[str] = None
-    images_hf_config: Optional[str] = None  # GQA on lmms-lab: images in a config of their own
-    split: Optional[str] = None  # the hub (or dataset folder) split name
+    path: str | None = None  # ShareGPT JSON/JSONL, parquet file, or a dataset folder
+    hf_id: str | None = None
+    hf_config: str | None = None
+    images_hf_config: str | None = None  # GQA on lmms-lab: images in a config of their own
+    split: str | None = None  # the hub (or dataset folder) split name
 
 
 @dataclass
 class TaskSourceConfig:
     format: str = "auto"  # auto | sharegpt | easyr1 | native (the dataset's own columns)
-    image_root: Optional[str] = None  # image paths are relative to this
-    max_train: Optional[int] = None  # overrides the benchmark's for this task
-    max_test: Optional[int] = None
+    image_root: str | None = None  # image paths are relative to this
+    max_train: int | None = None  # overrides the benchmark's for this task
+    max_test: int | None = None
     train: SplitSourceConfig = field(default_factory=SplitSourceConfig)
     test: SplitSourceConfig = field(default_factory=SplitSourceConfig)
 
@@ -132,19 +276,26 @@ class MLLMBenchmarkConfig:
     seed: int = 0  # which items a capped split draws
     tasks: list[str] = MISSING  # the CPT tasks in the paper's order
     general: list[str] = field(default_factory=list)  # held-out general-ability suite
-    data_dir: Optional[str] = None  # a folder of the authors' ShareGPT files
-    image_root: Optional[str] = None  # default: data_dir
-    max_train: Optional[int] = None  # per task; null = every item
-    max_test: Optional[int] = None
+    data_dir: str | None = None  # a folder of the authors' ShareGPT files
+    image_root: str | None = None  # default: data_dir
+    max_train: int | None = None  # per task; null = every item
+    max_test: int | None = None
     sources: dict[str, TaskSourceConfig] = field(default_factory=dict)
+
+    def validate(self, at: str = "benchmark") -> None:
+        caps = [("max_train", self.max_train), ("max_test", self.max_test)]
+        caps += [(f"sources.{t}.{k}", getattr(src, k))
+                 for t, src in self.sources.items() for k in ("max_train", "max_test")]
+        for key, cap in caps:
+            require(cap is None or cap > 0, f"{at}.{key}", cap, "> 0 or null (every item)")
 
 
 @dataclass
 class OrderConfig:
     """default = the benchmark's order; reverse; shuffled (by `seed`); or an explicit `tasks`."""
 
-    name: str = "default"
-    tasks: Optional[list[str]] = None  # an explicit list wins over `name`
+    name: OrderName = OrderName.default
+    tasks: list[str] | None = None  # an explicit list wins over `name`
     seed: int = 0
 
 
@@ -152,26 +303,30 @@ class OrderConfig:
 class ModelConfig:
     name: str = MISSING
     # a local folder or a hub id; null for a model cpt-bench builds itself (`builtin`)
-    path: Optional[str] = None
-    builtin: Optional[str] = None
-    cache_dir: Optional[str] = None  # default: $CPT_BENCH_CACHE or ~/.cache/cpt-bench
-    dtype: str = "auto"  # auto = bf16 on a GPU that supports it, else fp32
+    path: str | None = None
+    builtin: str | None = None
+    cache_dir: str | None = None  # default: $CPT_BENCH_CACHE or ~/.cache/cpt-bench
+    dtype: DType = DType.auto
     recipe: TinyRecipe = field(default_factory=TinyRecipe)
+
+    def validate(self, at: str = "model") -> None:
+        if self.path is None and self.builtin is None:
+            raise ConfigError(f"{at} needs a `path` (local folder or hub id) or a `builtin` name")
 
 
 @dataclass
 class DeepSpeedConfig:
     name: str = "none"
-    config: Optional[dict[str, Any]] = None  # a DeepSpeed JSON config, passed to the trainer
+    config: dict[str, Any] | None = None  # a DeepSpeed JSON config, passed to the trainer
 
 
 @dataclass
 class LoggerConfig:
     name: str = "wandb"  # wandb | none
-    mode: str = "offline"  # offline | online | disabled
+    mode: LoggerMode = LoggerMode.offline
     project: str = "cpt-bench"
-    entity: Optional[str] = None
-    group: Optional[str] = None  # default: the multirun sweep's name
+    entity: str | None = None
+    group: str | None = None  # default: the multirun sweep's name
     tags: list[str] = field(default_factory=list)
 
 
@@ -181,10 +336,14 @@ class EvalConfig:
     max_new_tokens: int = 32
     general: bool = True  # also evaluate the benchmark's general suite
 
+    def validate(self, at: str = "eval") -> None:
+        require(self.batch_size > 0, f"{at}.batch_size", self.batch_size, "> 0")
+        require(self.max_new_tokens > 0, f"{at}.max_new_tokens", self.max_new_tokens, "> 0")
+
 
 @dataclass
 class CheckpointConfig:
-    keep: str = "all"  # all | last: keep every stage's model, or only the latest
+    keep: KeepCheckpoints = KeepCheckpoints.all
 
 
 @dataclass
@@ -197,14 +356,36 @@ class Config:
     logger: LoggerConfig = MISSING
     filter: FilterConfig = MISSING
     cot: bool = False  # chain-of-thought prompts, answer extraction, rewards (training and eval)
-    schedule: str = "sequential"  # sequential (one stage per task) | joint (one stage, all tasks)
+    schedule: Schedule = Schedule.sequential
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     seed: int = 0  # training seed (data order, sampling, initialisation of new heads)
-    threads: Optional[int] = None  # torch CPU threads; null = torch's default
+    threads: int | None = None  # torch CPU threads; null = torch's default
     # a run dir that holds a finished run is never overwritten unless this is true;
     # an unfinished one is resumed from its last completed stage
     overwrite: bool = False
+
+    def validate(self) -> None:
+        """Every node's range and cross-field rules (the closed choices Hydra already checked)."""
+        for at in ("paradigm", "benchmark", "model", "filter", "eval"):
+            getattr(self, at).validate(at)
+        require(self.threads is None or self.threads > 0, "threads", self.threads, "> 0 or null")
+
+
+def as_schema(node):
+    """A config node as its schema dataclass (a DictConfig is converted; a dataclass passes)."""
+    return OmegaConf.to_object(node) if OmegaConf.is_config(node) else node
+
+
+def validate(cfg) -> Config:
+    """Check a composed config (a DictConfig of this schema); raises ConfigError in one line."""
+    if "hydra" in cfg:  # composed with Hydra's own node (which is not part of the schema)
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            del cfg["hydra"]
+    schema = OmegaConf.to_object(cfg)
+    schema.validate()
+    return schema
 
 
 def register_configs() -> None:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import torch
 
 from cpt_bench.grading import format_ok
-from cpt_bench.models import encode_prompts, format_prompt, load_images, text_tokenizer
-from cpt_bench.prompts import PromptStyle
+from cpt_bench.processing import text_tokenizer
+from cpt_bench.prompts import PromptStyle, encode_prompts, format_prompt
 from cpt_bench.tasks.base import Example, Task
+from cpt_bench.tasks.images import load_images
 
 
 @dataclass
@@ -31,7 +32,7 @@ class EvalRecord:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int,
+def generate(model, processing_class, prompts: list[str], batch_size: int, max_new_tokens: int,
              images: list | None = None) -> list[str]:
     """Greedy completions for `prompts`, in their order.
 
@@ -41,12 +42,12 @@ def generate(model, tokenizer, prompts: list[str], batch_size: int, max_new_toke
     """
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[str] = [""] * len(prompts)
-    tok = text_tokenizer(tokenizer)
+    tok = text_tokenizer(processing_class)
     model.eval()
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch_images = [load_images(images[i]) for i in idx] if images is not None else None
-        enc = encode_prompts(tokenizer, [prompts[i] for i in idx], batch_images, model.device)
+        enc = encode_prompts(processing_class, [prompts[i] for i in idx], batch_images, model.device)
         gen = model.generate(
             **enc,
             max_new_tokens=max_new_tokens,
@@ -62,7 +63,7 @@ def generate(model, tokenizer, prompts: list[str], batch_size: int, max_new_toke
 
 def evaluate_tasks(
     model,
-    tokenizer,
+    processing_class,
     tasks: dict[str, Task],
     test_sets: dict[str, list[Example]],
     style: PromptStyle,
@@ -71,18 +72,18 @@ def evaluate_tasks(
 ) -> dict[str, list[EvalRecord]]:
     """Generate for all tasks' test items in one pass and grade each with its task's grader.
 
-    `tokenizer` is the model's processing class: a tokenizer, or a processor for a
-    vision-language model. Text-only items are generated together through the tokenizer;
-    items with images together through the processor.
+    `processing_class` is a tokenizer, or a processor for a vision-language model. Text-only
+    items are generated together through the tokenizer; items with images together through
+    the processor.
     """
     items = [ex for name in test_sets for ex in test_sets[name]]
-    prompts = [format_prompt(tokenizer, style.user_text(ex), len(ex.images)) for ex in items]
+    prompts = [format_prompt(processing_class, style.user_text(ex), len(ex.images)) for ex in items]
     responses = [""] * len(items)
     plain = [i for i, ex in enumerate(items) if not ex.images]
     visual = [i for i, ex in enumerate(items) if ex.images]
     for group in (plain, visual):
         images = [items[i].images for i in group] if group is visual else None
-        for i, resp in zip(group, generate(model, tokenizer, [prompts[i] for i in group], batch_size,
+        for i, resp in zip(group, generate(model, processing_class, [prompts[i] for i in group], batch_size,
                                            max_new_tokens, images=images)):
             responses[i] = resp
     records: dict[str, list[EvalRecord]] = {name: [] for name in test_sets}

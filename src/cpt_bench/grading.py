@@ -63,7 +63,8 @@ def cot_target(rationale: str, answer: str) -> str:
 
 ARTICLES = {"a", "an", "the"}
 # the VQA evaluation's number words (its `manualMap`)
-NUMBER_WORDS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten".split())}
+NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"])}
 _EDGE_PUNCT = ".,;:!?\"'`"
 _OPTION_LINE = re.compile(r"^([A-Z])\.\s+(.+)$")
 

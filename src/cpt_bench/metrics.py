@@ -76,10 +76,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from numbers import Real
-from typing import Optional
 
 Matrix = Sequence[Sequence[float]]
-General = Optional[Mapping[str, Sequence[float]]]
+General = Mapping[str, Sequence[float]] | None
 
 SIGN_CONVENTIONS: dict[str, str] = {
     "final_avg_acc": "higher = better; mean final accuracy over trained tasks",
@@ -93,6 +92,11 @@ SIGN_CONVENTIONS: dict[str, str] = {
     "general_delta_per_task": "negative = that held-out task regressed vs. base",
     "per_task_forgetting": "positive = that task lost accuracy since its best",
 }
+
+# The run-level metrics every summary shows, in this order (terminal, W&B, report).
+HEADLINE_METRICS = ["final_avg_acc", "plasticity", "gain", "bwt", "forgetting", "fwt", "general_delta"]
+SIGN_NOTE = ("Signs: forgetting positive = accuracy lost; BWT negative = forgetting; gain positive = learned; "
+             "general change (held-out suite vs the base) negative = harm.")
 
 
 def _check_value(x: object, where: str) -> float:
@@ -155,7 +159,7 @@ def gain(R: Matrix) -> float:
     return _mean([M[j + 1][j] - M[j][j] for j in range(S)])
 
 
-def bwt(R: Matrix) -> Optional[float]:
+def bwt(R: Matrix) -> float | None:
     """``mean_{j<S-1} (R[S][j] - R[j+1][j])``; negative = forgetting; None if S < 2."""
     M = _validate(R)
     S = len(M) - 1
@@ -171,13 +175,13 @@ def per_task_forgetting(R: Matrix) -> list[float]:
     return [max(M[t][j] for t in range(j + 1, S)) - M[S][j] for j in range(S - 1)]
 
 
-def forgetting(R: Matrix) -> Optional[float]:
+def forgetting(R: Matrix) -> float | None:
     """Mean of :func:`per_task_forgetting`; positive = accuracy lost; None if S < 2."""
     f = per_task_forgetting(R)
     return _mean(f) if f else None
 
 
-def fwt(R: Matrix) -> Optional[float]:
+def fwt(R: Matrix) -> float | None:
     """``mean_{1<=j<S} (R[j][j] - R[0][j])``; None if S < 2."""
     M = _validate(R)
     S = len(M) - 1
@@ -200,7 +204,7 @@ def general_delta_per_task(R: Matrix, general: General) -> dict[str, float]:
     return out
 
 
-def general_delta(R: Matrix, general: General) -> Optional[float]:
+def general_delta(R: Matrix, general: General) -> float | None:
     """Mean of :func:`general_delta_per_task`; None if there are no general tasks."""
     d = general_delta_per_task(R, general)
     return _mean(list(d.values())) if d else None

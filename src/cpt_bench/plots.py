@@ -1,32 +1,48 @@
-"""Figures of one run: an annotated heatmap of the matrix and accuracy-vs-stage curves."""
+"""Figures of one run: an annotated heatmap of the matrix and accuracy-vs-stage curves.
+
+`draw_heatmap` draws a matrix onto a given axis; the run's heatmap and the report's grid of
+heatmaps both use it.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-import matplotlib
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (never needs a display)."""
+    import matplotlib
 
-from cpt_bench.results import StageEval  # noqa: E402
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
-def _row_labels(stages: list[StageEval]) -> list[str]:
+def _row_labels(stages) -> list[str]:
     return [f"{s.stage}: {s.trained_task or 'base'}" for s in stages]
 
 
-def heatmap(stages: list[StageEval], order: list[str], general: list[str], path: Path, title: str = "") -> Path:
-    cols = [*order, *[g for g in general if g in stages[0].accuracy]]
-    data = [[100 * s.accuracy[c] for c in cols] for s in stages]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(cols), 1.2 + 0.45 * len(stages)))
-    im = ax.imshow(data, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+def draw_heatmap(ax, data: list[list[float]], rows: list[str], columns: list[str], fontsize: int = 8):
+    """Accuracies in percent (NaN = not evaluated) as an annotated 0-100 colour grid on `ax`."""
+    image = ax.imshow(data, cmap="viridis", vmin=0, vmax=100, aspect="auto")
     for i, row in enumerate(data):
         for j, v in enumerate(row):
-            ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=8,
-                    color="white" if v < 60 else "black")
-    ax.set_xticks(range(len(cols)), [c + ("*" if c in general else "") for c in cols], rotation=45, ha="right")
-    ax.set_yticks(range(len(stages)), _row_labels(stages))
+            if not math.isnan(v):
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=fontsize,
+                        color="white" if v < 60 else "black")
+    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right", fontsize=fontsize if fontsize < 8 else None)
+    ax.set_yticks(range(len(rows)), rows, fontsize=fontsize if fontsize < 8 else None)
+    return image
+
+
+def heatmap(stages, order: list[str], general: list[str], path: Path, title: str = "") -> Path:
+    plt = pyplot()
+    cols = [*order, *[g for g in general if g in stages[0].accuracy]]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(cols), 1.2 + 0.45 * len(stages)))
+    im = draw_heatmap(ax, [[100 * s.accuracy[c] for c in cols] for s in stages], _row_labels(stages),
+                      [c + ("*" if c in general else "") for c in cols])
     if len(cols) > len(order):
         ax.axvline(len(order) - 0.5, color="white", linewidth=2)
     ax.set_xlabel("evaluated task (* = general suite, never trained)")
@@ -39,7 +55,8 @@ def heatmap(stages: list[StageEval], order: list[str], general: list[str], path:
     return path
 
 
-def curves(stages: list[StageEval], order: list[str], general: list[str], path: Path, title: str = "") -> Path:
+def curves(stages, order: list[str], general: list[str], path: Path, title: str = "") -> Path:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = [s.stage for s in stages]
     for j, task in enumerate(order):

@@ -1,14 +1,17 @@
 """How a task item becomes model input and a supervised target, with or without CoT.
 
 One `PromptStyle` is shared by pre-training, SFT, RFT, instance filtering and evaluation,
-so every paradigm trains on exactly the text it is tested on.
+and `format_prompt` renders it the same way for all of them (through the model's chat
+template where it has one), so every paradigm trains on exactly the text it is tested on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cpt_bench.errors import ModelLoadError
 from cpt_bench.grading import cot_target, extract_answer
+from cpt_bench.processing import is_processor, text_tokenizer
 from cpt_bench.tasks.base import Example
 
 
@@ -31,3 +34,67 @@ class PromptStyle:
 
     def extract(self, response: str) -> str | None:
         return extract_answer(response, self.cot)
+
+    @classmethod
+    def for_benchmark(cls, benchmark, cot: bool) -> PromptStyle:
+        """The style of a benchmark's instructions, with or without CoT."""
+        return cls(cot, benchmark.cot_instruction, benchmark.direct_instruction, benchmark.separator)
+
+
+def user_message(text: str, num_images: int = 0) -> dict:
+    """The user turn: plain text, or the images' placeholders followed by the text.
+
+    Images go before the text, one `{"type": "image"}` block each, which is where TRL's
+    `prepare_multimodal_messages` puts them; so the prompt evaluation renders and the one
+    GRPO renders from a conversational prompt are the same string.
+    """
+    if not num_images:
+        return {"role": "user", "content": text}
+    images = [{"type": "image"} for _ in range(num_images)]
+    return {"role": "user", "content": [*images, {"type": "text", "text": text}]}
+
+
+def format_prompt(processing_class, text: str, num_images: int = 0) -> str:
+    """The exact string a model is conditioned on, shared by every paradigm and evaluation.
+
+    Models with a chat template get the user turn plus the generation prompt; an item with
+    images gets one placeholder per image in the user turn, in the form the chat template
+    expects (the processor expands each into the image's tokens). The built-in model has no
+    chat template and sees the raw task prompt.
+    """
+    if getattr(processing_class, "chat_template", None):
+        return processing_class.apply_chat_template(
+            [user_message(text, num_images)], tokenize=False, add_generation_prompt=True
+        )
+    if num_images:
+        raise ModelLoadError(
+            f"{type(processing_class).__name__} has no chat template, so there is no place for an item's images in the "
+            "prompt; use a vision-language model with a chat template (e.g. model=qwen2_5_vl_7b)"
+        )
+    return text
+
+
+def completion_text(processing_class, answer: str) -> str:
+    """The target continuation for SFT: the answer, ended by the EOS token."""
+    eos = text_tokenizer(processing_class).eos_token
+    if getattr(processing_class, "chat_template", None):
+        return answer + eos
+    return " " + answer + eos
+
+
+def encode_prompts(processing_class, prompts: list[str], images: list[list] | None = None, device=None):
+    """A left-padded batch for `generate`: through the processor when there are images.
+
+    `images[i]` holds prompt i's PIL images (one per placeholder in it). Left padding: with
+    right padding, batched generation of a causal LM silently goes wrong.
+    """
+    if images is not None and any(images):
+        if not is_processor(processing_class):
+            raise ModelLoadError(
+                f"items with images need a vision-language processor, not a {type(processing_class).__name__}")
+        encode, extra = processing_class, {"images": [imgs for imgs in images if imgs]}
+    else:
+        encode, extra = text_tokenizer(processing_class), {}
+    enc = encode(text=prompts, padding=True, padding_side="left", return_tensors="pt", add_special_tokens=False,
+                 **extra)
+    return enc.to(device) if device is not None else enc

@@ -1,27 +1,18 @@
 """The accuracy matrix in its two shapes: long rows (files, W&B) and R[t][j] (metrics).
 
-Pure functions; the stage loop appends one `StageEval` per stage and everything written
+Pure functions; the stage loop appends one `StageRecord` per stage and everything written
 about a run is derived from that list.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from cpt_bench.metrics import HEADLINE_METRICS, SIGN_CONVENTIONS, compute_joint_metrics, compute_metrics
+from cpt_bench.records import StageRecord
 
-from cpt_bench.metrics import compute_joint_metrics, compute_metrics
-
-MATRIX_COLUMNS = ["stage", "trained_task", "eval_task", "accuracy", "n"]
-
-
-@dataclass
-class StageEval:
-    stage: int  # 0 = the base model
-    trained_task: str  # "" at stage 0
-    accuracy: dict[str, float]  # eval task -> accuracy in [0, 1]
-    n: dict[str, int]  # eval task -> items evaluated
+JOINT = "joint"  # the trained_task of the joint baseline's single stage
 
 
-def long_rows(stages: list[StageEval]) -> list[dict]:
+def long_rows(stages: list[StageRecord]) -> list[dict]:
     """One row per (stage, eval task), CPT and general tasks alike, in `MATRIX_COLUMNS` order."""
     return [
         {"stage": s.stage, "trained_task": s.trained_task, "eval_task": task,
@@ -31,19 +22,16 @@ def long_rows(stages: list[StageEval]) -> list[dict]:
     ]
 
 
-def square_matrix(stages: list[StageEval], order: list[str]) -> list[list[float]]:
+def square_matrix(stages: list[StageRecord], order: list[str]) -> list[list[float]]:
     """R[t][j]: accuracy on the j-th task of `order` after stage t (row 0 = base)."""
     return [[s.accuracy[task] for task in order] for s in stages]
 
 
-def general_series(stages: list[StageEval], general: list[str]) -> dict[str, list[float]]:
+def general_series(stages: list[StageRecord], general: list[str]) -> dict[str, list[float]]:
     return {g: [s.accuracy[g] for s in stages] for g in general if all(g in s.accuracy for s in stages)}
 
 
-JOINT = "joint"  # the trained_task of the joint baseline's single stage
-
-
-def run_metrics(stages: list[StageEval], order: list[str], general: list[str]) -> dict | None:
+def run_metrics(stages: list[StageRecord], order: list[str], general: list[str]) -> dict | None:
     """All metrics as of the last completed stage; None before any stage has trained."""
     if len(stages) < 2:
         return None
@@ -53,10 +41,8 @@ def run_metrics(stages: list[StageEval], order: list[str], general: list[str]) -
     return compute_metrics(square_matrix(stages, order), series)
 
 
-def format_summary(stages: list[StageEval], order: list[str], general: list[str], metrics: dict | None) -> str:
+def format_summary(stages: list[StageRecord], order: list[str], general: list[str], metrics: dict | None) -> str:
     """The terminal's closing table: the matrix in percent, then each metric with its sign."""
-    from cpt_bench.metrics import SIGN_CONVENTIONS
-
     cols = [*order, *[g for g in general if g in stages[0].accuracy]]
     width = max(8, *(len(c) + 1 for c in cols))
     head = f"{'stage':<6}{'trained':<{width}}" + "".join(f"{c:>{width}}" for c in cols)
@@ -67,8 +53,9 @@ def format_summary(stages: list[StageEval], order: list[str], general: list[str]
         lines.append(f"{s.stage:<6}{(s.trained_task or '(base)'):<{width}}{cells}")
     if metrics:
         lines += ["", "Metrics (percentage points; sign convention on the right)"]
-        for key in ["final_avg_acc", "plasticity", "gain", "bwt", "forgetting", "fwt", "general_delta"]:
+        for key in HEADLINE_METRICS:
             value = metrics.get(key)
-            shown = "n/a" if value is None else f"{100 * value:+.1f}" if key not in ("final_avg_acc", "plasticity") else f"{100 * value:.1f}"
+            signed = key not in ("final_avg_acc", "plasticity")
+            shown = "n/a" if value is None else f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
             lines.append(f"  {key:<15}{shown:>8}   {SIGN_CONVENTIONS[key]}")
     return "\n".join(lines)

@@ -1,101 +1,34 @@
-"""Where results go: plain files in the run directory and one W&B run per CPT sequence.
+"""Experiment tracking: one W&B run per CPT sequence (`logger=wandb`), or none (`logger=none`).
 
-Files are rewritten after every stage, so a run that dies keeps everything it computed.
+The run directory's plain files (rundir.py) are the record of a run; a tracker mirrors them
+and nothing depends on it.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import os
-import platform
-import sys
-from importlib import metadata
 from pathlib import Path
 
-from cpt_bench.results import MATRIX_COLUMNS, StageEval, long_rows
+from cpt_bench.errors import unknown
+from cpt_bench.metrics import HEADLINE_METRICS
+from cpt_bench.records import StageRecord
+from cpt_bench.results import long_rows
+from cpt_bench.rundir import MATRIX_COLUMNS
 
 log = logging.getLogger(__name__)
 
-PACKAGES = ["cpt-bench", "torch", "transformers", "trl", "datasets", "accelerate", "deepspeed",
-            "hydra-core", "omegaconf", "wandb", "tokenizers"]
-
-
-# --- plain files ---------------------------------------------------------------------------
-
-
-def write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    tmp.replace(path)  # atomic: a reader never sees half a file
-
-
-def read_json(path: Path):
-    return json.loads(path.read_text())
-
-
-def write_matrix_csv(path: Path, stages: list[StageEval]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=MATRIX_COLUMNS)
-        writer.writeheader()
-        for row in long_rows(stages):
-            writer.writerow({**row, "accuracy": f"{row['accuracy']:.6f}"})
-
-
-def read_matrix_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return [
-            {**r, "stage": int(r["stage"]), "accuracy": float(r["accuracy"]), "n": int(r["n"])}
-            for r in csv.DictReader(f)
-        ]
-
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    with open(path, "w") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
-
-
-def package_versions() -> dict[str, str | None]:
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def hardware() -> dict:
-    import torch
-
-    info = {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.is_available(),
-    }
-    if torch.cuda.is_available():
-        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return info
-
-
-def command_line() -> str:
-    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-
-
-# --- Weights & Biases ------------------------------------------------------------------------
-
 
 class NullTracker:
-    """logger=none: every call is a no-op; the files above are the record."""
+    """logger=none (or logger.mode=disabled): every call is a no-op; the run's files are the record."""
 
-    def log_stage(self, stage: StageEval, metrics: dict | None, diagnostics: dict) -> None: ...
+    def __init__(self, cfg=None, run_dir: Path | None = None, config: dict | None = None, name: str = "",
+                 group: str | None = None): ...
+
+    def log_stage(self, record: StageRecord, metrics: dict | None) -> None: ...
 
     def log_train(self, step: int, stage: int, logs: dict) -> None: ...
 
-    def finish(self, stages: list[StageEval], metrics: dict | None, images: dict[str, Path], ok: bool) -> None: ...
+    def finish(self, stages: list[StageRecord], metrics: dict | None, images: dict[str, Path], ok: bool) -> None: ...
 
 
 class WandbTracker:
@@ -127,11 +60,11 @@ class WandbTracker:
         self.run.define_metric("train/step")
         self.run.define_metric("train/*", step_metric="train/step")
 
-    def log_stage(self, stage: StageEval, metrics: dict | None, diagnostics: dict) -> None:
-        row = {"cpt/stage": stage.stage}
-        row.update({f"cpt/diag/{k}": v for k, v in diagnostics.items() if isinstance(v, (int, float))})
-        row.update({f"cpt/acc/{task}": acc for task, acc in stage.accuracy.items()})
-        for key in ("final_avg_acc", "forgetting", "bwt", "plasticity", "general_delta"):
+    def log_stage(self, record: StageRecord, metrics: dict | None) -> None:
+        row = {"cpt/stage": record.stage}
+        row.update({f"cpt/diag/{k}": v for k, v in record.diagnostics.items() if isinstance(v, (int, float))})
+        row.update({f"cpt/acc/{task}": acc for task, acc in record.accuracy.items()})
+        for key in HEADLINE_METRICS:
             if metrics and metrics.get(key) is not None:
                 row[f"cpt/{key}"] = metrics[key]
         self.run.log(row)
@@ -141,7 +74,7 @@ class WandbTracker:
         row.update({f"train/{k}": v for k, v in logs.items() if isinstance(v, (int, float))})
         self.run.log(row)
 
-    def finish(self, stages: list[StageEval], metrics: dict | None, images: dict[str, Path], ok: bool) -> None:
+    def finish(self, stages: list[StageRecord], metrics: dict | None, images: dict[str, Path], ok: bool) -> None:
         try:
             rows = long_rows(stages)
             if rows:
@@ -155,11 +88,12 @@ class WandbTracker:
             self.run.finish(exit_code=0 if ok else 1)
 
 
-def make_tracker(cfg, run_dir: Path, config: dict, name: str, group: str | None):
-    if cfg.name == "none" or cfg.mode == "disabled":
-        return NullTracker()
-    if cfg.name == "wandb":
-        return WandbTracker(cfg, run_dir, config, name, group)
-    from cpt_bench.tasks import ConfigError
+LOGGERS = {"wandb": WandbTracker, "none": NullTracker}
 
-    raise ConfigError(f"unknown logger {cfg.name!r}; available: wandb, none")
+
+def make_tracker(cfg, run_dir: Path, config: dict, name: str, group: str | None):
+    """The tracker `logger.name` names; `logger.mode=disabled` tracks nothing either."""
+    if cfg.name not in LOGGERS:
+        raise unknown("logger", cfg.name, LOGGERS)
+    tracker = NullTracker if cfg.mode == "disabled" else LOGGERS[cfg.name]
+    return tracker(cfg, run_dir, config, name, group)

@@ -1,25 +1,28 @@
 """Paradigms: how one stage trains the model on one task.
 
 A paradigm is a thin adapter over a TRL trainer. The stage loop hands it the model as it
-stands, the task's training items and a `StageContext`; it trains, saves the stage
-checkpoint through its trainer (`save_stage`) and returns the trained model and what the
-stage cost. Adding a paradigm = one module here + a schema in config.py + a YAML.
+stands, its processing class, the task's training items and a `StageContext`; it trains,
+saves the stage checkpoint through its trainer (`save_stage`) and returns the trained model
+and what the stage cost. Adding a paradigm = one module here + an entry in `PARADIGMS` + a
+schema in config.py + a YAML.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
+from cpt_bench.errors import unknown
 from cpt_bench.prompts import PromptStyle
 from cpt_bench.tasks.base import Example, Task
 
 
 @dataclass
 class StageContext:
-    index: int  # 1-based stage number
+    stage: int  # 1-based stage number
     task_name: str  # the trained task ("joint" for the multi-task baseline)
     tasks: dict[str, Task]  # graders for every item's task
     style: PromptStyle  # prompt format (CoT or direct), shared with evaluation
@@ -35,7 +38,7 @@ class StageContext:
     on_log: Callable[[int, int, dict[str, float]], None] = lambda step, total, logs: None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StageResult:
     model: Any
     optimizer_steps: int
@@ -95,19 +98,30 @@ def mean_logs(logs: list[dict], keys: list[str]) -> dict[str, float]:
 
 class Paradigm(Protocol):
     name: str
+    prompts_per_step: int  # training prompts per optimizer step (all processes together)
+    completions_per_prompt: int  # 1 for SFT; the group size for GRPO
+    completion_length: int | None  # the longest rollout it generates; None if it generates nothing
 
-    def train_stage(self, model, tokenizer, examples: list[Example], ctx: StageContext) -> StageResult: ...
+    def train_stage(self, model, processing_class, examples: list[Example], ctx: StageContext) -> StageResult: ...
+
+
+def _sft(cfg) -> Paradigm:
+    from cpt_bench.paradigms.sft import SFT
+
+    return SFT(cfg)
+
+
+def _rft(cfg) -> Paradigm:
+    from cpt_bench.paradigms.rft import RFT
+
+    return RFT(cfg)
+
+
+PARADIGMS: dict[str, Callable[..., Paradigm]] = {"sft": _sft, "rft": _rft}
 
 
 def build_paradigm(cfg) -> Paradigm:
-    from cpt_bench.tasks import ConfigError
-
-    if cfg.name == "sft":
-        from cpt_bench.paradigms.sft import SFT
-
-        return SFT(cfg)
-    if cfg.name == "rft":
-        from cpt_bench.paradigms.rft import RFT
-
-        return RFT(cfg)
-    raise ConfigError(f"unknown paradigm {cfg.name!r}; available: sft, rft")
+    """The paradigm `cfg.name` names, configured by its (validated) schema node."""
+    if cfg.name not in PARADIGMS:
+        raise unknown("paradigm", cfg.name, PARADIGMS)
+    return PARADIGMS[cfg.name](cfg)

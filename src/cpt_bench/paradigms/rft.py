@@ -25,12 +25,14 @@ from datasets import Dataset
 from transformers import PrinterCallback
 from trl import GRPOConfig, GRPOTrainer
 
+from cpt_bench.config import as_schema
 from cpt_bench.distributed import world_size
 from cpt_bench.grading import format_ok
-from cpt_bench.models import format_prompt, load_images, user_message
 from cpt_bench.paradigms import StageContext, StageResult, common_trainer_args, mean_logs, save_stage
 from cpt_bench.paradigms.sft import ForwardLogs
-from cpt_bench.tasks.base import ConfigError, Example
+from cpt_bench.prompts import format_prompt, user_message
+from cpt_bench.tasks.base import Example
+from cpt_bench.tasks.images import load_images
 
 log = logging.getLogger(__name__)
 DIAGNOSTICS = ["reward", "reward_std", "frac_reward_zero_std", "kl", "entropy",
@@ -49,24 +51,11 @@ class RFT:
     name = "rft"
 
     def __init__(self, cfg):
-        self.cfg = cfg
-        self.prompts_per_step = self.check_batch(world_size())  # a bad batch fails before any work
-
-    def check_batch(self, world: int) -> int:
-        """Validate GRPO's batch arithmetic; returns the prompts per optimizer step."""
-        c = self.cfg
-        if c.kl_reference not in ("base", "previous"):
-            raise ConfigError(f"paradigm.kl_reference must be 'base' or 'previous', not {c.kl_reference!r}")
-        if c.num_generations < 2:
-            raise ConfigError("paradigm.num_generations must be at least 2: GRPO compares completions within a group")
-        batch = c.per_device_batch_size * c.gradient_accumulation_steps * world
-        if batch % c.num_generations:
-            raise ConfigError(
-                f"effective batch {batch} (paradigm.per_device_batch_size={c.per_device_batch_size} x "
-                f"gradient_accumulation_steps={c.gradient_accumulation_steps} x {world} processes) is not "
-                f"divisible by paradigm.num_generations={c.num_generations}"
-            )
-        return batch // c.num_generations
+        self.cfg = cfg = as_schema(cfg)
+        # the schema checks GRPO's batch arithmetic: a bad batch fails before any work
+        self.prompts_per_step = cfg.prompts_per_step(world_size())
+        self.completions_per_prompt = cfg.num_generations
+        self.completion_length = cfg.max_completion_length
 
     def trainer_args(self, ctx: StageContext, reward_weights: list[float]) -> GRPOConfig:
         c = self.cfg
@@ -88,7 +77,8 @@ class RFT:
             vllm_mode=c.vllm_mode,
         )
 
-    def build_trainer(self, model, tokenizer, examples: list[Example], ctx: StageContext) -> tuple[GRPOTrainer, ForwardLogs, dict]:
+    def build_trainer(self, model, processing_class, examples: list[Example],
+                      ctx: StageContext) -> tuple[GRPOTrainer, ForwardLogs, dict]:
         style, tasks = ctx.style, ctx.tasks
         counters = {"generated_tokens": 0}
         per_step = self.prompts_per_step
@@ -109,7 +99,7 @@ class RFT:
         funcs, weights = [accuracy], [1.0]
         if style.cot:
             funcs, weights = [accuracy, format], [self.cfg.reward_accuracy_weight, self.cfg.reward_format_weight]
-        data = self.dataset(tokenizer, examples, style)
+        data = self.dataset(processing_class, examples, style)
         # which weights the KL reference holds: the original base (paper) or this stage's start
         if self.cfg.kl_coef:
             model.config._name_or_path = ctx.base_path if self.cfg.kl_reference == "base" else ctx.start_path
@@ -119,27 +109,27 @@ class RFT:
             reward_funcs=funcs,
             args=self.trainer_args(ctx, weights),
             train_dataset=data,
-            processing_class=tokenizer,
+            processing_class=processing_class,
             callbacks=[logs],
         )
         trainer.remove_callback(PrinterCallback)
         return trainer, logs, counters
 
     @staticmethod
-    def dataset(tokenizer, examples: list[Example], style) -> Dataset:
+    def dataset(processing_class, examples: list[Example], style) -> Dataset:
         """GRPO rows: `prompt` and `idx` (the item's position, for the reward), plus `images`.
 
         Text-only: the prompt rendered by `format_prompt`. With images: the user turn as a
         conversation and the images in TRL's `images` column (TRL renders it the same way).
         """
         if not any(ex.images for ex in examples):
-            return Dataset.from_list([{"prompt": format_prompt(tokenizer, style.user_text(ex)), "idx": i}
+            return Dataset.from_list([{"prompt": format_prompt(processing_class, style.user_text(ex)), "idx": i}
                                       for i, ex in enumerate(examples)])
         return Dataset.from_list([{"prompt": [user_message(style.user_text(ex))], "images": load_images(ex.images),
                                    "idx": i} for i, ex in enumerate(examples)])
 
-    def train_stage(self, model, tokenizer, examples: list[Example], ctx: StageContext) -> StageResult:
-        trainer, logs, counters = self.build_trainer(model, tokenizer, examples, ctx)
+    def train_stage(self, model, processing_class, examples: list[Example], ctx: StageContext) -> StageResult:
+        trainer, logs, counters = self.build_trainer(model, processing_class, examples, ctx)
         start = time.time()
         out = trainer.train()
         seconds = time.time() - start
@@ -147,4 +137,5 @@ class RFT:
         saved = save_stage(trainer, ctx)
         model, steps = trainer.model, trainer.state.global_step
         del trainer  # frees the reference model before evaluation
-        return StageResult(model, steps, seconds, counters["generated_tokens"], metrics, saved)
+        return StageResult(model=model, optimizer_steps=steps, train_seconds=seconds,
+                           generated_tokens=counters["generated_tokens"], metrics=metrics, save_seconds=saved)

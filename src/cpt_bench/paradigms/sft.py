@@ -16,9 +16,12 @@ from datasets import Dataset
 from transformers import PrinterCallback, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
-from cpt_bench.models import completion_text, format_prompt, load_images
+from cpt_bench.config import as_schema
+from cpt_bench.distributed import world_size
 from cpt_bench.paradigms import StageContext, StageResult, common_trainer_args, mean_logs, save_stage
+from cpt_bench.prompts import completion_text, format_prompt
 from cpt_bench.tasks.base import Example
+from cpt_bench.tasks.images import load_images
 
 
 class ForwardLogs(TrainerCallback):
@@ -35,9 +38,12 @@ class ForwardLogs(TrainerCallback):
 
 class SFT:
     name = "sft"
+    completions_per_prompt = 1
+    completion_length = None  # SFT generates nothing
 
     def __init__(self, cfg):
-        self.cfg = cfg
+        self.cfg = cfg = as_schema(cfg)
+        self.prompts_per_step = cfg.per_device_batch_size * cfg.gradient_accumulation_steps * world_size()
 
     def trainer_args(self, ctx: StageContext) -> SFTConfig:
         return SFTConfig(
@@ -47,12 +53,12 @@ class SFT:
             packing=False,
         )
 
-    def dataset(self, tokenizer, examples: list[Example], ctx: StageContext) -> Dataset:
+    def dataset(self, processing_class, examples: list[Example], ctx: StageContext) -> Dataset:
         """prompt/completion rows (standard format: the prompt already rendered), plus `images`."""
         rows = [
             {
-                "prompt": format_prompt(tokenizer, ctx.style.user_text(ex), len(ex.images)),
-                "completion": completion_text(tokenizer, ctx.style.target(ex)),
+                "prompt": format_prompt(processing_class, ctx.style.user_text(ex), len(ex.images)),
+                "completion": completion_text(processing_class, ctx.style.target(ex)),
             }
             for ex in examples
         ]
@@ -61,14 +67,14 @@ class SFT:
                 row["images"] = load_images(ex.images)
         return Dataset.from_list(rows)
 
-    def train_stage(self, model, tokenizer, examples: list[Example], ctx: StageContext) -> StageResult:
-        data = self.dataset(tokenizer, examples, ctx)
+    def train_stage(self, model, processing_class, examples: list[Example], ctx: StageContext) -> StageResult:
+        data = self.dataset(processing_class, examples, ctx)
         logs = ForwardLogs(ctx)
         trainer = SFTTrainer(
             model=model,
             args=self.trainer_args(ctx),
             train_dataset=data,
-            processing_class=tokenizer,
+            processing_class=processing_class,
             callbacks=[logs],
         )
         trainer.remove_callback(PrinterCallback)  # the stage loop prints progress itself
@@ -77,4 +83,5 @@ class SFT:
         seconds = time.time() - start
         metrics = {"train_loss": out.training_loss, **mean_logs(logs.logs, ["entropy", "mean_token_accuracy"])}
         saved = save_stage(trainer, ctx)
-        return StageResult(trainer.model, trainer.state.global_step, seconds, 0, metrics, saved)
+        return StageResult(model=trainer.model, optimizer_steps=trainer.state.global_step, train_seconds=seconds,
+                           metrics=metrics, save_seconds=saved)

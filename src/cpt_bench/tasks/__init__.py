@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from cpt_bench.tasks.base import ConfigError, Example, Task
+from cpt_bench.errors import ConfigError, unknown
+from cpt_bench.tasks.base import Example, Task
 
 
 @dataclass
@@ -18,11 +19,6 @@ class Benchmark:
     cot_instruction: str  # appended to each question when cot=true
     direct_instruction: str  # appended when cot=false
     separator: str = " "
-
-    def prompt_style(self, cot: bool):
-        from cpt_bench.prompts import PromptStyle
-
-        return PromptStyle(cot, self.cot_instruction, self.direct_instruction, self.separator)
 
 
 def _toy(cfg) -> Benchmark:
@@ -47,32 +43,34 @@ BENCHMARKS: dict[str, Callable[..., Benchmark]] = {"toy": _toy, "mllm_cl7": _mll
 def build_benchmark(cfg) -> Benchmark:
     """Instantiate the benchmark named by `cfg.name` (cheap: no data is generated yet)."""
     if cfg.name not in BENCHMARKS:
-        raise ConfigError(f"unknown benchmark {cfg.name!r}; available: {', '.join(BENCHMARKS)}")
+        raise unknown("benchmark", cfg.name, BENCHMARKS)
     return BENCHMARKS[cfg.name](cfg)
+
+
+def _shuffled(tasks: list[str], seed: int) -> list[str]:
+    out = list(tasks)
+    random.Random(seed).shuffle(out)
+    return out
+
+
+# order.name (config.OrderName) -> the sequence, from the benchmark's own order and order.seed
+ORDERS: dict[str, Callable[[list[str], int], list[str]]] = {
+    "default": lambda tasks, seed: list(tasks),
+    "reverse": lambda tasks, seed: list(reversed(tasks)),
+    "shuffled": _shuffled,
+}
 
 
 def resolve_order(benchmark: Benchmark, order_cfg) -> list[str]:
     """The task sequence to train, validated against the benchmark's CPT tasks."""
     valid = benchmark.order
-    if order_cfg.tasks is not None:
-        tasks = list(order_cfg.tasks)
-    elif order_cfg.name == "default":
-        tasks = list(valid)
-    elif order_cfg.name == "reverse":
-        tasks = list(reversed(valid))
-    elif order_cfg.name == "shuffled":
-        tasks = list(valid)
-        random.Random(order_cfg.seed).shuffle(tasks)
-    else:
-        raise ConfigError(
-            f"unknown order {order_cfg.name!r}; use default, reverse, shuffled or order.tasks=[...]"
-        )
+    tasks = list(order_cfg.tasks) if order_cfg.tasks is not None else ORDERS[order_cfg.name](valid, order_cfg.seed)
     names = ", ".join(valid)
     if not tasks:
         raise ConfigError(f"the task order is empty; valid tasks: {names}")
-    unknown = [t for t in tasks if t not in valid]
-    if unknown:
-        raise ConfigError(f"unknown task {unknown[0]!r} in the order; valid tasks: {names}")
+    unknown_tasks = [t for t in tasks if t not in valid]
+    if unknown_tasks:
+        raise ConfigError(f"unknown task {unknown_tasks[0]!r} in the order; valid tasks: {names}")
     dupes = sorted({t for t in tasks if tasks.count(t) > 1})
     if dupes:
         raise ConfigError(f"task {dupes[0]!r} appears twice in the order; valid tasks: {names}")

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import random
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
-
-class ConfigError(ValueError):
-    """Bad user input, reported as one line before any expensive work."""
+from cpt_bench.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -116,3 +116,8 @@ class ArrowImage:
         except FileNotFoundError:
             return False
         return _header_ok(source)
+
+
+def load_images(refs) -> list[Image.Image]:
+    """An item's images as PIL images: lazy references (`.load()`) are loaded, PIL images pass."""
+    return [ref if isinstance(ref, Image.Image) else ref.load() for ref in refs]

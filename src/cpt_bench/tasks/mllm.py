@@ -23,9 +23,10 @@ import ast
 import logging
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from cpt_bench.grading import grade_choice, grade_short_answer, parse_choices
 from cpt_bench.tasks.base import ConfigError, Example, stable_seed

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from cpt_bench.tasks.base import ConfigError, Example
 from cpt_bench.tasks.images import ArrowImage, MissingImage, PathImage, resolve_image_path

@@ -14,8 +14,8 @@ training distribution has something to teach.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from cpt_bench.grading import grade_exact
 from cpt_bench.tasks.base import Example, sample_split, stable_seed

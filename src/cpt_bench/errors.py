@@ -1,0 +1,20 @@
+"""The errors a user sees: each is reported as one line (`cpt-bench: error: ...`, exit 2)."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """Bad user input, reported as one line before any expensive work."""
+
+
+class ModelLoadError(ConfigError):
+    """A checkpoint that cpt-bench cannot use as it stands."""
+
+
+class ReportError(Exception):
+    """`cpt-bench-report` was given nothing it can compare."""
+
+
+def unknown(what: str, name: object, registry) -> ConfigError:
+    """The one wording for a name missing from a registry: what, the name, the valid keys."""
+    return ConfigError(f"unknown {what} {name!r}; available: {', '.join(map(str, registry))}")

@@ -1,0 +1,119 @@
+"""What a run records about itself: one `StageRecord` per stage and the `Compute` it spent.
+
+A stage's record is written once, last, as `stages/<kk>-<task>/stage.json` (the mark that
+the stage is complete) and read back by resume and by the report, always through
+`to_json` / `from_json`. `Compute` is the run's running total; the live loop and a resumed
+run add stages to it the same way (`add`), so a new counter is one new field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+
+def _drop_none(data: dict) -> dict:
+    return {k: v for k, v in data.items() if v is not None}
+
+
+@dataclass
+class TrainStats:
+    """What a stage's training consumed."""
+
+    items: int  # training items after filtering
+    optimizer_steps: int
+    generated_tokens: int = 0  # GRPO rollout tokens; 0 for SFT
+
+
+@dataclass
+class FilterStats:
+    """RIF before a stage: the rule, what it kept and what the rollouts cost."""
+
+    rule: str
+    num_rollouts: int
+    items: int
+    kept: int
+    kept_fraction: float
+    rollout_seconds: float
+    rollout_tokens: int
+    train_items_saved: int
+
+
+@dataclass
+class StageTimings:
+    """Seconds per step of a stage (stage 0 only evaluates)."""
+
+    train_seconds: float | None = None
+    save_seconds: float | None = None
+    optimizer_steps: int | None = None
+    eval_seconds: float | None = None
+
+    def to_json(self) -> dict:
+        return _drop_none(asdict(self))
+
+
+@dataclass
+class StageRecord:
+    """One row of the accuracy matrix and everything known about the stage that produced it."""
+
+    stage: int  # 0 = the base model
+    trained_task: str  # "" at stage 0; "joint" for the multi-task baseline
+    accuracy: dict[str, float]  # eval task -> accuracy in [0, 1]
+    n: dict[str, int]  # eval task -> items evaluated
+    model: str | None = None  # stage 0: the base model evaluated
+    filter: FilterStats | None = None  # noqa: A003 - the stage.json key
+    train: TrainStats | None = None
+    diagnostics: dict[str, float] = field(default_factory=dict)  # cpt/diag/* in W&B
+    format_rate: dict[str, float] = field(default_factory=dict)  # eval task -> CoT format compliance
+    timings: StageTimings = field(default_factory=StageTimings)
+
+    def to_json(self) -> dict:
+        data = {"stage": self.stage, "trained_task": self.trained_task, "accuracy": self.accuracy, "n": self.n,
+                "model": self.model,
+                "filter": asdict(self.filter) if self.filter else None,
+                "train": asdict(self.train) if self.train else None,
+                "diagnostics": self.diagnostics, "format_rate": self.format_rate,
+                "timings": self.timings.to_json()}
+        return _drop_none(data)
+
+    @classmethod
+    def from_json(cls, data: dict) -> StageRecord:
+        return cls(
+            stage=data["stage"], trained_task=data["trained_task"], accuracy=data["accuracy"], n=data["n"],
+            model=data.get("model"),
+            filter=FilterStats(**data["filter"]) if data.get("filter") else None,
+            train=TrainStats(**data["train"]) if data.get("train") else None,
+            diagnostics=data.get("diagnostics", {}), format_rate=data.get("format_rate", {}),
+            timings=StageTimings(**data.get("timings", {})),
+        )
+
+
+@dataclass
+class Compute:
+    """What a run spent, summed over its completed stages (`run.json`'s `compute`)."""
+
+    optimizer_steps: int = 0
+    generated_tokens: int = 0  # GRPO rollouts
+    rollout_tokens: int = 0  # RIF rollouts
+    train_seconds: float = 0.0
+    rollout_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    wall_seconds: float | None = None  # set when the run ends
+
+    def add(self, record: StageRecord) -> None:
+        """Count one completed stage (live, or read back from its stage.json on resume)."""
+        if record.train:
+            self.optimizer_steps += record.train.optimizer_steps
+            self.generated_tokens += record.train.generated_tokens
+        if record.filter:
+            self.rollout_tokens += record.filter.rollout_tokens
+            self.rollout_seconds += record.filter.rollout_seconds
+        self.train_seconds += record.timings.train_seconds or 0.0
+        self.eval_seconds += record.timings.eval_seconds or 0.0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> Compute:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})

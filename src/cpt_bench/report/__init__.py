@@ -1,0 +1,120 @@
+"""`cpt-bench-report`: one report across many runs (a sweep, or several sweeps side by side).
+
+Reads each run directory's run.json, metrics.json and matrix.csv, labels every run with the
+config keys that set it apart from the others (its *variant*), averages each variant over
+seeds, and writes report.md, report.csv and three figures. The paradigms are also compared
+at matched gain, because at equal learning rate GRPO often learns less and so forgets less:
+comparing forgetting alone would reward learning little.
+
+Layout: loading (I/O) -> pure logic (labels, aggregation, frontier, matched gain, rendering)
+-> writing files and figures (I/O). The pure part takes plain values and is what the tests
+pin down with hand-computed numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+from cpt_bench.errors import ReportError
+from cpt_bench.metrics import HEADLINE_METRICS
+from cpt_bench.report.figures import plot_curves, plot_heatmaps, plot_pareto
+from cpt_bench.report.render import NOTE, csv_rows, matched_gain_section, render_markdown, variant_table
+from cpt_bench.report.runs import COMPUTE, RunRecord, find_runs, load_run, load_runs, variant_labels
+from cpt_bench.report.summary import (
+    analysed_runs,
+    matched_gain,
+    mean_std,
+    pareto_frontier,
+    stage_curve,
+    summarize,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ReportCallback", "ReportError", "RunRecord", "analysed_runs", "find_runs", "load_run", "load_runs",
+           "main", "matched_gain", "matched_gain_section", "mean_std", "pareto_frontier", "stage_curve",
+           "summarize", "variant_labels", "write_report"]
+
+PROG = "cpt-bench-report"
+CSV_COLUMNS = ["run_dir", "variant", "paradigm", "seed", "status", "lr", "schedule",
+               "stages_completed", "num_tasks", *HEADLINE_METRICS, *COMPUTE]
+FILES = {"md": "report.md", "csv": "report.csv", "heatmaps": "report_heatmaps.png",
+         "curves": "report_curves.png", "pareto": "report_pareto.png"}
+
+
+# --- writing the report (I/O) -----------------------------------------------------------------
+
+
+def write_report(runs: Sequence[RunRecord], out: Path) -> dict[str, Path]:
+    """report.md, report.csv and the three figures into `out`; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    base = out.resolve()
+    summaries = summarize(runs)
+    paths = {k: out / name for k, name in FILES.items()}
+    with open(paths["csv"], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(csv_rows(runs, base))
+    plot_heatmaps(runs, paths["heatmaps"])
+    plot_curves(summaries, paths["curves"])
+    plot_pareto(analysed_runs(runs), paths["pareto"])
+    figures = [FILES["heatmaps"], FILES["curves"], FILES["pareto"]]
+    paths["md"].write_text(render_markdown(runs, summaries, base, figures))
+    return paths
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Cross-run report of cpt-bench runs: per-variant means over seeds, "
+        "Pareto frontiers and a matched-gain comparison of the paradigms.")
+    parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR",
+                        help="a run directory, or a directory holding runs (e.g. a multirun sweep)")
+    parser.add_argument("--out", type=Path, help="where to write the report (default: the single DIR)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.out is None and len(args.dirs) > 1:
+        parser.error("--out is required with several DIRs")
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format=f"{PROG}: %(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        runs = load_runs(args.dirs)
+    except ReportError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or args.dirs[0]
+    paths = write_report(runs, out)
+    print(variant_table(summarize(runs)))
+    print(f"\n{NOTE}\nReport: {paths['md']} (+ report.csv, report_*.png)")
+    return 0
+
+
+class ReportCallback(Callback):
+    """Writes the report into the sweep directory when a multirun ends.
+
+    On by default (`hydra.callbacks.report` in conf/config.yaml). A report failure is logged and swallowed: the runs
+    themselves are done and must not be marked failed because a figure could not be drawn.
+    """
+
+    def on_multirun_end(self, config, **kwargs: Any) -> None:
+        try:
+            sweep = Path(config.hydra.sweep.dir)
+            paths = write_report(load_runs([sweep]), sweep)
+            log.info("cross-run report: %s", paths["md"])
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.warning("cross-run report not written: %s", exc, exc_info=not isinstance(exc, ReportError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The report's figures: a grid of heatmaps, per-variant curves, gain vs forgetting frontiers."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from cpt_bench.plots import draw_heatmap, pyplot
+from cpt_bench.report.runs import RunRecord, _paradigm_key
+from cpt_bench.report.summary import VariantSummary, frontier_series, pareto_frontier, stage_curve
+
+MAX_HEATMAPS = 24
+
+
+def _colors(names: Iterable[str]) -> dict[str, str]:
+    return {name: f"C{i}" for i, name in enumerate(sorted(set(names), key=_paradigm_key))}
+
+
+def plot_heatmaps(runs: Sequence[RunRecord], path: Path) -> Path:
+    plt = pyplot()
+    shown = runs[:MAX_HEATMAPS]
+    ncols = min(4, len(shown))
+    nrows = math.ceil(len(shown) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.0 * nrows), squeeze=False)
+    for ax in axes.flat[len(shown):]:
+        ax.axis("off")
+    for ax, run in zip(axes.flat, shown):
+        stages = sorted({r["stage"] for r in run.matrix})
+        trained = {r["stage"]: r["trained_task"] for r in run.matrix}
+        tasks = list(dict.fromkeys([*run.order, *run.general, *(r["eval_task"] for r in run.matrix)]))
+        tasks = [t for t in tasks if any(r["eval_task"] == t for r in run.matrix)]
+        acc = {(r["stage"], r["eval_task"]): 100 * r["accuracy"] for r in run.matrix}
+        draw_heatmap(ax, [[acc.get((s, t), math.nan) for t in tasks] for s in stages],
+                     rows=[f"{s}: {trained[s] or 'base'}" for s in stages],
+                     columns=[t + ("*" if t in run.general else "") for t in tasks], fontsize=7)
+        status = "" if run.finished else f" [{run.status}]"
+        # long variant labels wrap rather than run into the neighbouring panel
+        ax.set_title(textwrap.fill(f"{run.variant} seed={run.seed}{status}", 55), fontsize=8)
+    note = f" (first {MAX_HEATMAPS} of {len(runs)} runs)" if len(runs) > MAX_HEATMAPS else ""
+    fig.suptitle(f"accuracy (%) after each stage; * = general suite{note}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(summaries: Sequence[VariantSummary], path: Path) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for i, s in enumerate(summaries):
+        curve = stage_curve(s.runs)
+        if not curve:
+            continue
+        xs = [t for t, _, _ in curve]
+        ys = [100 * m for _, m, _ in curve]
+        sd = [100 * (d or 0.0) for _, _, d in curve]
+        line, = ax.plot(xs, ys, marker="o", label=f"{s.label} (n={len(s.runs)})", color=f"C{i % 10}")
+        ax.fill_between(xs, [y - d for y, d in zip(ys, sd)], [y + d for y, d in zip(ys, sd)],
+                        color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel("stage (= tasks trained so far; a joint run at the last stage)")
+    ax.set_ylabel("average accuracy over seen tasks (%)")
+    ax.set_title("average accuracy vs stage: mean over seeds, band = ± sample std")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below: labels can be long
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_pareto(runs: Sequence[RunRecord], path: Path) -> Path:
+    plt = pyplot()
+    colors = _colors(r.paradigm for r in runs)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    panels = (("forgetting", "forgetting (pts, positive = lost)", True),
+              ("general_delta", "general change (pts, negative = harm)", False))
+    for ax, (key, ylabel, minimize) in zip(axes, panels):
+        for paradigm, pts in frontier_series(runs, key).items():
+            c = colors[paradigm]
+            ax.scatter([100 * g for g, _ in pts], [100 * y for _, y in pts], color=c, label=paradigm, zorder=3)
+            front = [pts[i] for i in pareto_frontier(pts, minimize)]
+            ax.plot([100 * g for g, _ in front], [100 * y for _, y in front], color=c, linewidth=1.5,
+                    label=f"{paradigm} frontier")
+        joint = [r for r in runs if r.joint and r.metrics.get("gain") is not None and r.metrics.get(key) is not None]
+        for r in joint:
+            ax.scatter(100 * r.metrics["gain"], 100 * r.metrics[key], marker="x", color=colors[r.paradigm], s=60,
+                       label=f"{r.paradigm} joint", zorder=3)
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))
+        if unique:
+            ax.legend(unique.values(), unique.keys(), fontsize=7, loc="best")
+        ax.set_xlabel("gain on the trained task (pts)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"gain vs {key.replace('_delta', ' change')}: one point per run")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

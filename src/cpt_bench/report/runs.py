@@ -1,0 +1,246 @@
+"""The runs a report compares: finding run directories, reading them, labelling variants.
+
+A run's *variant* is the set of config keys that set it apart from the other runs compared
+(seed excluded); runs of one variant are averaged over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cpt_bench.errors import ReportError
+from cpt_bench.records import Compute
+from cpt_bench.rundir import MATRIX_CSV, METRICS_JSON, RUN_JSON, read_json, read_matrix_csv
+
+log = logging.getLogger("cpt_bench.report")
+
+COMPUTE = ["optimizer_steps", "generated_tokens", "train_seconds", "wall_seconds"]  # shown per variant
+# Config keys that say how a run was executed or logged, not what was measured: two runs
+# that differ only here are the same experiment. `seed` is what the variant averages over.
+NOT_EXPERIMENT = ("seed", "hydra", "logger", "model.cache_dir", "overwrite", "threads",
+                  "checkpoint", "deepspeed", "eval.batch_size")
+PARADIGM_RANK = {"sft": 0, "rft": 1}  # table and comparison order; others follow by name
+SKIP_DIRS = {"wandb", "stages"}  # never hold a run of their own; can be large
+
+
+@dataclass
+class RunRecord:
+    """What the report needs from one run directory."""
+
+    path: Path
+    status: str  # running | finished | failed
+    config: dict
+    seed: int | None
+    metrics: dict
+    matrix: list[dict]  # matrix.csv rows
+    order: list[str]
+    general: list[str]
+    compute: Compute | None  # None: a run.json without a compute block (nothing to report)
+    variant: str = ""
+
+    @property
+    def paradigm(self) -> str:
+        return str(_get(self.config, "paradigm.name") or "unknown")
+
+    @property
+    def lr(self) -> float | None:
+        return _get(self.config, "paradigm.learning_rate")
+
+    @property
+    def schedule(self) -> str:
+        return str(_get(self.config, "schedule") or "sequential")
+
+    @property
+    def joint(self) -> bool:
+        return self.schedule == "joint"
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+
+# --- loading (I/O) ----------------------------------------------------------------------------
+
+
+def find_runs(paths: Iterable[Path | str]) -> list[Path]:
+    """Run directories (holding run.json) at or under each path, in natural order.
+
+    A run with no metrics.json has not finished a stage yet and has nothing to report: it is
+    skipped with a warning. Raises ReportError for a path that does not exist or holds no
+    reportable run, so a typo is not mistaken for an empty sweep.
+    """
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise ReportError(f"{path}: no such directory")
+        here = []
+        for root, dirs, files in os.walk(path):
+            if RUN_JSON in files:
+                dirs.clear()  # a run dir holds no further runs (only stages/, wandb/, .hydra/)
+                if (Path(root) / METRICS_JSON).exists():
+                    here.append(Path(root))
+                else:
+                    log.warning("skipping %s: no metrics.json (no stage finished)", root)
+                continue
+            dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.startswith(".")]
+        if not here:
+            raise ReportError(f"{path}: no run with results (run.json and metrics.json) found")
+        found += sorted(here, key=_natural_key)
+    return list(dict.fromkeys(p.resolve() for p in found))  # a run named twice counts once
+
+
+def load_run(path: Path) -> RunRecord:
+    info = read_json(path / RUN_JSON)
+    metrics = read_json(path / METRICS_JSON)
+    matrix = read_matrix_csv(path / MATRIX_CSV) if (path / MATRIX_CSV).exists() else []
+    config = info.get("config") or {}
+    return RunRecord(
+        path=path,
+        status=info.get("status") or "unknown",
+        config=config,
+        seed=info.get("seed", config.get("seed")),
+        metrics=metrics,
+        matrix=matrix,
+        order=list(info.get("order") or metrics.get("order") or []),
+        general=list(info.get("general_suite") or metrics.get("general_suite") or []),
+        compute=Compute.from_json(info["compute"]) if info.get("compute") else None,
+    )
+
+
+def load_runs(paths: Iterable[Path | str]) -> list[RunRecord]:
+    """Load every run under `paths` and label it with its variant."""
+    runs = []
+    for path in find_runs(paths):
+        try:
+            runs.append(load_run(path))
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # a damaged run must not hide the rest
+            log.warning("skipping %s: unreadable (%s)", path, exc)
+    if not runs:
+        raise ReportError("no readable runs")
+    for run, label in zip(runs, variant_labels([r.config for r in runs])):
+        run.variant = label
+    return runs
+
+
+# --- pure logic: labels -----------------------------------------------------------------------
+
+_MISSING = object()  # a key absent from a run's config (distinct from a null value)
+
+
+def _get(d: dict, dotted: str, default=None):
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return default
+        d = d[part]
+    return d
+
+
+def _hashable(v):
+    if isinstance(v, list | tuple):
+        return tuple(_hashable(x) for x in v)
+    if isinstance(v, dict):
+        return json.dumps(v, sort_keys=True)
+    return v
+
+
+def flatten_config(cfg: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists become tuples so values can be compared and hashed."""
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten_config(value, dotted + "."))
+        elif not isinstance(value, dict):
+            out[dotted] = _hashable(value)
+    return out
+
+
+def _is_experiment_key(key: str) -> bool:
+    return not any(key == k or key.startswith(k + ".") for k in NOT_EXPERIMENT)
+
+
+def _short_names(keys: list[str], all_keys: list[str]) -> dict[str, str]:
+    """The shortest dotted suffix of each key that no other config key ends with.
+
+    `paradigm.kl_coef` -> `kl_coef`, but `order.seed` stays `order.seed` because `seed` alone
+    would read as the training seed. A group choice `<group>.name` is written `<group>`, as in
+    a Hydra override (`paradigm=rft`).
+    """
+    names = {}
+    for key in keys:
+        parts = key.split(".")
+        if len(parts) == 2 and parts[1] == "name":
+            names[key] = parts[0]
+            continue
+        for i in range(len(parts) - 1, -1, -1):
+            suffix = ".".join(parts[i:])
+            if not any(other != key and (other == suffix or other.endswith("." + suffix)) for other in all_keys):
+                names[key] = suffix
+                break
+    return names
+
+
+def _fmt_value(v) -> str:
+    """Hydra override syntax, so a label reads like the command line that made the run."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, tuple):
+        return "[" + ",".join(_fmt_value(x) for x in v) + "]"
+    return str(v)
+
+
+def varying_keys(configs: Sequence[dict]) -> list[str]:
+    """The config keys that tell the runs apart, in config order.
+
+    A key varies if two runs disagree on it (an absent key counts as its own value), unless it
+    is excluded (NOT_EXPERIMENT) or it lives in a config group and is fixed by that group's
+    choice, e.g. `paradigm.kl_coef` when every rft run has the same value: it is then a
+    property of `paradigm=rft`, not a separate variable.
+    """
+    flats = [flatten_config(c) for c in configs]
+    all_keys = list(dict.fromkeys(k for f in flats for k in f))
+    varying = [k for k in all_keys if _is_experiment_key(k) and len({f.get(k, _MISSING) for f in flats}) > 1]
+
+    def fixed_by_group_choice(key: str) -> bool:
+        choice = key.split(".")[0] + ".name"
+        if key == choice or "." not in key or choice not in all_keys:
+            return False
+        seen: dict[Any, set] = {}
+        for f in flats:
+            seen.setdefault(f.get(choice, _MISSING), set()).add(f.get(key, _MISSING))
+        return all(len(values) == 1 for values in seen.values())
+
+    return [k for k in varying if not fixed_by_group_choice(k)]
+
+
+def variant_labels(configs: Sequence[dict]) -> list[str]:
+    """A label per run from the keys that vary (seed excluded): "paradigm=rft kl_coef=0.0".
+
+    Runs with the same label are one variant, averaged over seeds. When nothing but the seed
+    varies, the label is the paradigm's name.
+    """
+    flats = [flatten_config(c) for c in configs]
+    keys = varying_keys(configs)
+    names = _short_names(keys, list(dict.fromkeys(k for f in flats for k in f)))
+    labels = []
+    for cfg, flat in zip(configs, flats):
+        parts = [f"{names[k]}={_fmt_value(flat[k])}" for k in keys if k in flat]
+        labels.append(" ".join(parts) or str(_get(cfg, "paradigm.name") or "run"))
+    return labels
+
+
+def _natural_key(value) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(value))]
+
+
+def _paradigm_key(name: str) -> tuple:
+    return PARADIGM_RANK.get(name, len(PARADIGM_RANK)), name

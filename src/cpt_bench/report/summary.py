@@ -1,0 +1,151 @@
+"""Aggregation across runs: per-variant means over seeds, stage curves, Pareto frontiers and
+the paradigms compared at matched gain. Pure functions of `RunRecord`s."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from cpt_bench.metrics import HEADLINE_METRICS
+from cpt_bench.report.runs import COMPUTE, RunRecord, _natural_key, _paradigm_key
+
+MATCHED_POINTS = 4
+
+def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:
+    """Mean, sample std (None for a single value) and count of the values that are not None."""
+    xs = [float(v) for v in values if v is not None]
+    if not xs:
+        return None, None, 0
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else None), len(xs)
+
+
+def counted_runs(runs: Sequence[RunRecord]) -> list[RunRecord]:
+    """The runs of one variant that enter its means: finished ones.
+
+    An unfinished run's metrics cover fewer tasks, so averaging it in would mix different
+    quantities. Only when none of a variant's runs finished (a report on a running sweep)
+    are the unfinished ones shown, flagged as such.
+    """
+    done = [r for r in runs if r.finished]
+    return done or list(runs)
+
+
+@dataclass
+class VariantSummary:
+    label: str
+    paradigm: str
+    runs: list[RunRecord]  # the runs in the means
+    left_out: list[RunRecord]  # unfinished runs not in the means
+    stats: dict[str, tuple[float | None, float | None, int]] = field(default_factory=dict)
+
+    @property
+    def partial(self) -> bool:
+        return not any(r.finished for r in self.runs)
+
+
+def summarize(runs: Sequence[RunRecord]) -> list[VariantSummary]:
+    """One summary per variant: by paradigm (PARADIGM_RANK), sequential before joint, then label."""
+    by_label: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        by_label.setdefault(run.variant, []).append(run)
+    out = []
+    for label, members in by_label.items():
+        kept = counted_runs(members)
+        left_out = [r for r in members if all(r is not k for k in kept)]
+        summary = VariantSummary(label, members[0].paradigm, kept, left_out)
+        for key in HEADLINE_METRICS:
+            summary.stats[key] = mean_std(r.metrics.get(key) for r in kept)
+        for key in COMPUTE:
+            summary.stats[key] = mean_std(getattr(r.compute, key, None) for r in kept)
+        out.append(summary)
+    return sorted(out, key=lambda s: (_paradigm_key(s.paradigm), s.runs[0].joint, _natural_key(s.label)))
+
+
+def analysed_runs(runs: Sequence[RunRecord]) -> list[RunRecord]:
+    """Every run that enters some variant's means (see counted_runs)."""
+    return [r for s in summarize(runs) for r in s.runs]
+
+
+def stage_curve(runs: Sequence[RunRecord]) -> list[tuple[int, float, float | None]]:
+    """(stage, mean, std) of the average accuracy over the tasks seen so far.
+
+    A joint run trains every task in its single stage, so its one point sits at the stage
+    where a sequential run has also seen every task.
+    """
+    per_stage: dict[int, list[float]] = {}
+    for run in runs:
+        if run.joint:
+            if run.metrics.get("final_avg_acc") is not None:
+                stage = run.metrics.get("num_tasks") or len(run.order) or 1
+                per_stage.setdefault(stage, []).append(run.metrics["final_avg_acc"])
+            continue
+        for t, acc in enumerate(run.metrics.get("avg_acc_per_stage") or [], start=1):
+            if acc is not None:
+                per_stage.setdefault(t, []).append(acc)
+    return [(t, *mean_std(v)[:2]) for t, v in sorted(per_stage.items())]
+
+
+# --- pure logic: frontier and matched gain ----------------------------------------------------
+
+
+def pareto_frontier(points: Sequence[tuple[float, float]], minimize_y: bool = True) -> list[int]:
+    """Indices of the points not dominated in (higher x, lower y) — or (higher x, higher y)
+    with minimize_y=False — sorted by x. Exact duplicates are all kept."""
+    sign = 1 if minimize_y else -1
+    pts = [(x, sign * y) for x, y in points]  # now always: higher x, lower y is better
+
+    def dominated(i: int) -> bool:
+        xi, yi = pts[i]
+        return any(xj >= xi and yj <= yi and (xj, yj) != (xi, yi) for xj, yj in pts)
+
+    return sorted((i for i in range(len(pts)) if not dominated(i)), key=lambda i: (pts[i][0], pts[i][1]))
+
+
+def _interp(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Piecewise-linear y(x) for x within [xs[0], xs[-1]], xs ascending."""
+    for (x0, y0), (x1, y1) in itertools.pairwise(zip(xs, ys)):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    if math.isclose(x, xs[-1]) or len(xs) == 1:
+        return ys[-1]
+    raise ValueError(f"{x} outside [{xs[0]}, {xs[-1]}]")
+
+
+def matched_gain(a: Sequence[tuple[float, float]], b: Sequence[tuple[float, float]],
+                 n: int = MATCHED_POINTS, minimize_y: bool = True) -> list[tuple[float, float, float, float]]:
+    """Compare two paradigms' (gain, y) run points at equal gain.
+
+    Each side's Pareto frontier, sorted by gain, is linearly interpolated at `n` evenly
+    spaced gains spanning the range both frontiers cover. Returns (gain, y_a, y_b, y_a - y_b)
+    rows; [] when the gain ranges do not overlap (or a side has no points).
+    """
+    curves = []
+    for pts in (a, b):
+        front = sorted({pts[i] for i in pareto_frontier(pts, minimize_y)})
+        if not front:
+            return []
+        curves.append(([x for x, _ in front], [y for _, y in front]))
+    lo = max(xs[0] for xs, _ in curves)
+    hi = min(xs[-1] for xs, _ in curves)
+    if lo > hi:
+        return []
+    gains = [lo] if math.isclose(lo, hi) or n < 2 else [lo + (hi - lo) * k / (n - 1) for k in range(n - 1)] + [hi]
+    rows = []
+    for g in gains:
+        ya, yb = (_interp(g, xs, ys) for xs, ys in curves)
+        rows.append((g, ya, yb, ya - yb))
+    return rows
+
+
+def frontier_series(runs: Sequence[RunRecord], key: str) -> dict[str, list[tuple[float, float]]]:
+    """(gain, key) per run, by paradigm. Joint runs are a multi-task reference, not a point
+    on a paradigm's sequential trade-off, so they stay out of frontiers."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for run in sorted(runs, key=lambda r: _paradigm_key(r.paradigm)):
+        gain, y = run.metrics.get("gain"), run.metrics.get(key)
+        if not run.joint and gain is not None and y is not None:
+            out.setdefault(run.paradigm, []).append((gain, y))
+    return out

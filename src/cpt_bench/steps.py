@@ -1,0 +1,181 @@
+"""The steps of one stage, each a typed spec in and a typed result out.
+
+    filter (RIF rollouts) -> train (and save the stage checkpoint) -> evaluate (one matrix row)
+
+`LocalSteps` runs them in this process and hands the live model from one step to the next;
+its inputs are plain values (a `StageSpec`: paths, items, seed) and its outputs are records,
+so another executor can run the same steps in launched processes that read the checkpoint
+from `spec.start_path` instead. Each step writes the files of its own stage folder
+(`eval/<task>.jsonl`, `filter.jsonl`, `train_log.jsonl`, `model/`); the run directory's
+shared files belong to the stage loop.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from cpt_bench.drift import param_drift
+from cpt_bench.evaluation import accuracy, evaluate_tasks
+from cpt_bench.loading import load_checkpoint, resolve_dtype
+from cpt_bench.paradigms import Paradigm, StageContext
+from cpt_bench.paradigms.filtering import filter_items
+from cpt_bench.prompts import PromptStyle
+from cpt_bench.records import FilterStats, TrainStats
+from cpt_bench.rundir import write_jsonl
+from cpt_bench.tasks import Benchmark
+from cpt_bench.tasks.base import Example
+
+log = logging.getLogger("cpt_bench")
+
+
+@dataclass
+class StageSpec:
+    """What one training stage needs: where it starts, what it trains on, where it writes."""
+
+    stage: int  # 1-based
+    task: str  # the trained task ("joint" for the multi-task baseline)
+    items: list[Example]  # its training items, before any filtering
+    base_path: str  # the original base model (the paper's KL reference; parameter drift)
+    start_path: str  # the checkpoint the stage starts from
+    dir: Path  # stages/<kk>-<task>
+    seed: int
+
+    @property
+    def model_dir(self) -> Path:
+        return self.dir / "model"
+
+
+@dataclass
+class Evaluation:
+    """One row of the accuracy matrix, with each task's CoT format-compliance rate."""
+
+    accuracy: dict[str, float]
+    n: dict[str, int]
+    format_rate: dict[str, float]
+    seconds: float
+
+
+@dataclass
+class Filtered:
+    items: list[Example]  # the kept training items
+    stats: FilterStats
+
+
+@dataclass
+class Trained:
+    train: TrainStats
+    diagnostics: dict[str, float]  # the paradigm's per-stage means, then parameter drift
+    train_seconds: float
+    save_seconds: float
+    log: list[dict] = field(default_factory=list)  # every trainer log event
+
+
+# called with (global_step, max_steps, logs) on every trainer log event
+OnLog = Callable[[int, int, dict[str, float]], None]
+
+
+class LocalSteps:
+    """A stage's steps in this process, on the model it holds (on the GPU when there is one)."""
+
+    def __init__(self, cfg, *, benchmark: Benchmark, style: PromptStyle, test_sets: dict[str, list[Example]],
+                 paradigm: Paradigm):
+        self.cfg, self.benchmark, self.style, self.test_sets, self.paradigm = cfg, benchmark, style, test_sets, paradigm
+        self.model = self.processing_class = None
+
+    def load(self, path: str | Path) -> None:
+        """Hold the checkpoint at `path` (and its processing class) as the current model."""
+        self.model = self.processing_class = None
+        gc.collect()
+        self.model, self.processing_class = load_checkpoint(path, dtype=resolve_dtype(self.cfg.model.dtype))
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+            self.model.to("cuda")
+
+    def evaluate(self, out_dir: Path) -> Evaluation:
+        """Greedy evaluation of every test set; each task's records go to `out_dir/<task>.jsonl`."""
+        start = time.time()
+        records = evaluate_tasks(self.model, self.processing_class, self.benchmark.tasks, self.test_sets, self.style,
+                                 batch_size=self.cfg.eval.batch_size, max_new_tokens=self.cfg.eval.max_new_tokens)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, recs in records.items():
+            write_jsonl(out_dir / f"{name}.jsonl", [asdict(r) for r in recs])
+        return Evaluation(accuracy={k: accuracy(v) for k, v in records.items()},
+                          n={k: len(v) for k, v in records.items()},
+                          format_rate={k: sum(r.format_ok for r in v) / len(v) for k, v in records.items() if v},
+                          seconds=time.time() - start)
+
+    def filter(self, spec: StageSpec) -> Filtered:
+        """RIF: keep the items the current model can learn from; record what it cost."""
+        f = self.cfg.filter
+        res = filter_items(self.model, self.processing_class, spec.items, tasks=self.benchmark.tasks,
+                           style=self.style, rule=f.keep, num_rollouts=f.num_rollouts, temperature=f.temperature,
+                           max_new_tokens=self.paradigm.completion_length or self.cfg.eval.max_new_tokens,
+                           batch_size=f.batch_size)
+        write_jsonl(spec.dir / "filter.jsonl", [{"prompt": ex.prompt, "answer": ex.answer, "scores": sc, "kept": kp}
+                                                for ex, sc, kp in zip(spec.items, res.scores, res.keep)])
+        stats = FilterStats(rule=str(f.keep), num_rollouts=f.num_rollouts, items=len(spec.items), kept=len(res.kept),
+                            kept_fraction=res.kept_fraction, rollout_seconds=round(res.seconds, 3),
+                            rollout_tokens=res.generated_tokens, train_items_saved=len(spec.items) - len(res.kept))
+        log.info("stage %d: RIF (%s, K=%d) kept %d/%d items (%.0f%%) in %.1f s", spec.stage, f.keep, f.num_rollouts,
+                 stats.kept, stats.items, 100 * stats.kept_fraction, res.seconds)
+        return Filtered(res.kept, stats)
+
+    def train(self, spec: StageSpec, items: list[Example], on_log: OnLog) -> Trained:
+        """Train one stage on `items`, leave its Hugging Face checkpoint in `spec.model_dir` and
+        hold the trained model; the trainer's log goes to `train_log.jsonl`."""
+        logs: list[dict] = []
+
+        def forward(step: int, total: int, row: dict) -> None:
+            logs.append({"step": step, **row})
+            on_log(step, total, row)
+
+        if items:
+            result = self.paradigm.train_stage(self.model, self.processing_class, items, self._context(spec, forward))
+            steps, tokens, metrics = result.optimizer_steps, result.generated_tokens, result.metrics
+            train_seconds, save_seconds, model = result.train_seconds, result.save_seconds, result.model
+            del result
+        else:  # RIF kept nothing: the stage trains nothing, the model is unchanged
+            log.warning("stage %d: no training items left, skipping training", spec.stage)
+            start = time.time()
+            self.model.save_pretrained(spec.model_dir)
+            steps, tokens, metrics, train_seconds, model = 0, 0, {}, 0.0, self.model
+            save_seconds = time.time() - start
+        write_jsonl(spec.dir / "train_log.jsonl", logs)
+        self.processing_class.save_pretrained(spec.model_dir)
+        shutil.rmtree(spec.dir / "trainer", ignore_errors=True)
+        self.model = model
+        if self.cfg.deepspeed.config:
+            self._reload_from_deepspeed(spec.model_dir)
+        return Trained(train=TrainStats(items=len(items), optimizer_steps=steps, generated_tokens=tokens),
+                       diagnostics=dict(metrics), train_seconds=train_seconds, save_seconds=save_seconds, log=logs)
+
+    def drift(self, base_path: str) -> float:
+        return param_drift(self.model, base_path)
+
+    def _context(self, spec: StageSpec, on_log: OnLog) -> StageContext:
+        cfg = self.cfg
+        return StageContext(
+            stage=spec.stage, task_name=spec.task, tasks=self.benchmark.tasks, style=self.style,
+            base_path=spec.base_path, start_path=spec.start_path, work_dir=spec.dir / "trainer",
+            save_dir=spec.model_dir, seed=spec.seed, use_cpu=not torch.cuda.is_available(),
+            bf16=resolve_dtype(cfg.model.dtype) == torch.bfloat16,
+            deepspeed=OmegaConf.to_container(cfg.deepspeed.config) if cfg.deepspeed.config else None,
+            on_log=on_log,
+        )
+
+    def _reload_from_deepspeed(self, model_dir: Path) -> None:
+        """DeepSpeed still holds the trained model (under ZeRO-3 its weights are partitioned
+        away): evaluation and the next stage start from the gathered checkpoint instead."""
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()  # else from_pretrained would partition the weights again
+        self.load(model_dir)
