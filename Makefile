@@ -9,7 +9,10 @@ ARGS   ?=
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: install run compare test bench multirun clean
+.PHONY: help install run compare test test-fast lint reference bench multirun clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +35,15 @@ compare: $(STAMP) ## SFT vs RFT (same seed and order) and their comparison repor
 test: $(STAMP) ## the test suite (CPU, a few minutes)
 	$(BIN)/python -m pytest -q $(ARGS)
 
+test-fast: $(STAMP) ## the tests that build no model (about a minute): the edit-test loop
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+lint: $(STAMP) ## ruff over src, tests and benchmarks
+	$(BIN)/ruff check src tests benchmarks
+
+reference: $(STAMP) ## regenerate the pinned reference matrices (tests/reference/) on this machine
+	CPT_BENCH_UPDATE_REFERENCE=1 $(BIN)/python -m pytest -q -k pinned_reference $(ARGS)
+
 bench: $(STAMP) ## sequence wall times (SFT, RFT, RIF) and RFT's overhead over a bare GRPOTrainer
 	$(BIN)/python benchmarks/bench_sequence.py $(ARGS)
 	$(BIN)/python benchmarks/bench_rft_overhead.py
@@ -39,5 +51,5 @@ bench: $(STAMP) ## sequence wall times (SFT, RFT, RIF) and RFT's overhead over a
 multirun: $(STAMP) ## example sweep: two seeds x two orders = four sequences
 	$(BIN)/cpt-bench -m seed=1,2 order=default,reverse $(ARGS)
 
-clean:
+clean: ## remove .venv, build outputs and pytest's cache
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
