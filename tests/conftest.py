@@ -73,3 +73,26 @@ QUICK = [
     "benchmark.train_size=256",
     "paradigm.epochs=3",
 ]
+
+
+@pytest.fixture(scope="session")
+def quick_run(model_cache, tmp_path_factory):
+    """The quick SFT sequence through the CLI (launcher=local): (run dir, completed process)."""
+    run_dir = tmp_path_factory.mktemp("quick") / "run"
+    res = run_cli(*QUICK, f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return run_dir, res
+
+
+# a short GRPO sequence with CoT and RIF (launcher=local in test_rft, torchrun in test_launch)
+RFT_COT_RIF = ["paradigm=rft", "order.tasks=[max,shift]", "benchmark.train_size=64", "benchmark.test_size=30",
+               "paradigm.learning_rate=1e-4", "cot=true", "filter=rif", "filter.keep=nonzero_variance",
+               "filter.num_rollouts=4", "logger=none"]
+
+
+@pytest.fixture(scope="session")
+def rft_cot_rif_run(model_cache, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("rft") / "run"
+    res = run_cli(*RFT_COT_RIF, f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return run_dir, res

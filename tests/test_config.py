@@ -18,7 +18,7 @@ from cpt_bench.tasks import ConfigError
 from conftest import REPO, run_cli
 from conftest import compose_config as composed
 
-GROUPS = ["paradigm", "benchmark", "order", "model", "deepspeed", "logger", "filter"]
+GROUPS = ["paradigm", "benchmark", "order", "model", "deepspeed", "logger", "filter", "launcher"]
 
 
 def options(group: str) -> list[str]:

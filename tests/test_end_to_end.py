@@ -17,14 +17,6 @@ pytestmark = pytest.mark.slow  # every test here builds the embedded base model 
 TASKS, GENERAL = ["max", "shift"], ["copy", "last", "min"]
 
 
-@pytest.fixture(scope="module")
-def quick_run(model_cache, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("quick") / "run"
-    res = run_cli(*QUICK, f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}")
-    assert res.returncode == 0, res.stderr[-3000:]
-    return run_dir, res
-
-
 def read_matrix(run_dir):
     with open(run_dir / "matrix.csv", newline="") as f:
         return list(csv.DictReader(f))

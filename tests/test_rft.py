@@ -126,16 +126,9 @@ def test_keep_rules(scores, solvable, nonzero_variance):
 
 # --- short real runs ------------------------------------------------------------------------
 
-RFT_RUN = ["paradigm=rft", "order.tasks=[max,shift]", "benchmark.train_size=64", "benchmark.test_size=30",
-           "paradigm.learning_rate=1e-4"]
-
-
 @pytest.mark.slow
-def test_rft_run_with_cot_and_rif_and_its_pinned_reference(model_cache, tmp_path):
-    run_dir = tmp_path / "run"
-    res = run_cli(*RFT_RUN, "cot=true", "filter=rif", "filter.keep=nonzero_variance", "filter.num_rollouts=4",
-                  f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}", "logger=none")
-    assert res.returncode == 0, res.stderr[-3000:]
+def test_rft_run_with_cot_and_rif_and_its_pinned_reference(rft_cot_rif_run):
+    run_dir, res = rft_cot_rif_run
     out = res.stdout + res.stderr
     assert "16 prompts x 8 completions per optimizer step" in out and "RIF (nonzero_variance, K=4) kept" in out
     info = json.loads((run_dir / "run.json").read_text())

@@ -65,6 +65,16 @@ class DType(StrEnum):
     fp32 = "fp32"
 
 
+class GenerationBackend(StrEnum):
+    hf = "hf"  # transformers' generate
+    vllm = "vllm"  # vLLM's offline engine (optional extra; launcher=torchrun)
+
+
+class VLLMMode(StrEnum):
+    colocate = "colocate"  # TRL runs vLLM inside each training process
+    server = "server"  # a separate `trl vllm-serve`
+
+
 class OrderName(StrEnum):
     default = "default"
     reverse = "reverse"
@@ -137,6 +147,10 @@ class StageTraining:
         require(self.weight_decay >= 0, f"{at}.weight_decay", self.weight_decay, ">= 0")
         require(self.logging_steps > 0, f"{at}.logging_steps", self.logging_steps, "> 0")
 
+    def prompts_per_step(self, world_size: int) -> int:
+        """Training prompts per optimizer step over all processes."""
+        return self.per_device_batch_size * self.gradient_accumulation_steps * world_size
+
 
 @dataclass
 class SFTParadigm(StageTraining):
@@ -179,8 +193,12 @@ class RFTParadigm(StageTraining):
     num_iterations: int = 1
     reward_accuracy_weight: float = 0.9  # with CoT: w_acc * accuracy + w_fmt * format
     reward_format_weight: float = 0.1
+    # GRPO rollouts through vLLM (TRL's integration; optional extra `cpt-bench[vllm]`)
     use_vllm: bool = False
-    vllm_mode: str = "colocate"
+    vllm_mode: VLLMMode = VLLMMode.colocate
+    vllm_gpu_memory_utilization: float = 0.3  # colocate: the share of each GPU vLLM may take
+    vllm_enable_sleep_mode: bool = False  # colocate: offload vLLM's weights during the optimizer step
+    vllm_tensor_parallel_size: int = 1  # colocate: must divide the number of processes
     logging_steps: int = 1
 
     def validate(self, at: str = "paradigm") -> None:
@@ -196,10 +214,16 @@ class RFTParadigm(StageTraining):
         require(self.num_iterations > 0, f"{at}.num_iterations", self.num_iterations, "> 0")
         for key in ("reward_accuracy_weight", "reward_format_weight"):
             require(getattr(self, key) >= 0, f"{at}.{key}", getattr(self, key), ">= 0")
+        require(0 < self.vllm_gpu_memory_utilization <= 1, f"{at}.vllm_gpu_memory_utilization",
+                self.vllm_gpu_memory_utilization, "in (0, 1]")
+        if self.use_vllm:
+            from cpt_bench.vllm_engine import require_vllm
+
+            require_vllm(f"{at}.use_vllm=true")
 
     def prompts_per_step(self, world_size: int) -> int:
         """Prompts per optimizer step; the effective batch (completions) must divide by the group."""
-        batch = self.per_device_batch_size * self.gradient_accumulation_steps * world_size
+        batch = super().prompts_per_step(world_size)  # counts completions here
         if batch % self.num_generations:
             raise ConfigError(
                 f"effective batch {batch} (paradigm.per_device_batch_size={self.per_device_batch_size} x "
@@ -321,6 +345,35 @@ class DeepSpeedConfig:
 
 
 @dataclass
+class LauncherConfig:
+    """How the heavy steps of a stage run.
+
+    local     in this process (the embedded default, CI, one GPU)
+    torchrun  each step (RIF rollouts, training, evaluation) as a `torchrun` job over
+              `nproc_per_node` x `nnodes` processes; this process stays the controller
+    """
+
+    name: str = "local"  # local | torchrun
+    nproc_per_node: int = 1  # processes (GPUs) per node
+    nnodes: int = 1
+    # multi-node: torchrun's rendezvous endpoint host:port (default: $MASTER_ADDR:29500, or
+    # the first host of the SLURM job) and one torchrun per node started through `srun`
+    rdzv_endpoint: str | None = None
+    srun: bool = False
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+    def validate(self, at: str = "launcher") -> None:
+        require(self.nproc_per_node > 0, f"{at}.nproc_per_node", self.nproc_per_node, "> 0")
+        require(self.nnodes > 0, f"{at}.nnodes", self.nnodes, "> 0")
+        if self.name == "local":
+            require(self.world_size == 1, f"{at}.nproc_per_node x nnodes", self.world_size,
+                    "1 with launcher=local (use launcher=torchrun for more processes)")
+
+
+@dataclass
 class LoggerConfig:
     name: str = "wandb"  # wandb | none
     mode: LoggerMode = LoggerMode.offline
@@ -335,10 +388,16 @@ class EvalConfig:
     batch_size: int = 256
     max_new_tokens: int = 32
     general: bool = True  # also evaluate the benchmark's general suite
+    # the generation engine of evaluation and RIF rollouts; vllm needs launcher=torchrun
+    backend: GenerationBackend = GenerationBackend.hf
 
     def validate(self, at: str = "eval") -> None:
         require(self.batch_size > 0, f"{at}.batch_size", self.batch_size, "> 0")
         require(self.max_new_tokens > 0, f"{at}.max_new_tokens", self.max_new_tokens, "> 0")
+        if self.backend == GenerationBackend.vllm:
+            from cpt_bench.vllm_engine import require_vllm
+
+            require_vllm(f"{at}.backend=vllm")
 
 
 @dataclass
@@ -355,6 +414,7 @@ class Config:
     deepspeed: DeepSpeedConfig = MISSING
     logger: LoggerConfig = MISSING
     filter: FilterConfig = MISSING
+    launcher: LauncherConfig = MISSING
     cot: bool = False  # chain-of-thought prompts, answer extraction, rewards (training and eval)
     schedule: Schedule = Schedule.sequential
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -367,9 +427,14 @@ class Config:
 
     def validate(self) -> None:
         """Every node's range and cross-field rules (the closed choices Hydra already checked)."""
-        for at in ("paradigm", "benchmark", "model", "filter", "eval"):
+        for at in ("paradigm", "benchmark", "model", "filter", "eval", "launcher"):
             getattr(self, at).validate(at)
         require(self.threads is None or self.threads > 0, "threads", self.threads, "> 0 or null")
+        self.paradigm.prompts_per_step(self.launcher.world_size)  # GRPO: whole groups per optimizer step
+        if self.eval.backend == GenerationBackend.vllm and self.launcher.name != "torchrun":
+            # an engine per stage in one long-lived process would never give its GPU memory back
+            raise ConfigError("eval.backend=vllm needs launcher=torchrun (each step's vLLM engine lives and dies "
+                              "with its process)")
 
 
 def as_schema(node):
@@ -388,6 +453,9 @@ def validate(cfg) -> Config:
     return schema
 
 
+PARADIGM_SCHEMAS = {"sft": SFTParadigm, "rft": RFTParadigm}  # paradigm.name -> its schema node
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
@@ -397,5 +465,5 @@ def register_configs() -> None:
                        ("filter_schema", FilterConfig), ("benchmark_schema", BenchmarkConfig),
                        ("benchmark_mllm_cl7_schema", MLLMBenchmarkConfig), ("order_schema", OrderConfig),
                        ("model_schema", ModelConfig), ("deepspeed_schema", DeepSpeedConfig),
-                       ("logger_schema", LoggerConfig)]:
+                       ("logger_schema", LoggerConfig), ("launcher_schema", LauncherConfig)]:
         cs.store(name=name, node=node)

@@ -16,7 +16,6 @@ is never overwritten without `overwrite=true`.
 from __future__ import annotations
 
 import logging
-import random
 import shutil
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from cpt_bench.builtin import BUILTIN_MODELS, base_model_path
 from cpt_bench.config import Config, KeepCheckpoints, Schedule, validate
 from cpt_bench.distributed import ensure_process_group_env
 from cpt_bench.errors import ConfigError, unknown
+from cpt_bench.launch import TorchrunSteps
 from cpt_bench.paradigms import build_paradigm
 from cpt_bench.prompts import PromptStyle
 from cpt_bench.provenance import command_line, hardware, package_versions
@@ -47,13 +47,14 @@ from cpt_bench.rundir import (
     write_json,
     write_matrix_csv,
 )
-from cpt_bench.steps import Evaluation, LocalSteps, StageSpec
+from cpt_bench.steps import Evaluation, LocalSteps, StageSpec, stage_items, test_sets
 from cpt_bench.tasks import Benchmark, build_benchmark, resolve_order
 from cpt_bench.tracking import LOGGERS, make_tracker
 
 log = logging.getLogger("cpt_bench")
 
 FILTERS = ("none", "rif")  # filter.name: no filtering, or RIF rollouts before each stage
+STEP_RUNNERS = {"local": LocalSteps, "torchrun": TorchrunSteps}  # launcher.name: where a stage's steps run
 
 
 @dataclass
@@ -69,12 +70,13 @@ def plan(cfg: DictConfig) -> Plan:
     """Validate everything that needs no data and no model; raises ConfigError in one line."""
     schema = validate(cfg)
     for what, name, registry in [("built-in model", cfg.model.builtin, BUILTIN_MODELS),
-                                 ("logger", cfg.logger.name, LOGGERS), ("filter", cfg.filter.name, FILTERS)]:
+                                 ("logger", cfg.logger.name, LOGGERS), ("filter", cfg.filter.name, FILTERS),
+                                 ("launcher", cfg.launcher.name, STEP_RUNNERS)]:
         if name is not None and name not in registry:
             raise unknown(what, name, registry)
     benchmark = build_benchmark(cfg.benchmark)
     order = resolve_order(benchmark, cfg.order)
-    build_paradigm(schema.paradigm)  # checks the paradigm's name and e.g. GRPO's batch arithmetic
+    build_paradigm(schema.paradigm, schema.launcher.world_size)  # the paradigm's name, e.g. GRPO's batch
     return Plan(schema, benchmark, order)
 
 
@@ -84,6 +86,17 @@ def _comparable(cfg: DictConfig) -> dict:
     data.pop("overwrite", None)
     data.get("logger", {}).pop("mode", None)
     return data
+
+
+def finished_metrics(cfg: DictConfig, run_dir: Path) -> dict | None:
+    """The stored metrics of a finished run of this same config in `run_dir`, else None."""
+    run_json = run_dir / RUN_JSON
+    if cfg.overwrite or not run_json.exists():
+        return None
+    previous = read_json(run_json)
+    if previous.get("status") != "finished" or previous.get("config") != _comparable(cfg):
+        return None
+    return read_json(run_dir / METRICS_JSON) if (run_dir / METRICS_JSON).exists() else {}
 
 
 def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> list[StageRecord]:
@@ -134,11 +147,11 @@ class Progress:
 class Run:
     """One CPT sequence (or the joint baseline) in one run directory."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, wandb_group: str | None = None):
-        self.cfg, self.run_dir, self.wandb_group = cfg, run_dir, wandb_group
+    def __init__(self, cfg: DictConfig, run_dir: Path, wandb_group: str | None = None, in_sweep: bool = False):
+        self.cfg, self.run_dir, self.wandb_group, self.in_sweep = cfg, run_dir, wandb_group, in_sweep
         planned = plan(cfg)
         self.benchmark, self.order = planned.benchmark, planned.order
-        self.paradigm = build_paradigm(planned.schema.paradigm)
+        self.paradigm = build_paradigm(planned.schema.paradigm, planned.schema.launcher.world_size)
         self.general = list(self.benchmark.general) if cfg.eval.general else []
         self.stages: list[StageRecord] = []
         self.compute = Compute()
@@ -149,8 +162,12 @@ class Run:
 
     def execute(self) -> dict | None:
         started = time.time()
+        if self.in_sweep and (stored := finished_metrics(self.cfg, self.run_dir)) is not None:
+            # a re-submitted sweep (e.g. after some jobs were pre-empted) skips what is done
+            log.info("%s already holds this finished run: returning its stored metrics", self.run_dir)
+            return stored or None
         self.setup()
-        ok, metrics, error = False, None, None
+        ok, metrics, error, status = False, None, None, "failed"
         try:
             if not self.stages:
                 self.evaluate_base()
@@ -161,9 +178,11 @@ class Run:
             ok = True
         except BaseException as exc:  # record the failure, keep all finished stages, re-raise
             error = f"{type(exc).__name__}: {exc}"
+            # Ctrl-C, or submitit's exit on SLURM's pre-emption/time-limit signal (then requeued)
+            status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
             raise
         finally:
-            self.finish(started, ok, metrics, error)
+            self.finish(started, "finished" if ok else status, metrics, error)
         summary = format_summary(self.stages, self.order, self.general, metrics)
         (self.run_dir / SUMMARY_TXT).write_text(summary + "\n")
         print("\n" + summary + f"\n\nResults in {self.run_dir}", flush=True)
@@ -173,21 +192,25 @@ class Run:
         """Data, run directory and resume state, provenance, seed, base model, tracker, model."""
         cfg, run_dir = self.cfg, self.run_dir
         # drawing every split first surfaces a too-small task before any model is built
-        self.test_sets = {t: self.benchmark.tasks[t].test() for t in [*self.order, *self.general]}
-        self.train_sets = {t: self.benchmark.tasks[t].train() for t in self.order}
+        self.test_sets = test_sets(self.benchmark, self.order, self.general)
+        self.stage_items = stage_items(self.benchmark, self.order, cfg.schedule, cfg.seed)
         run_dir.mkdir(parents=True, exist_ok=True)
         for record in prepare_run_dir(cfg, run_dir):  # the finished stages' cost still counts
             self.stages.append(record)
             self.compute.add(record)
             self.timings["stages"][str(record.stage)] = record.timings.to_json()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         self.info = {
             "status": "running", "command": command_line(), "config": _comparable(cfg),
             "order": self.order, "general_suite": self.general, "seed": cfg.seed,
             "versions": package_versions(), "hardware": hardware(),
+            # which engine generated: vLLM's greedy output is not bit-identical to transformers'
+            "backends": {"evaluation": str(cfg.eval.backend), "rif_rollouts": str(cfg.eval.backend),
+                         "grpo_rollouts": ("vllm" if cfg.paradigm.use_vllm else "hf") if "use_vllm" in cfg.paradigm
+                         else None},
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         from transformers import set_seed
 
         set_seed(cfg.seed)
@@ -203,29 +226,20 @@ class Run:
         self.tracker = make_tracker(cfg.logger, run_dir, self.info["config"], name, self.wandb_group)
         for i, record in enumerate(self.stages):
             self.tracker.log_stage(record, run_metrics(self.stages[: i + 1], self.order, self.general))
-        self.steps = LocalSteps(cfg, benchmark=self.benchmark, style=PromptStyle.for_benchmark(self.benchmark, cfg.cot),
-                                test_sets=self.test_sets, paradigm=self.paradigm)
+        self.steps = STEP_RUNNERS[cfg.launcher.name](
+            cfg, benchmark=self.benchmark, style=PromptStyle.for_benchmark(self.benchmark, cfg.cot),
+            test_sets=self.test_sets, paradigm=self.paradigm, run_dir=run_dir)
         self.steps.load(self.start_path())
 
-    def finish(self, started: float, ok: bool, metrics: dict | None, error: str | None) -> None:
+    def finish(self, started: float, status: str, metrics: dict | None, error: str | None) -> None:
         """Always runs: timings, plots of what was computed, run.json's status, the tracker closed."""
         self.timings["total_seconds"] = round(time.time() - started, 3)
         self.compute.wall_seconds = self.timings["total_seconds"]
         images = self.write_plots() if self.stages else {}
-        self.write_run_json("finished" if ok else "failed", error)
-        tracker = getattr(self, "tracker", None)
-        if tracker is not None:
-            tracker.finish(self.stages, metrics, images, ok)
+        self.write_run_json(status, error)
+        self.tracker.finish(self.stages, metrics, images, status == "finished")
 
     # --- the stages ------------------------------------------------------------------------
-
-    def stage_plan(self) -> list[tuple[str, list]]:
-        """(trained task, training items) per stage: one per task, or one joint stage."""
-        if self.cfg.schedule == Schedule.joint:
-            items = [ex for t in self.order for ex in self.train_sets[t]]
-            random.Random(self.cfg.seed).shuffle(items)
-            return [(JOINT, items)]
-        return [(t, self.train_sets[t]) for t in self.order]
 
     @property
     def num_stages(self) -> int:
@@ -240,7 +254,7 @@ class Run:
 
     def pending_stages(self):
         """The specs of the stages still to train, in order (a resumed run skips the done ones)."""
-        for stage, (task, items) in enumerate(self.stage_plan(), start=1):
+        for stage, (task, items) in enumerate(self.stage_items, start=1):
             if stage < len(self.stages):
                 continue
             yield StageSpec(stage=stage, task=task, items=items, base_path=self.base_path,
@@ -269,10 +283,10 @@ class Run:
         trained = self.steps.train(spec, items, Progress(self.tracker, spec.stage, self.compute.optimizer_steps))
         if self.cfg.checkpoint.keep == KeepCheckpoints.last and spec.stage > 1:
             shutil.rmtree(Path(spec.start_path), ignore_errors=True)
-        diagnostics = {**trained.diagnostics, "param_drift": self.steps.drift(self.base_path)}
+        evaluation = self.steps.evaluate(spec.dir / "eval", drift_from=self.base_path)
+        diagnostics = {**trained.diagnostics, "param_drift": evaluation.param_drift}
         if filtered:
             diagnostics["rif_kept_fraction"] = filtered.stats.kept_fraction
-        evaluation = self.steps.evaluate(spec.dir / "eval")
         timings = StageTimings(train_seconds=round(trained.train_seconds, 3),
                                save_seconds=round(trained.save_seconds, 3),
                                optimizer_steps=trained.train.optimizer_steps)

@@ -69,15 +69,19 @@ def evaluate_tasks(
     style: PromptStyle,
     batch_size: int = 128,
     max_new_tokens: int = 32,
+    engine=None,
 ) -> dict[str, list[EvalRecord]]:
     """Generate for all tasks' test items in one pass and grade each with its task's grader.
 
     `processing_class` is a tokenizer, or a processor for a vision-language model. Text-only
     items are generated together through the tokenizer; items with images together through
-    the processor.
+    the processor. With an `engine` (vllm_engine.VLLMEngine) it generates instead of `model`.
     """
     items = [ex for name in test_sets for ex in test_sets[name]]
     prompts = [format_prompt(processing_class, style.user_text(ex), len(ex.images)) for ex in items]
+    if engine is not None:
+        samples = engine.generate(prompts, [ex.images for ex in items], max_new_tokens=max_new_tokens)
+        return grade(items, prompts, [s[0] for s in samples], tasks, style, test_sets)
     responses = [""] * len(items)
     plain = [i for i, ex in enumerate(items) if not ex.images]
     visual = [i for i, ex in enumerate(items) if ex.images]
@@ -86,6 +90,12 @@ def evaluate_tasks(
         for i, resp in zip(group, generate(model, processing_class, [prompts[i] for i in group], batch_size,
                                            max_new_tokens, images=images)):
             responses[i] = resp
+    return grade(items, prompts, responses, tasks, style, test_sets)
+
+
+def grade(items: list[Example], prompts: list[str], responses: list[str], tasks: dict[str, Task],
+          style: PromptStyle, test_sets: dict[str, list[Example]]) -> dict[str, list[EvalRecord]]:
+    """Each response graded by its item's task, as records per task (in `test_sets`' order)."""
     records: dict[str, list[EvalRecord]] = {name: [] for name in test_sets}
     for ex, prompt, resp in zip(items, prompts, responses):
         extracted = style.extract(resp)

@@ -30,6 +30,21 @@ def is_vision_language(config) -> bool:
     return getattr(config, "vision_config", None) is not None
 
 
+def load_processing_class(path: str | Path):
+    """Only the checkpoint's processing class (for a step whose generation engine is not the model)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(str(path))
+    if is_vision_language(config):
+        processing_class = load_processor(path, config)
+    else:
+        processing_class = AutoTokenizer.from_pretrained(str(path))
+    tok = text_tokenizer(processing_class)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return processing_class
+
+
 def load_checkpoint(path: str | Path, dtype: torch.dtype = torch.float32):
     """The model and its processing class, chosen by the checkpoint's config.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import random
 import shutil
 import time
 from collections.abc import Callable
@@ -24,12 +25,13 @@ import torch
 from omegaconf import OmegaConf
 
 from cpt_bench.drift import param_drift
-from cpt_bench.evaluation import accuracy, evaluate_tasks
+from cpt_bench.evaluation import evaluate_tasks
 from cpt_bench.loading import load_checkpoint, resolve_dtype
 from cpt_bench.paradigms import Paradigm, StageContext
 from cpt_bench.paradigms.filtering import filter_items
 from cpt_bench.prompts import PromptStyle
 from cpt_bench.records import FilterStats, TrainStats
+from cpt_bench.results import JOINT
 from cpt_bench.rundir import write_jsonl
 from cpt_bench.tasks import Benchmark
 from cpt_bench.tasks.base import Example
@@ -62,6 +64,32 @@ class Evaluation:
     n: dict[str, int]
     format_rate: dict[str, float]
     seconds: float
+    param_drift: float | None = None  # ||theta - theta_0|| when asked for (drift_from)
+
+    @classmethod
+    def of(cls, records: dict[str, list[dict]], seconds: float, param_drift: float | None = None) -> Evaluation:
+        """From every task's graded records (`EvalRecord` as dicts), in the matrix's task order."""
+        return cls(accuracy={k: sum(r["score"] for r in v) / len(v) if v else 0.0 for k, v in records.items()},
+                   n={k: len(v) for k, v in records.items()},
+                   format_rate={k: sum(r["format_ok"] for r in v) / len(v) for k, v in records.items() if v},
+                   seconds=seconds, param_drift=param_drift)
+
+
+def stage_items(benchmark: Benchmark, order: list[str], schedule: str, seed: int) -> list[tuple[str, list[Example]]]:
+    """(trained task, training items) per stage: one per task, or one joint stage on all of them.
+
+    Deterministic, so a launched worker rebuilds the same list and needs only item indices."""
+    train_sets = {t: benchmark.tasks[t].train() for t in order}
+    if schedule == JOINT:
+        items = [ex for t in order for ex in train_sets[t]]
+        random.Random(seed).shuffle(items)
+        return [(JOINT, items)]
+    return [(t, train_sets[t]) for t in order]
+
+
+def test_sets(benchmark: Benchmark, order: list[str], general: list[str]) -> dict[str, list[Example]]:
+    """Every evaluated task's test items, CPT tasks in order, then the general suite."""
+    return {t: benchmark.tasks[t].test() for t in [*order, *general]}
 
 
 @dataclass
@@ -79,6 +107,12 @@ class Trained:
     log: list[dict] = field(default_factory=list)  # every trainer log event
 
 
+def write_eval_records(out_dir: Path, records: dict[str, list[dict]]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, rows in records.items():
+        write_jsonl(out_dir / f"{name}.jsonl", rows)
+
+
 # called with (global_step, max_steps, logs) on every trainer log event
 OnLog = Callable[[int, int, dict[str, float]], None]
 
@@ -87,7 +121,7 @@ class LocalSteps:
     """A stage's steps in this process, on the model it holds (on the GPU when there is one)."""
 
     def __init__(self, cfg, *, benchmark: Benchmark, style: PromptStyle, test_sets: dict[str, list[Example]],
-                 paradigm: Paradigm):
+                 paradigm: Paradigm, run_dir: Path | None = None):
         self.cfg, self.benchmark, self.style, self.test_sets, self.paradigm = cfg, benchmark, style, test_sets, paradigm
         self.model = self.processing_class = None
 
@@ -100,18 +134,16 @@ class LocalSteps:
             torch.cuda.empty_cache()
             self.model.to("cuda")
 
-    def evaluate(self, out_dir: Path) -> Evaluation:
-        """Greedy evaluation of every test set; each task's records go to `out_dir/<task>.jsonl`."""
+    def evaluate(self, out_dir: Path, drift_from: str | None = None) -> Evaluation:
+        """Greedy evaluation of every test set; each task's records go to `out_dir/<task>.jsonl`.
+        With `drift_from` (the base model), also the parameter drift from it."""
         start = time.time()
         records = evaluate_tasks(self.model, self.processing_class, self.benchmark.tasks, self.test_sets, self.style,
                                  batch_size=self.cfg.eval.batch_size, max_new_tokens=self.cfg.eval.max_new_tokens)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for name, recs in records.items():
-            write_jsonl(out_dir / f"{name}.jsonl", [asdict(r) for r in recs])
-        return Evaluation(accuracy={k: accuracy(v) for k, v in records.items()},
-                          n={k: len(v) for k, v in records.items()},
-                          format_rate={k: sum(r.format_ok for r in v) / len(v) for k, v in records.items() if v},
-                          seconds=time.time() - start)
+        rows = {name: [asdict(r) for r in recs] for name, recs in records.items()}
+        write_eval_records(out_dir, rows)
+        drift = param_drift(self.model, drift_from) if drift_from else None
+        return Evaluation.of(rows, time.time() - start, drift)
 
     def filter(self, spec: StageSpec) -> Filtered:
         """RIF: keep the items the current model can learn from; record what it cost."""
@@ -157,9 +189,6 @@ class LocalSteps:
             self._reload_from_deepspeed(spec.model_dir)
         return Trained(train=TrainStats(items=len(items), optimizer_steps=steps, generated_tokens=tokens),
                        diagnostics=dict(metrics), train_seconds=train_seconds, save_seconds=save_seconds, log=logs)
-
-    def drift(self, base_path: str) -> float:
-        return param_drift(self.model, base_path)
 
     def _context(self, spec: StageSpec, on_log: OnLog) -> StageContext:
         cfg = self.cfg

@@ -105,23 +105,24 @@ class Paradigm(Protocol):
     def train_stage(self, model, processing_class, examples: list[Example], ctx: StageContext) -> StageResult: ...
 
 
-def _sft(cfg) -> Paradigm:
+def _sft(cfg, world_size: int) -> Paradigm:
     from cpt_bench.paradigms.sft import SFT
 
-    return SFT(cfg)
+    return SFT(cfg, world_size)
 
 
-def _rft(cfg) -> Paradigm:
+def _rft(cfg, world_size: int) -> Paradigm:
     from cpt_bench.paradigms.rft import RFT
 
-    return RFT(cfg)
+    return RFT(cfg, world_size)
 
 
 PARADIGMS: dict[str, Callable[..., Paradigm]] = {"sft": _sft, "rft": _rft}
 
 
-def build_paradigm(cfg) -> Paradigm:
-    """The paradigm `cfg.name` names, configured by its (validated) schema node."""
+def build_paradigm(cfg, world_size: int = 1) -> Paradigm:
+    """The paradigm `cfg.name` names, configured by its (validated) schema node, for a stage
+    that trains over `world_size` processes (the launcher's, not this process's environment)."""
     if cfg.name not in PARADIGMS:
         raise unknown("paradigm", cfg.name, PARADIGMS)
-    return PARADIGMS[cfg.name](cfg)
+    return PARADIGMS[cfg.name](cfg, world_size)

@@ -49,9 +49,18 @@ class FilterResult:
 @torch.no_grad()
 def rollout_scores(model, processing_class, examples: list[Example], *, tasks: dict[str, Task], style: PromptStyle,
                    num_rollouts: int, temperature: float, max_new_tokens: int,
-                   batch_size: int) -> tuple[list[list[float]], int]:
+                   batch_size: int, engine=None) -> tuple[list[list[float]], int]:
     """`num_rollouts` sampled completions per item, graded; returns the scores (in item order)
-    and the generated token count. `batch_size` counts prompts."""
+    and the generated token count. `batch_size` counts prompts. With an `engine`
+    (vllm_engine.VLLMEngine) it samples instead of `model`."""
+    if engine is not None:
+        prompts = [format_prompt(processing_class, style.user_text(ex), len(ex.images)) for ex in examples]
+        samples = engine.generate(prompts, [ex.images for ex in examples], num_samples=num_rollouts,
+                                  temperature=temperature, max_new_tokens=max_new_tokens)
+        tok = text_tokenizer(processing_class)
+        tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for texts in samples for t in texts)
+        return [[tasks[ex.task].grade(style.extract(t), ex) for t in texts]
+                for ex, texts in zip(examples, samples)], tokens
     model.eval()
     tok = text_tokenizer(processing_class)
     scores: list[list[float]] = [[] for _ in examples]
@@ -80,12 +89,13 @@ def rollout_scores(model, processing_class, examples: list[Example], *, tasks: d
 
 def filter_items(model, processing_class, examples: list[Example], *, tasks: dict[str, Task], style: PromptStyle,
                  rule: str, num_rollouts: int, temperature: float, max_new_tokens: int,
-                 batch_size: int) -> FilterResult:
+                 batch_size: int, engine=None) -> FilterResult:
     """Roll out every item and keep those `rule` accepts; `batch_size` counts completions."""
     start = time.time()
     scores, tokens = rollout_scores(model, processing_class, examples, tasks=tasks, style=style,
                                     num_rollouts=num_rollouts, temperature=temperature,
-                                    max_new_tokens=max_new_tokens, batch_size=max(1, batch_size // num_rollouts))
+                                    max_new_tokens=max_new_tokens, batch_size=max(1, batch_size // num_rollouts),
+                                    engine=engine)
     keep = [keep_item(s, rule) for s in scores]
     kept = [ex for ex, ok in zip(examples, keep) if ok]
     return FilterResult(kept, scores, keep, time.time() - start, tokens)

@@ -26,7 +26,6 @@ from transformers import PrinterCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from cpt_bench.config import as_schema
-from cpt_bench.distributed import world_size
 from cpt_bench.grading import format_ok
 from cpt_bench.paradigms import StageContext, StageResult, common_trainer_args, mean_logs, save_stage
 from cpt_bench.paradigms.sft import ForwardLogs
@@ -50,10 +49,10 @@ def completion_str(completion) -> str:
 class RFT:
     name = "rft"
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, world_size: int = 1):
         self.cfg = cfg = as_schema(cfg)
-        # the schema checks GRPO's batch arithmetic: a bad batch fails before any work
-        self.prompts_per_step = cfg.prompts_per_step(world_size())
+        # the schema checks GRPO's batch arithmetic over all processes: a bad batch fails before any work
+        self.prompts_per_step = cfg.prompts_per_step(world_size)
         self.completions_per_prompt = cfg.num_generations
         self.completion_length = cfg.max_completion_length
 
@@ -74,7 +73,10 @@ class RFT:
             num_iterations=c.num_iterations,
             reward_weights=reward_weights,
             use_vllm=c.use_vllm,
-            vllm_mode=c.vllm_mode,
+            vllm_mode=str(c.vllm_mode),
+            vllm_gpu_memory_utilization=c.vllm_gpu_memory_utilization,
+            vllm_enable_sleep_mode=c.vllm_enable_sleep_mode,
+            vllm_tensor_parallel_size=c.vllm_tensor_parallel_size,
         )
 
     def build_trainer(self, model, processing_class, examples: list[Example],

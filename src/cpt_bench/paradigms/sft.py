@@ -17,7 +17,6 @@ from transformers import PrinterCallback, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from cpt_bench.config import as_schema
-from cpt_bench.distributed import world_size
 from cpt_bench.paradigms import StageContext, StageResult, common_trainer_args, mean_logs, save_stage
 from cpt_bench.prompts import completion_text, format_prompt
 from cpt_bench.tasks.base import Example
@@ -41,9 +40,9 @@ class SFT:
     completions_per_prompt = 1
     completion_length = None  # SFT generates nothing
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, world_size: int = 1):
         self.cfg = cfg = as_schema(cfg)
-        self.prompts_per_step = cfg.per_device_batch_size * cfg.gradient_accumulation_steps * world_size()
+        self.prompts_per_step = cfg.prompts_per_step(world_size)
 
     def trainer_args(self, ctx: StageContext) -> SFTConfig:
         return SFTConfig(

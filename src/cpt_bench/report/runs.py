@@ -24,7 +24,7 @@ log = logging.getLogger("cpt_bench.report")
 COMPUTE = ["optimizer_steps", "generated_tokens", "train_seconds", "wall_seconds"]  # shown per variant
 # Config keys that say how a run was executed or logged, not what was measured: two runs
 # that differ only here are the same experiment. `seed` is what the variant averages over.
-NOT_EXPERIMENT = ("seed", "hydra", "logger", "model.cache_dir", "overwrite", "threads",
+NOT_EXPERIMENT = ("seed", "hydra", "logger", "launcher", "model.cache_dir", "overwrite", "threads",
                   "checkpoint", "deepspeed", "eval.batch_size")
 PARADIGM_RANK = {"sft": 0, "rft": 1}  # table and comparison order; others follow by name
 SKIP_DIRS = {"wandb", "stages"}  # never hold a run of their own; can be large

@@ -1,0 +1,233 @@
+"""`launcher=torchrun`: a stage's heavy steps as torchrun jobs, this process the controller.
+
+The controller (the Hydra job) owns the config, the run directory, resume, W&B and every
+shared result file, and never holds a model. Each step (RIF rollouts, training, evaluation)
+runs as
+
+    torchrun --nproc_per_node N [--nnodes M ...] -m cpt_bench.worker <step> <config> <spec>
+
+with the resolved config written once (`.cpt/config.yaml`) and a spec per step (stage, task,
+checkpoint paths, item indices after RIF, seed). Results come back through files in the
+stage folder: evaluation and rollouts as one shard per rank (merged here, in item order, into
+the same files a single process writes), training as its checkpoint, a streamed
+`train_log.jsonl` and `result.json`. A worker that fails or is killed fails the stage with the
+tail of its log; earlier stages stay complete and resumable. Children start in their own
+process group with SIGUSR2 ignored (SLURM's pre-emption warning is the controller's), and
+are stopped whenever the controller stops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from cpt_bench.distributed import LAUNCH_VARS
+from cpt_bench.errors import ConfigError
+from cpt_bench.paradigms.filtering import keep_item
+from cpt_bench.records import FilterStats, TrainStats
+from cpt_bench.rundir import read_json, read_jsonl, write_json, write_jsonl
+from cpt_bench.steps import Evaluation, Filtered, OnLog, StageSpec, Trained, write_eval_records
+
+log = logging.getLogger("cpt_bench")
+
+# set by torch.distributed.run for its own children; an outer launcher's must not leak into ours
+CHILD_DROP = (*LAUNCH_VARS, "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE",
+              "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS")
+LOG_TAIL = 25  # lines of a failed worker's log in the error
+
+
+class StepFailed(RuntimeError):
+    """A launched step exited non-zero (or was killed)."""
+
+
+def _ignore_usr2() -> None:  # runs in the child before exec: SIG_IGN survives exec
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
+class TorchrunSteps:
+    """The steps of a stage as torchrun jobs over `launcher.nproc_per_node x nnodes` processes."""
+
+    def __init__(self, cfg, *, benchmark, style, test_sets, paradigm, run_dir: Path):
+        self.cfg, self.launcher, self.test_sets, self.paradigm = cfg, cfg.launcher, test_sets, paradigm
+        self.config_path = run_dir / ".cpt" / "config.yaml"
+        self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        tmp.replace(self.config_path)
+        self.model_path: str | None = None
+
+    def load(self, path: str | Path) -> None:
+        self.model_path = str(path)  # the workers load it; the controller holds no model
+
+    # --- the steps ---------------------------------------------------------------------------
+
+    def evaluate(self, out_dir: Path, drift_from: str | None = None) -> Evaluation:
+        start = time.time()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self._run("evaluate", {"dir": str(out_dir), "model_path": self.model_path, "drift_from": drift_from},
+                  out_dir)
+        records = merge_eval_shards(out_dir, self.test_sets)
+        write_eval_records(out_dir, records)
+        drift = read_json(out_dir / "drift.json")["param_drift"] if drift_from else None
+        (out_dir / "drift.json").unlink(missing_ok=True)
+        return Evaluation.of(records, time.time() - start, drift)
+
+    def filter(self, spec: StageSpec) -> Filtered:
+        start = time.time()
+        f = self.cfg.filter
+        self._run("filter", {**self._stage(spec), "model_path": self.model_path}, spec.dir)
+        shards = sorted(spec.dir.glob("filter-shard-*.jsonl"))
+        rows = [r for p in shards for r in read_jsonl(p)]
+        scores = {r["index"]: r["scores"] for r in rows if "index" in r}
+        tokens = sum(r["generated_tokens"] for r in rows if "generated_tokens" in r)
+        if len(scores) != len(spec.items):
+            raise StepFailed(f"RIF shards in {spec.dir} cover {len(scores)} of {len(spec.items)} items")
+        keep = [keep_item(scores[i], f.keep) for i in range(len(spec.items))]
+        write_jsonl(spec.dir / "filter.jsonl", [{"prompt": ex.prompt, "answer": ex.answer, "scores": scores[i],
+                                                 "kept": keep[i]} for i, ex in enumerate(spec.items)])
+        for path in shards:
+            path.unlink()
+        kept = [ex for ex, k in zip(spec.items, keep) if k]
+        seconds = time.time() - start
+        stats = FilterStats(rule=str(f.keep), num_rollouts=f.num_rollouts, items=len(spec.items), kept=len(kept),
+                            kept_fraction=len(kept) / len(spec.items) if spec.items else 0.0,
+                            rollout_seconds=round(seconds, 3), rollout_tokens=tokens,
+                            train_items_saved=len(spec.items) - len(kept))
+        log.info("stage %d: RIF (%s, K=%d) kept %d/%d items (%.0f%%) in %.1f s", spec.stage, f.keep, f.num_rollouts,
+                 stats.kept, stats.items, 100 * stats.kept_fraction, seconds)
+        return Filtered(kept, stats)
+
+    def train(self, spec: StageSpec, items: list, on_log: OnLog) -> Trained:
+        position = {id(ex): i for i, ex in enumerate(spec.items)}
+        log_path = spec.dir / "train_log.jsonl"
+        log_path.unlink(missing_ok=True)
+        (spec.dir / "result.json").unlink(missing_ok=True)
+        tail = _LogTail(log_path, on_log)
+        self._run("train", {**self._stage(spec), "base_path": spec.base_path, "start_path": spec.start_path,
+                            "item_indices": [position[id(ex)] for ex in items]}, spec.dir, tail.poll)
+        tail.poll()
+        write_jsonl(log_path, tail.rows)  # the same format a single process writes
+        result = read_json(spec.dir / "result.json")
+        self.model_path = str(spec.model_dir)
+        return Trained(train=TrainStats(items=len(items), optimizer_steps=result["optimizer_steps"],
+                                        generated_tokens=result["generated_tokens"]),
+                       diagnostics=result["metrics"], train_seconds=result["train_seconds"],
+                       save_seconds=result["save_seconds"], log=tail.rows)
+
+    # --- launching ---------------------------------------------------------------------------
+
+    def _stage(self, spec: StageSpec) -> dict:
+        return {"stage": spec.stage, "task": spec.task, "dir": str(spec.dir), "seed": spec.seed}
+
+    def command(self, step: str, spec_path: Path) -> list[str]:
+        """The torchrun command line of one step (through srun on a multi-node SLURM job)."""
+        lc = self.launcher
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={lc.nproc_per_node}",
+               f"--nnodes={lc.nnodes}"]
+        if lc.nnodes == 1:
+            cmd.append("--standalone")
+        else:
+            cmd += ["--rdzv_backend=c10d", f"--rdzv_endpoint={self.rendezvous()}",
+                    f"--rdzv_id={os.environ.get('SLURM_JOB_ID', 'cpt-bench')}"]
+        cmd += ["-m", "cpt_bench.worker", step, str(self.config_path), str(spec_path)]
+        if lc.srun:
+            # a step inside the job's allocation, beside the controller's own (--overlap)
+            cmd = ["srun", "--overlap", f"--nodes={lc.nnodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1", *cmd]
+        return cmd
+
+    def rendezvous(self) -> str:
+        """host:port of the multi-node rendezvous: the config's, $MASTER_ADDR's, or the SLURM job's first host."""
+        if self.launcher.rdzv_endpoint:
+            return self.launcher.rdzv_endpoint
+        host = os.environ.get("MASTER_ADDR")
+        if not host and os.environ.get("SLURM_JOB_NODELIST"):
+            out = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
+                                 capture_output=True, text=True, check=False).stdout.split()
+            host = out[0] if out else None
+        if not host:
+            raise ConfigError("launcher.nnodes > 1 needs launcher.rdzv_endpoint=host:port (or MASTER_ADDR, "
+                              "or a SLURM job)")
+        return f"{host}:{os.environ.get('MASTER_PORT', '29500')}"
+
+    def child_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in CHILD_DROP}
+        threads = self.cfg.threads or max(1, (os.cpu_count() or 1) // self.launcher.nproc_per_node)
+        env.update(WANDB_MODE="disabled", PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads))
+        return env
+
+    def _run(self, step: str, spec: dict, folder: Path, poll=None) -> None:
+        """Run one step to completion; raise StepFailed with its log's tail if it fails."""
+        folder.mkdir(parents=True, exist_ok=True)
+        spec_path, log_path = folder / f"{step}-spec.json", folder / f"{step}.log"
+        write_json(spec_path, {**spec, "step": step, "seed": spec.get("seed", self.cfg.seed)})
+        with open(log_path, "w") as out:
+            proc = subprocess.Popen(self.command(step, spec_path), stdout=out, stderr=subprocess.STDOUT,
+                                    env=self.child_env(), start_new_session=True, preexec_fn=_ignore_usr2)
+            try:
+                while proc.poll() is None:
+                    if poll:
+                        poll()
+                    time.sleep(0.5)
+            finally:
+                if proc.poll() is None:  # the controller is stopping (an error, a signal): so do its children
+                    stop(proc)
+        if proc.returncode:
+            lines = log_path.read_text(errors="replace").splitlines()[-LOG_TAIL:]
+            raise StepFailed(f"{step} step failed (torchrun exit code {proc.returncode}); "
+                             f"last lines of {log_path}:\n" + "\n".join(lines))
+
+
+def merge_eval_shards(out_dir: Path, test_sets: dict[str, list]) -> dict[str, list[dict]]:
+    """The ranks' `shard-<rank>.jsonl` as one record list per task, in item order (as one
+    process evaluates them); the shard files are removed once merged."""
+    shards = sorted(out_dir.glob("shard-*.jsonl"))
+    records: dict[str, list[dict]] = {task: [] for task in test_sets}
+    for row in sorted((r for p in shards for r in read_jsonl(p)), key=lambda r: r["index"]):
+        row.pop("index")
+        records[row["task"]].append(row)
+    if any(len(records[t]) != len(items) for t, items in test_sets.items()):
+        raise StepFailed(f"the evaluation shards in {out_dir} do not cover every test item")
+    for path in shards:
+        path.unlink()
+    return records
+
+
+def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """Terminate a child's whole process group (torchrun and its ranks), then kill what is left."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class _LogTail:
+    """Forwards the lines a training worker appends to `train_log.jsonl` as they arrive."""
+
+    def __init__(self, path: Path, on_log: OnLog):
+        self.path, self.on_log, self.offset, self.rows = path, on_log, 0, []
+
+    def poll(self) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path) as f:
+            f.seek(self.offset)
+            while (line := f.readline()).endswith("\n"):  # a partly written line waits for the next poll
+                self.offset = f.tell()
+                row = json.loads(line)
+                total = row.pop("max_steps")
+                self.rows.append(row)
+                self.on_log(row["step"], total, {k: v for k, v in row.items() if k != "step"})

@@ -1,0 +1,54 @@
+"""vLLM as the generation engine of evaluation and RIF rollouts (`eval.backend=vllm`).
+
+Optional (`pip install 'cpt-bench[vllm]'`); asking for it where it is not installed is a
+one-line error when the config is validated, never a silent fall-back to Hugging Face
+generation. The engine loads a checkpoint *folder* (each stage's saved model), so it is
+built per step and freed with it: one `LLM` per process, tensor parallel size 1 (each rank of
+a sharded evaluation holds its own replica). Greedy decoding is `temperature=0`; vLLM's
+greedy output is not bit-identical to Hugging Face's, which is why the backend is recorded in
+`run.json`. Images go in as `multi_modal_data`, prompts already rendered by `format_prompt`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+from cpt_bench.errors import ConfigError
+
+# set by torch.distributed.run; vLLM would read them as its own distributed set-up
+_LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def require_vllm(what: str) -> None:
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError(f"{what} needs vLLM, which is not installed: pip install 'cpt-bench[vllm]' (on a GPU "
+                          "machine), or use the Hugging Face backend")
+
+
+class VLLMEngine:
+    """Generation from one checkpoint folder through vLLM's offline `LLM`."""
+
+    def __init__(self, path: str, *, seed: int = 0, gpu_memory_utilization: float = 0.9,
+                 max_model_len: int | None = None):
+        saved = {k: os.environ.pop(k) for k in _LAUNCH_VARS if k in os.environ}
+        try:
+            from vllm import LLM
+
+            self.llm = LLM(model=str(path), tensor_parallel_size=1, seed=seed,
+                           gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len)
+        finally:
+            os.environ.update(saved)
+
+    def generate(self, prompts: list[str], images: list[list] | None = None, *, num_samples: int = 1,
+                 temperature: float = 0.0, max_new_tokens: int = 32) -> list[list[str]]:
+        """`num_samples` completions per prompt, in prompt order (temperature 0 = greedy)."""
+        from vllm import SamplingParams
+
+        from cpt_bench.tasks.images import load_images
+
+        params = SamplingParams(n=num_samples, temperature=temperature, top_p=1.0, max_tokens=max_new_tokens)
+        requests = [{"prompt": p, **({"multi_modal_data": {"image": load_images(imgs)}} if imgs else {})}
+                    for p, imgs in zip(prompts, images or [None] * len(prompts))]
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        return [[c.text for c in out.outputs] for out in outputs]

@@ -1,0 +1,126 @@
+"""vLLM as an optional generation engine: validated up front, tested here with a fake engine
+(vLLM itself cannot run on these CPUs), through the same worker code a GPU run uses."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import json
+import sys
+import types
+
+import pytest
+from omegaconf import OmegaConf
+
+from cpt_bench.continual import plan
+from cpt_bench.errors import ConfigError
+from cpt_bench.vllm_engine import VLLMEngine
+from cpt_bench.worker import Worker
+
+from conftest import compose_config as composed
+
+
+class FakeLLM:
+    """Stands in for vllm.LLM: answers every prompt with `answer(prompt)`, records its calls."""
+
+    instances: list = []
+
+    def __init__(self, model, **kwargs):
+        import os
+
+        self.model, self.kwargs, self.rank_seen = model, kwargs, os.environ.get("RANK")
+        self.calls = []
+        FakeLLM.instances.append(self)
+
+    def generate(self, requests, params, use_tqdm=False):
+        self.calls.append((requests, params))
+        out = types.SimpleNamespace
+        return [out(outputs=[out(text=FakeLLM.answer(r["prompt"])) for _ in range(params.kwargs["n"])])
+                for r in requests]
+
+    @staticmethod
+    def answer(prompt: str) -> str:
+        return "7"
+
+
+class FakeSamplingParams:
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    module = types.ModuleType("vllm")
+    module.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+    module.LLM, module.SamplingParams = FakeLLM, FakeSamplingParams
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    FakeLLM.instances.clear()
+    return module
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["launcher=torchrun", "eval.backend=vllm"], "eval.backend=vllm needs vLLM, which is not installed"),
+    (["paradigm=rft", "paradigm.use_vllm=true"], "paradigm.use_vllm=true needs vLLM, which is not installed"),
+])
+def test_asking_for_vllm_where_it_is_missing_is_a_one_line_error(overrides, message):
+    if "vllm" in sys.modules or importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    with pytest.raises(ConfigError, match=message) as err:
+        plan(composed(*overrides))
+    assert "\n" not in str(err.value)
+
+
+def test_vllm_evaluation_needs_launched_steps(fake_vllm):
+    with pytest.raises(ConfigError, match="eval.backend=vllm needs launcher=torchrun"):
+        plan(composed("eval.backend=vllm"))
+    plan(composed("eval.backend=vllm", "launcher=torchrun"))  # with vLLM installed and launched steps: valid
+
+
+def test_engine_requests(fake_vllm, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv("RANK", "1")  # torchrun's variables are hidden from vLLM's own set-up
+    engine = VLLMEngine("/models/stage-1", seed=3)
+    llm = FakeLLM.instances[0]
+    assert llm.model == "/models/stage-1" and llm.kwargs["tensor_parallel_size"] == 1 and llm.kwargs["seed"] == 3
+    assert llm.rank_seen is None and __import__("os").environ["RANK"] == "1"
+    image = Image.new("RGB", (8, 8))
+    out = engine.generate(["a", "b"], [[], [image]], num_samples=4, temperature=1.0, max_new_tokens=5)
+    assert out == [["7"] * 4, ["7"] * 4]
+    requests, params = llm.calls[0]
+    assert requests[0] == {"prompt": "a"} and requests[1]["multi_modal_data"]["image"] == [image]
+    assert params.kwargs == {"n": 4, "temperature": 1.0, "top_p": 1.0, "max_tokens": 5}
+    engine.generate(["a"])
+    assert llm.calls[1][1].kwargs["temperature"] == 0.0 and llm.calls[1][1].kwargs["n"] == 1  # greedy
+
+
+@pytest.mark.slow
+def test_worker_evaluates_and_rolls_out_through_vllm(fake_vllm, model_cache, tmp_path, monkeypatch):
+    """The worker's evaluate and filter steps with eval.backend=vllm: the engine generates, the
+    task graders score, the base model's weights are read only for the parameter drift."""
+    from cpt_bench.builtin import base_model_path
+
+    cfg = composed("order.tasks=[max]", "benchmark.test_size=20", "benchmark.train_size=16", "eval.general=false",
+                   "eval.backend=vllm", "launcher=torchrun", "filter=rif", f"model.cache_dir={model_cache}")
+    base = base_model_path(cfg.model)
+    config = tmp_path / "config.yaml"
+    config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    spec = tmp_path / "eval.json"
+    spec.write_text(json.dumps({"dir": str(tmp_path / "eval"), "model_path": base, "drift_from": base, "seed": 0}))
+    worker = Worker(str(config), str(spec))
+    worker.evaluate()
+    rows = [json.loads(x) for x in (tmp_path / "eval/shard-0.jsonl").read_text().splitlines()]
+    assert len(rows) == 20 and all(r["response"] == "7" for r in rows)
+    assert [r["score"] for r in rows] == [float(r["answer"] == "7") for r in rows]
+    assert json.loads((tmp_path / "eval/drift.json").read_text())["param_drift"] == 0.0
+    spec = tmp_path / "filter.json"
+    spec.write_text(json.dumps({"dir": str(tmp_path / "stage"), "model_path": base, "stage": 1, "task": "max",
+                                "seed": 0}))
+    Worker(str(config), str(spec)).filter()
+    rows = [json.loads(x) for x in (tmp_path / "stage/filter-shard-0.jsonl").read_text().splitlines()]
+    assert len(rows) == 17 and rows[-1]["generated_tokens"] > 0  # 16 items, then the token count
+    assert all(len(r["scores"]) == 8 for r in rows[:-1])
+    _, params = FakeLLM.instances[-1].calls[0]
+    assert params.kwargs["n"] == 8 and params.kwargs["temperature"] == 1.0
