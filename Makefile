@@ -4,15 +4,17 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
+comma  := ,
 
 # Tests and the default run never touch a model hub, and W&B stays offline.
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: help install run compare test test-fast lint reference bench multirun clean
+.PHONY: help install run compare test test-fast lint reference bench bench-sweep multirun clean \
+        paper-sft paper-rft paper-joint paper-ablations
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,8 +50,47 @@ bench: $(STAMP) ## sequence wall times (SFT, RFT, RIF) and RFT's overhead over a
 	$(BIN)/python benchmarks/bench_sequence.py $(ARGS)
 	$(BIN)/python benchmarks/bench_rft_overhead.py
 
+bench-sweep: $(STAMP) ## the 20-run pareto sweep, sequential vs 2 parallel joblib jobs (~20 min on 2 cores)
+	$(BIN)/python benchmarks/bench_parallel_sweep.py
+
 multirun: $(STAMP) ## example sweep: two seeds x two orders = four sequences
 	$(BIN)/cpt-bench -m seed=1,2 order=default,reverse $(ARGS)
+
+# --- the paper's sweeps on a SLURM cluster (hydra-submitit-launcher, hydra/launcher=slurm) -----
+# Each sequence is one job of one task per node whose controller starts the ranks itself
+# (launcher=torchrun); a sweep is one job array. The sweep directory is fixed (multirun/paper_*),
+# so re-running a target resubmits into the same run directories, where each run resumes after
+# its last complete stage.
+#   make paper-sft PARTITION=gpu ACCOUNT=lab DATA=/data/mllm_cl TIME=2880 GPUS=8 NODES=1
+#   make paper-sft DRY=1 PARTITION=gpu      # print the sbatch script instead of submitting
+# An empty PARTITION, ACCOUNT or DATA is left out (the cluster's default; the hub datasets).
+PARTITION ?=
+ACCOUNT   ?=
+GPUS      ?= 8
+NODES     ?= 1
+TIME      ?= 2880
+DATA      ?=
+DRY       ?=
+SLURM_ARGS = hydra/launcher=slurm launcher=torchrun launcher.nproc_per_node=$(GPUS) launcher.nnodes=$(NODES) \
+	hydra.launcher.gpus_per_node=$(GPUS) hydra.launcher.nodes=$(NODES) hydra.launcher.timeout_min=$(TIME) \
+	$(if $(PARTITION),hydra.launcher.partition=$(PARTITION)) $(if $(ACCOUNT),hydra.launcher.account=$(ACCOUNT)) \
+	$(if $(DATA),benchmark.data_dir=$(DATA)) $(if $(filter-out 1,$(NODES)),launcher.srun=true)
+SUBMIT = $(if $(DRY),$(BIN)/cpt-bench-sbatch,$(BIN)/cpt-bench -m)
+# $(call paper,<sweep name>,<overrides>): print the command, then run it
+paper_cmd = $(strip $(SUBMIT) $(2) $(SLURM_ARGS) hydra.sweep.dir=multirun/$(1) $(ARGS))
+paper = @echo "$(paper_cmd)" && $(paper_cmd)
+
+paper-sft: $(STAMP) ## SLURM: the paper's sequential SFT (DRY=1 prints the sbatch script)
+	$(call paper,paper_sft,+experiment=paper_sft)
+
+paper-rft: $(STAMP) ## SLURM: the paper's sequential RFT (GRPO)
+	$(call paper,paper_rft,+experiment=paper_rft)
+
+paper-joint: $(STAMP) ## SLURM: the joint multi-task SFT baseline
+	$(call paper,paper_joint,+experiment=paper_sft schedule=joint)
+
+paper-ablations: $(STAMP) ## SLURM: GRPO without KL, without CoT, and RIF-RFT (one array)
+	$(call paper,paper_ablations,+experiment=paper_rft_no_kl$(comma)paper_rft_no_cot$(comma)paper_rif_rft)
 
 clean: ## remove .venv, build outputs and pytest's cache
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -1,0 +1,62 @@
+"""Pre-emption on a cluster: SLURM signals a job (SIGUSR2) before pre-empting it or before its
+time limit; submitit's handler in the controller checkpoints and requeues the job with the
+same overrides into the same run directory, where the sequence resumes from its last complete
+stage and ends with the matrix an uninterrupted run gives. Re-submitting a finished sweep
+returns the stored results instead of failing. Run with Hydra's submitit_local launcher, and
+the signal sent by the test itself once the first stage is complete (deterministic, where a
+time limit would race the machine's speed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+SEQUENCE = ["order.tasks=[max,shift,add]", "benchmark.train_size=256", "benchmark.test_size=50",
+            "paradigm.epochs=3", "logger=none", "seed=0"]
+
+
+def test_a_signalled_job_is_requeued_resumes_and_matches_an_uninterrupted_run(model_cache, tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep_cmd = ["-m", "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}", *SEQUENCE,
+                 f"model.cache_dir={model_cache}"]
+    exe = Path(sys.executable).with_name("cpt-bench")
+    proc = subprocess.Popen([str(exe), *sweep_cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_dir = sweep / "0"
+    deadline = time.time() + 300
+    while not (run_dir / "stages/01-max/stage.json").exists():  # the first stage is complete
+        assert proc.poll() is None and time.time() < deadline, "the sweep ended before the signal"
+        time.sleep(0.2)
+    # a local job's id is the pid of submitit's job controller, whose child runs the Hydra job
+    (job_id,) = [p.name for p in (sweep / ".submitit").iterdir() if p.name.isdigit()]
+    (task,) = Path(f"/proc/{job_id}/task/{job_id}/children").read_text().split()
+    os.kill(int(task), signal.SIGUSR2)  # as SLURM does before a pre-emption or the time limit
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "finished" and info["stages_completed"] == 3
+    job_logs = "".join(p.read_text(errors="replace") for p in (sweep / ".submitit").rglob("*_log.*"))
+    assert "Requeued job" in job_logs, job_logs[-2000:]
+    log = (run_dir / "cli.log").read_text()
+    assert "resuming" in log and "after stage" in log  # the requeued job carried on in the same dir
+
+    straight = tmp_path / "straight"
+    res = run_cli(*SEQUENCE, f"model.cache_dir={model_cache}", f"hydra.run.dir={straight}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (run_dir / "matrix.csv").read_text() == (straight / "matrix.csv").read_text()
+
+    # submitting the finished sweep again skips its finished run and returns the stored metric
+    res = run_cli(*sweep_cmd, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "already holds this finished run" in (run_dir / "cli.log").read_text()
