@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The GPU check of the cluster path, for a lent single-GPU machine (one call, at most 8 min):
+# an SFT stage and an RFT stage in bf16 under DeepSpeed ZeRO-3 through launcher=torchrun, on a
+# model with Qwen2.5-0.5B's architecture and random weights (built there: such weights can be
+# neither downloaded nor carried, and throughput does not need them). Records step time,
+# tokens per second and peak GPU memory into $OUT (bench-results/ when run by hand).
+#
+#   here:   bash benchmarks/fetch_gpu_wheels.sh
+#   there:  device run, carry [".whl"], command "bash benchmarks/gpu_check.sh", timeout_s 540
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench-results}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit 1
+export PYTHONPATH=/tmp/site HF_HUB_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1
+export PATH=/tmp/site/bin:$PATH
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python3 benchmarks/gpu_model.py /tmp/qwen-0.5b-random || exit 1
+common=(model.path=/tmp/qwen-0.5b-random model.builtin=null model.dtype=bf16 launcher=torchrun
+        launcher.nproc_per_node=1 deepspeed=zero3 logger=none "order.tasks=[add]" benchmark.train_size=256
+        benchmark.test_size=64 eval.general=false eval.batch_size=64)
+run() {  # name, extra overrides...
+    local name=$1; shift
+    python3 -m cpt_bench.cli "${common[@]}" "$@" hydra.run.dir=/tmp/gpu-$name \
+        > "$OUT/$name.log" 2>&1
+    echo "$name exit $?" | tee -a "$OUT/summary.txt"
+    cp /tmp/gpu-$name/run.json "$OUT/$name-run.json" 2>/dev/null
+    cp /tmp/gpu-$name/stages/01-add/stage.json "$OUT/$name-stage.json" 2>/dev/null
+    cp /tmp/gpu-$name/stages/01-add/train.log "$OUT/$name-train.log" 2>/dev/null
+    cp /tmp/gpu-$name/stages/01-add/train_log.jsonl "$OUT/$name-train_log.jsonl" 2>/dev/null
+}
+run sft paradigm=sft paradigm.per_device_batch_size=8 paradigm.epochs=1 paradigm.max_length=128
+run rft paradigm=rft paradigm.per_device_batch_size=64 paradigm.max_steps=8 paradigm.max_completion_length=32
+python3 benchmarks/gpu_summary.py "$OUT" | tee -a "$OUT/summary.txt"
