@@ -26,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from cpt_bench import plots
 from cpt_bench.builtin import BUILTIN_MODELS, base_model_path
-from cpt_bench.config import Config, KeepCheckpoints, Schedule, validate
+from cpt_bench.choices import KeepCheckpoints, Schedule
+from cpt_bench.config import Config, validate
 from cpt_bench.distributed import ensure_process_group_env
 from cpt_bench.errors import ConfigError, unknown
 from cpt_bench.launch import TorchrunSteps

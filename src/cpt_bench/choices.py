@@ -1,0 +1,72 @@
+"""Closed choices of the config schema (StrEnum: Hydra rejects any other value at compose
+time, with the list of allowed ones) and the one-line range check the schema's validate() uses."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from cpt_bench.errors import ConfigError
+
+# member names = values, so files and the command line read the same
+
+
+class Schedule(StrEnum):
+    sequential = "sequential"  # one stage per task
+    joint = "joint"  # one stage on the union of all tasks (the multi-task baseline)
+
+
+class KeepCheckpoints(StrEnum):
+    all = "all"  # noqa: A003 - every stage's model
+    last = "last"  # only the latest (what resume needs)
+
+
+class LoggerMode(StrEnum):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+class KeepRule(StrEnum):
+    solvable = "solvable"  # >= 1 of K rollouts correct (the authors' code)
+    nonzero_variance = "nonzero_variance"  # some right, some wrong
+
+
+class KLReference(StrEnum):
+    base = "base"  # the original base model (the paper)
+    previous = "previous"  # the stage's starting checkpoint
+
+
+class RewardScaling(StrEnum):
+    group = "group"
+    batch = "batch"
+    none = "none"
+
+
+class DType(StrEnum):
+    auto = "auto"  # bf16 on a GPU that supports it, else fp32
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+class GenerationBackend(StrEnum):
+    hf = "hf"  # transformers' generate
+    vllm = "vllm"  # vLLM's offline engine (optional extra; launcher=torchrun)
+
+
+class VLLMMode(StrEnum):
+    colocate = "colocate"  # TRL runs vLLM inside each training process
+    server = "server"  # a separate `trl vllm-serve`
+
+
+class OrderName(StrEnum):
+    default = "default"
+    reverse = "reverse"
+    shuffled = "shuffled"
+
+
+def require(ok: bool, key: str, value: Any, rule: str) -> None:
+    """One-line error for a value outside its range: `<key> must be <rule>, not <value>`."""
+    if not ok:
+        raise ConfigError(f"{key} must be {rule}, not {value!r}")
