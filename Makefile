@@ -34,10 +34,10 @@ run: $(STAMP) ## the headline command: seven-task RFT (GRPO) sequence on the emb
 compare: $(STAMP) ## SFT vs RFT (same seed and order) and their comparison report
 	$(BIN)/cpt-bench -m paradigm=sft,rft $(ARGS)
 
-test: $(STAMP) ## the test suite (CPU, a few minutes)
+test: $(STAMP) ## the whole test suite (CPU; about 7.5 min on 2 cores)
 	$(BIN)/python -m pytest -q $(ARGS)
 
-test-fast: $(STAMP) ## the tests that build no model (about a minute): the edit-test loop
+test-fast: $(STAMP) ## the tests that build no model (under a minute): the edit-test loop
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 lint: $(STAMP) ## ruff over src, tests and benchmarks

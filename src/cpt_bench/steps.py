@@ -122,6 +122,7 @@ class LocalSteps:
 
     def __init__(self, cfg, *, benchmark: Benchmark, style: PromptStyle, test_sets: dict[str, list[Example]],
                  paradigm: Paradigm, run_dir: Path | None = None):
+        # run_dir: the executors share one signature; a launched one keeps its config there
         self.cfg, self.benchmark, self.style, self.test_sets, self.paradigm = cfg, benchmark, style, test_sets, paradigm
         self.model = self.processing_class = None
 
