@@ -75,13 +75,18 @@ QUICK = [
 ]
 
 
+def cli_run(tmp_path_factory, name: str, *overrides: str, model_cache: Path):
+    """A run through the CLI into a fresh folder: (run dir, completed process)."""
+    run_dir = tmp_path_factory.mktemp(name) / "run"
+    res = run_cli(*overrides, f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return run_dir, res
+
+
 @pytest.fixture(scope="session")
 def quick_run(model_cache, tmp_path_factory):
     """The quick SFT sequence through the CLI (launcher=local): (run dir, completed process)."""
-    run_dir = tmp_path_factory.mktemp("quick") / "run"
-    res = run_cli(*QUICK, f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}")
-    assert res.returncode == 0, res.stderr[-3000:]
-    return run_dir, res
+    return cli_run(tmp_path_factory, "quick", *QUICK, model_cache=model_cache)
 
 
 # a short GRPO sequence with CoT and RIF (launcher=local in test_rft, torchrun in test_launch)
@@ -92,7 +97,4 @@ RFT_COT_RIF = ["paradigm=rft", "order.tasks=[max,shift]", "benchmark.train_size=
 
 @pytest.fixture(scope="session")
 def rft_cot_rif_run(model_cache, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("rft") / "run"
-    res = run_cli(*RFT_COT_RIF, f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}")
-    assert res.returncode == 0, res.stderr[-3000:]
-    return run_dir, res
+    return cli_run(tmp_path_factory, "rft", *RFT_COT_RIF, model_cache=model_cache)

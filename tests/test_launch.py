@@ -17,7 +17,7 @@ from cpt_bench.prompts import PromptStyle
 from cpt_bench.steps import LocalSteps
 from cpt_bench.worker import Worker
 
-from conftest import QUICK, RFT_COT_RIF, run_cli
+from conftest import QUICK, RFT_COT_RIF, cli_run, run_cli
 from conftest import compose_config as composed
 
 pytestmark = pytest.mark.slow  # every test here builds a model or runs the CLI
@@ -45,11 +45,8 @@ def two_ranks_ran(log_path) -> bool:
 
 @pytest.fixture(scope="module")
 def torchrun_sft(model_cache, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("torchrun-sft") / "run"
-    res = run_cli(*QUICK, *TWO_RANKS, "paradigm.per_device_batch_size=8", f"model.cache_dir={model_cache}",
-                  f"hydra.run.dir={run_dir}")
-    assert res.returncode == 0, res.stderr[-3000:]
-    return run_dir
+    return cli_run(tmp_path_factory, "torchrun-sft", *QUICK, *TWO_RANKS, "paradigm.per_device_batch_size=8",
+                   model_cache=model_cache)[0]
 
 
 def test_two_rank_sft_sequence_matches_the_single_process_run(torchrun_sft, quick_run):

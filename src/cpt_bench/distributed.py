@@ -14,10 +14,6 @@ import socket
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def launched(env=os.environ) -> bool:
     return "RANK" in env and "WORLD_SIZE" in env
 

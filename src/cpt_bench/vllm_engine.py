@@ -14,10 +14,8 @@ from __future__ import annotations
 import importlib.util
 import os
 
+from cpt_bench.distributed import LAUNCH_VARS
 from cpt_bench.errors import ConfigError
-
-# set by torch.distributed.run; vLLM would read them as its own distributed set-up
-_LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 def require_vllm(what: str) -> None:
@@ -31,7 +29,8 @@ class VLLMEngine:
 
     def __init__(self, path: str, *, seed: int = 0, gpu_memory_utilization: float = 0.9,
                  max_model_len: int | None = None):
-        saved = {k: os.environ.pop(k) for k in _LAUNCH_VARS if k in os.environ}
+        # torchrun's variables would be read by vLLM as its own distributed set-up
+        saved = {k: os.environ.pop(k) for k in LAUNCH_VARS if k in os.environ}
         try:
             from vllm import LLM
 
