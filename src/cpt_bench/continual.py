@@ -215,9 +215,9 @@ class Run:
         from transformers import set_seed
 
         set_seed(cfg.seed)
-        if cfg.deepspeed.config and ensure_process_group_env():
-            log.info("deepspeed=%s without a launcher: one process on this machine "
-                     "(launch with torchrun for more GPUs)", cfg.deepspeed.name)
+        if cfg.launcher.name == "local" and cfg.deepspeed.config and ensure_process_group_env():
+            log.info("deepspeed=%s in this process: a one-process group on this machine "
+                     "(launcher=torchrun for more GPUs)", cfg.deepspeed.name)
         t0 = time.time()
         self.base_path = base_model_path(cfg.model)
         self.timings["base_model_seconds"] = round(time.time() - t0, 3)
