@@ -32,9 +32,9 @@ from omegaconf import OmegaConf
 from cpt_bench.distributed import LAUNCH_VARS
 from cpt_bench.errors import ConfigError
 from cpt_bench.paradigms.filtering import keep_item
-from cpt_bench.records import FilterStats, TrainStats
+from cpt_bench.records import TrainStats
 from cpt_bench.rundir import read_json, read_jsonl, write_json, write_jsonl
-from cpt_bench.steps import Evaluation, Filtered, OnLog, StageSpec, Trained, write_eval_records
+from cpt_bench.steps import Evaluation, Filtered, OnLog, StageSpec, Trained, record_filter, write_eval_records
 
 log = logging.getLogger("cpt_bench")
 
@@ -90,20 +90,11 @@ class TorchrunSteps:
         tokens = sum(r["generated_tokens"] for r in rows if "generated_tokens" in r)
         if len(scores) != len(spec.items):
             raise StepFailed(f"RIF shards in {spec.dir} cover {len(scores)} of {len(spec.items)} items")
-        keep = [keep_item(scores[i], f.keep) for i in range(len(spec.items))]
-        write_jsonl(spec.dir / "filter.jsonl", [{"prompt": ex.prompt, "answer": ex.answer, "scores": scores[i],
-                                                 "kept": keep[i]} for i, ex in enumerate(spec.items)])
         for path in shards:
             path.unlink()
-        kept = [ex for ex, k in zip(spec.items, keep) if k]
-        seconds = time.time() - start
-        stats = FilterStats(rule=str(f.keep), num_rollouts=f.num_rollouts, items=len(spec.items), kept=len(kept),
-                            kept_fraction=len(kept) / len(spec.items) if spec.items else 0.0,
-                            rollout_seconds=round(seconds, 3), rollout_tokens=tokens,
-                            train_items_saved=len(spec.items) - len(kept))
-        log.info("stage %d: RIF (%s, K=%d) kept %d/%d items (%.0f%%) in %.1f s", spec.stage, f.keep, f.num_rollouts,
-                 stats.kept, stats.items, 100 * stats.kept_fraction, seconds)
-        return Filtered(kept, stats)
+        ordered = [scores[i] for i in range(len(spec.items))]
+        return record_filter(spec, f, ordered, [keep_item(sc, f.keep) for sc in ordered],
+                             seconds=time.time() - start, tokens=tokens)
 
     def train(self, spec: StageSpec, items: list, on_log: OnLog) -> Trained:
         position = {id(ex): i for i, ex in enumerate(spec.items)}

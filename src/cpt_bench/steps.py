@@ -117,6 +117,33 @@ def write_eval_records(out_dir: Path, records: dict[str, list[dict]]) -> None:
 OnLog = Callable[[int, int, dict[str, float]], None]
 
 
+def record_filter(spec: StageSpec, f, scores: list[list[float]], keep: list[bool], *, seconds: float,
+                  tokens: int) -> Filtered:
+    """RIF's outcome, however it was rolled out: filter.jsonl (every item, its scores, the
+    decision), the kept items and the stats; logged in one line."""
+    write_jsonl(spec.dir / "filter.jsonl", [{"prompt": ex.prompt, "answer": ex.answer, "scores": sc, "kept": kp}
+                                            for ex, sc, kp in zip(spec.items, scores, keep)])
+    kept = [ex for ex, k in zip(spec.items, keep) if k]
+    stats = FilterStats(rule=str(f.keep), num_rollouts=f.num_rollouts, items=len(spec.items), kept=len(kept),
+                        kept_fraction=len(kept) / len(keep) if keep else 0.0, rollout_seconds=round(seconds, 3),
+                        rollout_tokens=tokens, train_items_saved=len(spec.items) - len(kept))
+    log.info("stage %d: RIF (%s, K=%d) kept %d/%d items (%.0f%%) in %.1f s", spec.stage, f.keep, f.num_rollouts,
+             stats.kept, stats.items, 100 * stats.kept_fraction, seconds)
+    return Filtered(kept, stats)
+
+
+def stage_context(cfg, benchmark: Benchmark, style: PromptStyle, spec: StageSpec, on_log: OnLog) -> StageContext:
+    """What a paradigm's trainer needs for `spec`, in this process (local or a launched rank)."""
+    return StageContext(
+        stage=spec.stage, task_name=spec.task, tasks=benchmark.tasks, style=style,
+        base_path=spec.base_path, start_path=spec.start_path, work_dir=spec.dir / "trainer",
+        save_dir=spec.model_dir, seed=spec.seed, use_cpu=not torch.cuda.is_available(),
+        bf16=resolve_dtype(cfg.model.dtype) == torch.bfloat16,
+        deepspeed=OmegaConf.to_container(cfg.deepspeed.config) if cfg.deepspeed.config else None,
+        on_log=on_log,
+    )
+
+
 class LocalSteps:
     """A stage's steps in this process, on the model it holds (on the GPU when there is one)."""
 
@@ -153,14 +180,7 @@ class LocalSteps:
                            style=self.style, rule=f.keep, num_rollouts=f.num_rollouts, temperature=f.temperature,
                            max_new_tokens=self.paradigm.completion_length or self.cfg.eval.max_new_tokens,
                            batch_size=f.batch_size)
-        write_jsonl(spec.dir / "filter.jsonl", [{"prompt": ex.prompt, "answer": ex.answer, "scores": sc, "kept": kp}
-                                                for ex, sc, kp in zip(spec.items, res.scores, res.keep)])
-        stats = FilterStats(rule=str(f.keep), num_rollouts=f.num_rollouts, items=len(spec.items), kept=len(res.kept),
-                            kept_fraction=res.kept_fraction, rollout_seconds=round(res.seconds, 3),
-                            rollout_tokens=res.generated_tokens, train_items_saved=len(spec.items) - len(res.kept))
-        log.info("stage %d: RIF (%s, K=%d) kept %d/%d items (%.0f%%) in %.1f s", spec.stage, f.keep, f.num_rollouts,
-                 stats.kept, stats.items, 100 * stats.kept_fraction, res.seconds)
-        return Filtered(res.kept, stats)
+        return record_filter(spec, f, res.scores, res.keep, seconds=res.seconds, tokens=res.generated_tokens)
 
     def train(self, spec: StageSpec, items: list[Example], on_log: OnLog) -> Trained:
         """Train one stage on `items`, leave its Hugging Face checkpoint in `spec.model_dir` and
@@ -172,7 +192,8 @@ class LocalSteps:
             on_log(step, total, row)
 
         if items:
-            result = self.paradigm.train_stage(self.model, self.processing_class, items, self._context(spec, forward))
+            ctx = stage_context(self.cfg, self.benchmark, self.style, spec, forward)
+            result = self.paradigm.train_stage(self.model, self.processing_class, items, ctx)
             steps, tokens, metrics = result.optimizer_steps, result.generated_tokens, result.metrics
             train_seconds, save_seconds, model = result.train_seconds, result.save_seconds, result.model
             del result
@@ -190,17 +211,6 @@ class LocalSteps:
             self._reload_from_deepspeed(spec.model_dir)
         return Trained(train=TrainStats(items=len(items), optimizer_steps=steps, generated_tokens=tokens),
                        diagnostics=dict(metrics), train_seconds=train_seconds, save_seconds=save_seconds, log=logs)
-
-    def _context(self, spec: StageSpec, on_log: OnLog) -> StageContext:
-        cfg = self.cfg
-        return StageContext(
-            stage=spec.stage, task_name=spec.task, tasks=self.benchmark.tasks, style=self.style,
-            base_path=spec.base_path, start_path=spec.start_path, work_dir=spec.dir / "trainer",
-            save_dir=spec.model_dir, seed=spec.seed, use_cpu=not torch.cuda.is_available(),
-            bf16=resolve_dtype(cfg.model.dtype) == torch.bfloat16,
-            deepspeed=OmegaConf.to_container(cfg.deepspeed.config) if cfg.deepspeed.config else None,
-            on_log=on_log,
-        )
 
     def _reload_from_deepspeed(self, model_dir: Path) -> None:
         """DeepSpeed still holds the trained model (under ZeRO-3 its weights are partitioned

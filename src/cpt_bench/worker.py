@@ -141,16 +141,14 @@ class Worker:
     def train(self) -> None:
         from transformers import set_seed
 
-        from cpt_bench.loading import resolve_dtype
-        from cpt_bench.paradigms import StageContext
         from cpt_bench.rundir import write_json
+        from cpt_bench.steps import StageSpec, stage_context
         from cpt_bench.vision_zero3 import align_vision_tower, needs_alignment
 
         spec = self.spec
         set_seed(spec["seed"])
         items = [self.items()[i] for i in spec["item_indices"]]
         model, processing_class = self.load(spec["start_path"])
-        model_dir = self.dir / "model"
         log_file = open(self.dir / "train_log.jsonl", "w") if self.rank == 0 else None  # noqa: SIM115
 
         def on_log(step: int, total: int, logs: dict) -> None:
@@ -158,13 +156,9 @@ class Worker:
                 log_file.write(json.dumps({"step": step, "max_steps": total, **logs}) + "\n")
                 log_file.flush()
 
-        ctx = StageContext(
-            stage=spec["stage"], task_name=spec["task"], tasks=self.benchmark.tasks, style=self.style,
-            base_path=spec["base_path"], start_path=spec["start_path"], work_dir=self.dir / "trainer",
-            save_dir=model_dir, seed=spec["seed"], use_cpu=not torch.cuda.is_available(),
-            bf16=resolve_dtype(self.cfg.model.dtype) == torch.bfloat16,
-            deepspeed=OmegaConf.to_container(self.cfg.deepspeed.config) if self.cfg.deepspeed.config else None,
-            on_log=on_log)
+        stage = StageSpec(stage=spec["stage"], task=spec["task"], items=items, base_path=spec["base_path"],  # kept ones
+                          start_path=spec["start_path"], dir=self.dir, seed=spec["seed"])
+        ctx = stage_context(self.cfg, self.benchmark, self.style, stage, on_log)
         if needs_alignment(model, ctx.deepspeed, self.world):
             align_vision_tower(model, processing_class)
         if items:
@@ -175,7 +169,7 @@ class Worker:
         else:  # RIF kept nothing: the stage trains nothing, the model is unchanged
             start = time.time()
             if self.rank == 0:
-                model.save_pretrained(model_dir)
+                model.save_pretrained(stage.model_dir)
             out = {"optimizer_steps": 0, "generated_tokens": 0, "metrics": {}, "train_seconds": 0.0,
                    "save_seconds": time.time() - start}
         if log_file:
@@ -183,7 +177,7 @@ class Worker:
         if torch.cuda.is_available():
             out["metrics"]["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30  # rank 0's
         if self.rank == 0:
-            processing_class.save_pretrained(model_dir)
+            processing_class.save_pretrained(stage.model_dir)
             shutil.rmtree(self.dir / "trainer", ignore_errors=True)
             write_json(self.dir / "result.json", out)  # last: the controller reads it after the exit code
 
