@@ -10,7 +10,7 @@ comma  := ,
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: help install run compare test test-fast lint lock reference bench bench-sweep multirun clean \
+.PHONY: help install run compare test test-fast lint lock tiny-base reference bench bench-sweep multirun clean \
         paper-sft paper-rft paper-joint paper-ablations
 
 help: ## list the targets
@@ -50,6 +50,9 @@ test-fast: $(STAMP) ## the tests that build no model (under a minute): the edit-
 
 lint: $(STAMP) ## ruff over src, tests and benchmarks
 	$(BIN)/ruff check src tests benchmarks
+
+tiny-base: $(STAMP) ## rebuild the shipped embedded base model from its recipe on this machine (~3 min)
+	$(BIN)/python -m cpt_bench.builtin.tiny
 
 reference: $(STAMP) ## regenerate the pinned reference matrices (tests/reference/) on this machine
 	CPT_BENCH_UPDATE_REFERENCE=1 $(BIN)/python -m pytest -q -k pinned_reference $(ARGS)

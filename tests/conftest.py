@@ -38,13 +38,18 @@ def offline_env(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> Path:
-    """The embedded base model, built once for the whole session (about a minute)."""
+    """An empty model cache for the session: runs load the shipped embedded base model, and
+    anything that would build a model instead writes here, never into the user's cache."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_base() -> Path:
+    """The embedded base model's folder (the one shipped in the package)."""
     from cpt_bench.builtin.tiny import build_tiny_base
     from cpt_bench.config import TinyRecipe
 
-    cache = tmp_path_factory.mktemp("model-cache")
-    build_tiny_base(TinyRecipe(), cache)
-    return cache
+    return build_tiny_base(TinyRecipe())
 
 
 def compose_config(*overrides: str, hydra: bool = False):
@@ -60,10 +65,12 @@ def compose_config(*overrides: str, hydra: bool = False):
         return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the installed `cpt-bench` console script, as a user would."""
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `cpt-bench` console script, as a user would (`env`: added variables)."""
     exe = Path(sys.executable).with_name("cpt-bench")
-    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **env} if env else None)
 
 
 # a short sequence used by the end-to-end tests: two tasks the base model is partly good at

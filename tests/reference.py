@@ -19,25 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from cpt_bench.provenance import cpu_fingerprint
+
 REFERENCE_DIR = Path(__file__).parent / "reference"
-FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
-
-
-def cpu_fingerprint() -> str:
-    """The CPU model and the vector-instruction flags that change float results."""
-    model, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == "unknown":
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    return f"{model} [{' '.join(f for f in FLAGS if f in flags)}]"
-
-
 def check_reference(name: str, run_dir: Path) -> None:
     """Assert `run_dir/matrix.csv` equals the pinned `tests/reference/<name>.csv` byte for byte."""
     matrix = (run_dir / "matrix.csv").read_text()

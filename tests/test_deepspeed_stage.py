@@ -42,12 +42,12 @@ def assert_moved(after: dict, before: dict) -> None:
 
 
 @pytest.mark.slow
-def test_zero3_sequence_saves_full_checkpoints_and_learns_what_plain_training_learns(tmp_path, model_cache):
+def test_zero3_sequence_saves_full_checkpoints_and_learns_what_plain_training_learns(tmp_path, model_cache,
+                                                                                   tiny_base):
     tasks = "order.tasks=[max,sort]"
     zero3 = run(tmp_path, model_cache, "zero3", "deepspeed=zero3", tasks, torchrun=True)
     plain = run(tmp_path, model_cache, "plain", "deepspeed=none", tasks)
-    (base,) = model_cache.glob("tiny-*")
-    base_w = load_file(str(base / "model.safetensors"))
+    base_w = load_file(str(tiny_base / "model.safetensors"))
     s1, s2 = weights(zero3, "01-max"), weights(zero3, "02-sort")
     assert_moved(s1, base_w)
     assert_moved(s2, s1)  # stage 2 trained on from stage 1's gathered weights
@@ -59,10 +59,9 @@ def test_zero3_sequence_saves_full_checkpoints_and_learns_what_plain_training_le
 @pytest.mark.slow
 @pytest.mark.parametrize("preset,paradigm", [("zero2", ["paradigm=sft"]), ("zero3_offload", ["paradigm=sft"]),
                                              ("zero3", ["paradigm=rft", "paradigm.kl_coef=0.01"])])
-def test_preset_stage_saves_a_full_trained_checkpoint(tmp_path, model_cache, preset, paradigm):
+def test_preset_stage_saves_a_full_trained_checkpoint(tmp_path, model_cache, tiny_base, preset, paradigm):
     out = run(tmp_path, model_cache, preset, f"deepspeed={preset}", *paradigm, "order.tasks=[max]")
-    (base,) = model_cache.glob("tiny-*")
-    assert_moved(weights(out, "01-max"), load_file(str(base / "model.safetensors")))
+    assert_moved(weights(out, "01-max"), load_file(str(tiny_base / "model.safetensors")))
 
 
 def test_a_launchers_process_group_is_kept_and_a_plain_run_gets_one_process():

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from cpt_bench.builtin.tiny import build_tiny_base
-from cpt_bench.config import TinyRecipe
 from cpt_bench.evaluation import evaluate_tasks, generate
 from cpt_bench.loading import load_checkpoint
 from cpt_bench.prompts import PromptStyle, format_prompt
 from cpt_bench.tasks.toy import COT_INSTRUCTION, DIRECT_INSTRUCTION, toy_tasks
 
-pytestmark = pytest.mark.slow  # every test here builds the embedded base model
+pytestmark = pytest.mark.slow  # every test here generates with the embedded base model
 
 
-def test_batched_left_padded_generation_matches_one_at_a_time(model_cache):
-    model, tok = load_checkpoint(build_tiny_base(TinyRecipe(), model_cache))
+def test_batched_left_padded_generation_matches_one_at_a_time(tiny_base):
+    model, tok = load_checkpoint(tiny_base)
     tasks = toy_tasks(test_size=12)
     style = PromptStyle(True, COT_INSTRUCTION, DIRECT_INSTRUCTION)  # CoT: long, ragged generations
     prompts = [format_prompt(tok, style.user_text(ex))
@@ -27,10 +25,10 @@ def test_batched_left_padded_generation_matches_one_at_a_time(model_cache):
 
 
 @pytest.mark.parametrize("cot", [False, True])
-def test_base_model_is_partially_competent_in_both_formats(model_cache, cot):
+def test_base_model_is_partially_competent_in_both_formats(tiny_base, cot):
     """The embedded base leaves room to learn on every CPT task, knows the general suite,
     and follows the format it is asked for (so the CoT ablation compares two known formats)."""
-    model, tok = load_checkpoint(build_tiny_base(TinyRecipe(), model_cache))
+    model, tok = load_checkpoint(tiny_base)
     tasks = toy_tasks()
     style = PromptStyle(cot, COT_INSTRUCTION, DIRECT_INSTRUCTION)
     records = evaluate_tasks(model, tok, tasks, {n: t.test() for n, t in tasks.items()}, style)

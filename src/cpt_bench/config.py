@@ -280,6 +280,9 @@ class ModelConfig:
     cache_dir: str | None = None  # default: $CPT_BENCH_CACHE or ~/.cache/cpt-bench
     dtype: DType = DType.auto
     recipe: TinyRecipe = field(default_factory=TinyRecipe)
+    # builtin=tiny: load the base shipped in the package while the recipe matches it (the same
+    # model on every machine); false builds it from the recipe on this machine instead
+    shipped: bool = True
 
     def validate(self, at: str = "model") -> None:
         if self.path is None and self.builtin is None:

@@ -22,11 +22,32 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+# the vector-instruction flags that change float results of CPU kernels
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+
+def cpu_fingerprint() -> str:
+    """The CPU model and its result-changing flags: CPU training is bit-reproducible only
+    between machines with the same fingerprint (pinned results name the one they came from)."""
+    model, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown":
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return f"{model} [{' '.join(f for f in CPU_FLAGS if f in flags)}]"
+
+
 def hardware() -> dict:
     import torch
 
     info = {
         "platform": platform.platform(),
+        "cpu": cpu_fingerprint(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),

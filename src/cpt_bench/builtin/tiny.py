@@ -1,14 +1,21 @@
 """The embedded base model (`model=tiny`): a small Llama-architecture LM built here.
 
 A tokenizer trained here and next-token pre-training here on a mixture of the toy tasks, so
-no download is ever needed. Built once into a cache folder keyed by its recipe and corpus and
-reused afterwards.
+no download is ever needed. The build is deterministic on one CPU but not across CPU models
+(float kernels differ), so the build made for the README ships inside the package
+(`tiny_base/`, 2.6 MB) and is what every machine loads while the recipe matches it; another
+recipe (or `model.shipped=false`) builds into a cache folder keyed by recipe and corpus.
+
+    python -m cpt_bench.builtin.tiny          # rebuild the shipped base on this machine (make tiny-base)
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -17,6 +24,8 @@ import torch
 
 from cpt_bench.builtin.cache import cache_root, publish_build
 from cpt_bench.config import TinyRecipe
+from cpt_bench.errors import ModelLoadError
+from cpt_bench.provenance import cpu_fingerprint, package_versions
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +98,39 @@ def _pretrain(model, tokenizer, texts: list[str], recipe: TinyRecipe) -> list[fl
     return losses
 
 
-def build_tiny_base(recipe: TinyRecipe, cache_dir: str | Path | None = None) -> Path:
-    """Return the folder of the embedded base model, building it on first use.
+SHIPPED = Path(__file__).parent / "tiny_base"
+WEIGHTS = "model.safetensors"
 
-    The folder name is the recipe's hash, so a changed recipe never reuses a stale model;
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def shipped_build() -> dict:
+    """The shipped base's build record: recipe key, weights checksum, CPU, base accuracies."""
+    return json.loads((SHIPPED / "build.json").read_text())
+
+
+def _verified_shipped() -> Path:
+    if sha256(SHIPPED / WEIGHTS) != shipped_build()["sha256"]:
+        raise ModelLoadError(f"the shipped base model in {SHIPPED} does not match its checksum "
+                             "(a damaged install): reinstall cpt-bench, or rebuild it with `make tiny-base`")
+    return SHIPPED
+
+
+def build_tiny_base(recipe: TinyRecipe, cache_dir: str | Path | None = None, shipped: bool = True) -> Path:
+    """Return the folder of the embedded base model: the shipped one when the recipe (and the
+    toy tasks' corpus) match it, else a build from the recipe, made on first use.
+
+    A build's folder name is the recipe's hash, so a changed recipe never reuses a stale model;
     a build writes to a temporary folder and renames it, so an interrupted build is redone.
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     texts = _pretraining_corpus(recipe)
     key = recipe.key(texts)
+    if shipped and shipped_build()["key"] == key:
+        return _verified_shipped()
     target = cache_root(cache_dir) / f"tiny-{key}"
     if (target / "build.json").exists():
         return target
@@ -126,6 +158,7 @@ def build_tiny_base(recipe: TinyRecipe, cache_dir: str | Path | None = None) -> 
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     publish_build(target, model, tokenizer, {
         "recipe": asdict(recipe),
+        "key": key,
         "parameters": sum(p.numel() for p in model.parameters()),
         "pretraining_items": len(texts),
         "final_loss": sum(losses[-50:]) / len(losses[-50:]),
@@ -133,3 +166,46 @@ def build_tiny_base(recipe: TinyRecipe, cache_dir: str | Path | None = None) -> 
     })
     log.info("built the embedded base model in %.0f s", time.time() - start)
     return target
+
+
+def base_accuracies(path: str | Path) -> dict[str, float]:
+    """Direct-prompt accuracy (%) of a base model on the toy benchmark's default test sets:
+    the base row of every default run (the README's table of base accuracies)."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    from cpt_bench.evaluation import accuracy, evaluate_tasks
+    from cpt_bench.loading import load_checkpoint
+    from cpt_bench.prompts import PromptStyle
+    from cpt_bench.steps import test_sets
+    from cpt_bench.tasks import build_benchmark
+
+    cfg = OmegaConf.load(files("cpt_bench.conf") / "benchmark" / "toy.yaml")
+    benchmark = build_benchmark(cfg)
+    model, tok = load_checkpoint(path)
+    records = evaluate_tasks(model, tok, benchmark.tasks, test_sets(benchmark, benchmark.order, benchmark.general),
+                             PromptStyle.for_benchmark(benchmark, cot=False))
+    return {task: round(100 * accuracy(recs), 1) for task, recs in records.items()}
+
+
+def ship(recipe: TinyRecipe, target: Path = SHIPPED) -> dict:
+    """Build the base from `recipe` on this machine (no cache) and write it to `target` with
+    its build record: the weights' checksum, this CPU and the base accuracies."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        built = build_tiny_base(recipe, tmp, shipped=False)
+        build = json.loads((built / "build.json").read_text())
+        build.update(sha256=sha256(built / WEIGHTS), cpu=cpu_fingerprint(),
+                     versions={k: package_versions()[k] for k in ("torch", "transformers", "tokenizers")},
+                     base_accuracy=base_accuracies(built))
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(built, target)
+    (target / "build.json").write_text(json.dumps(build, indent=2) + "\n")
+    return build
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    print(json.dumps(ship(TinyRecipe()), indent=2))
