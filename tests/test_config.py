@@ -173,7 +173,7 @@ def test_invalid_values_are_one_line_config_errors(overrides, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-CLOSED = [("schedule", "sequential, joint"), ("checkpoint.keep", "all, last"),
+CLOSED = [("schedule", "sequential, joint"), ("checkpoint.keep", "all, last, none"),
           ("logger.mode", "offline, online, disabled"), ("model.dtype", "auto, bf16, fp16, fp32"),
           ("order.name", "default, reverse, shuffled")]
 

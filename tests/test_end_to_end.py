@@ -8,7 +8,9 @@ import json
 import pytest
 import wandb
 
-from conftest import QUICK, run_cli
+from cpt_bench.errors import ConfigError
+
+from conftest import QUICK, compose_config, run_cli
 from reference import check_reference
 from wandb_offline import find_offline_runs, read_offline_run
 
@@ -201,3 +203,28 @@ def test_a_failing_stage_keeps_finished_stages_and_closes_wandb(model_cache, tmp
     assert (run_dir / "heatmap.png").exists()
     (path,) = find_offline_runs(run_dir / "wandb")
     assert read_offline_run(path).exit_code == 1
+
+
+def test_checkpoint_space_counts_what_is_held_at_once():
+    from cpt_bench.choices import KeepCheckpoints
+    from cpt_bench.continual import checkpoint_space
+
+    assert checkpoint_space(100, 7, KeepCheckpoints.all) == 700
+    assert checkpoint_space(100, 7, KeepCheckpoints.last) == 200  # the new one before the old one goes
+    assert checkpoint_space(100, 7, KeepCheckpoints.none) == 200
+    assert checkpoint_space(100, 1, KeepCheckpoints.last) == 100
+
+
+def test_a_run_that_cannot_fit_its_checkpoints_refuses_to_start(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from cpt_bench.continual import Run
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))  # 1 MB free
+    cfg = compose_config(*QUICK, "logger=none")
+    with pytest.raises(ConfigError, match=r"not enough disk .* 2 stage checkpoints of about 2.5 MiB with "
+                                          r"checkpoint.keep=all need about 5.0 MiB, 1.0 MiB are free"):
+        Run(cfg, tmp_path / "run").execute()
+    assert not (tmp_path / "run" / "stages").exists()  # nothing was evaluated

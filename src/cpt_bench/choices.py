@@ -19,6 +19,7 @@ class Schedule(StrEnum):
 class KeepCheckpoints(StrEnum):
     all = "all"  # noqa: A003 - every stage's model
     last = "last"  # only the latest (what resume needs)
+    none = "none"  # the latest until the sequence ends (resume needs it), then none
 
 
 class LoggerMode(StrEnum):

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from cpt_bench import plots
+from cpt_bench import faults, plots
 from cpt_bench.builtin import BUILTIN_MODELS, base_model_path
 from cpt_bench.choices import KeepCheckpoints, Schedule
 from cpt_bench.config import Config, validate
@@ -43,10 +43,12 @@ from cpt_bench.rundir import (
     RUN_JSON,
     STAGE_JSON,
     SUMMARY_TXT,
+    disk_bytes,
     read_json,
     stage_dir,
     write_json,
     write_matrix_csv,
+    write_text,
 )
 from cpt_bench.steps import Evaluation, LocalSteps, StageSpec, stage_items, test_sets
 from cpt_bench.tasks import Benchmark, build_benchmark, resolve_order
@@ -98,6 +100,16 @@ def finished_metrics(cfg: DictConfig, run_dir: Path) -> dict | None:
     if previous.get("status") != "finished" or previous.get("config") != _comparable(cfg):
         return None
     return read_json(run_dir / METRICS_JSON) if (run_dir / METRICS_JSON).exists() else {}
+
+
+def checkpoint_space(per_checkpoint: int, stages_left: int, keep: KeepCheckpoints) -> int:
+    """Bytes the stage checkpoints still to be written will hold at most at one time: every one
+    with keep=all; else two (a stage's new checkpoint is published before the previous goes)."""
+    return per_checkpoint * (stages_left if keep == KeepCheckpoints.all else min(stages_left, 2))
+
+
+def human_bytes(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> list[StageRecord]:
@@ -175,7 +187,9 @@ class Run:
             self.log_batch()
             for spec in self.pending_stages():
                 self.run_stage(spec)
-            metrics = run_metrics(self.stages, self.order, self.general)
+            metrics = self.write_results()  # again: a run resumed after its last stage.json has none yet
+            faults.reached("before_finished")
+            self.prune_checkpoints(finished=True)
             ok = True
         except BaseException as exc:  # record the failure, keep all finished stages, re-raise
             error = f"{type(exc).__name__}: {exc}"
@@ -185,7 +199,7 @@ class Run:
         finally:
             self.finish(started, "finished" if ok else status, metrics, error)
         summary = format_summary(self.stages, self.order, self.general, metrics)
-        (self.run_dir / SUMMARY_TXT).write_text(summary + "\n")
+        write_text(self.run_dir / SUMMARY_TXT, summary + "\n")
         print("\n" + summary + f"\n\nResults in {self.run_dir}", flush=True)
         return metrics
 
@@ -221,6 +235,7 @@ class Run:
         t0 = time.time()
         self.base_path = base_model_path(cfg.model)
         self.timings["base_model_seconds"] = round(time.time() - t0, 3)
+        self.check_disk()
         self.info["base_model"] = self.base_path
         self.write_run_json("running")
         name = f"{cfg.paradigm.name}-{cfg.benchmark.name}-{run_dir.name}"
@@ -230,7 +245,23 @@ class Run:
         self.steps = STEP_RUNNERS[cfg.launcher.name](
             cfg, benchmark=self.benchmark, style=PromptStyle.for_benchmark(self.benchmark, cfg.cot),
             test_sets=self.test_sets, paradigm=self.paradigm, run_dir=run_dir)
-        self.steps.load(self.start_path())
+        if len(self.stages) <= self.num_stages:  # a stage is left (a resumed run may have none)
+            self.steps.load(self.start_path())
+
+    def check_disk(self) -> None:
+        """Refuse to start when the checkpoints this run will hold at once cannot fit on the disk
+        (estimated from the base model's folder; a hub id is not measured)."""
+        base = Path(self.base_path)
+        if not base.is_dir():
+            return
+        left, size = self.num_stages - max(len(self.stages) - 1, 0), disk_bytes(base)
+        need = checkpoint_space(size, left, self.cfg.checkpoint.keep)
+        free = shutil.disk_usage(self.run_dir).free
+        if need > free:
+            raise ConfigError(
+                f"not enough disk in {self.run_dir}: {left} stage checkpoints of about {human_bytes(size)} "
+                f"with checkpoint.keep={self.cfg.checkpoint.keep} need about {human_bytes(need)}, "
+                f"{human_bytes(free)} are free; free space, pick another hydra.run.dir or pass checkpoint.keep=last")
 
     def finish(self, started: float, status: str, metrics: dict | None, error: str | None) -> None:
         """Always runs: timings, plots of what was computed, run.json's status, the tracker closed."""
@@ -253,6 +284,17 @@ class Run:
             return self.base_path
         return str(stage_dir(self.run_dir, last.stage, last.trained_task) / "model")
 
+    def prune_checkpoints(self, finished: bool = False) -> None:
+        """checkpoint.keep: drop the recorded stages' models that resume no longer needs (all but
+        the latest; with `none` the latest too once the sequence is done). Run after a stage is
+        recorded, never before: until then resume needs the previous stage's model."""
+        keep = self.cfg.checkpoint.keep
+        if keep == KeepCheckpoints.all:
+            return
+        done = [r for r in self.stages if r.stage > 0]
+        for record in done if finished and keep == KeepCheckpoints.none else done[:-1]:
+            shutil.rmtree(stage_dir(self.run_dir, record.stage, record.trained_task) / "model", ignore_errors=True)
+
     def pending_stages(self):
         """The specs of the stages still to train, in order (a resumed run skips the done ones)."""
         for stage, (task, items) in enumerate(self.stage_items, start=1):
@@ -265,6 +307,7 @@ class Run:
     def evaluate_base(self) -> None:
         log.info("stage 0/%d: evaluating the base model on %d tasks%s", self.num_stages, len(self.test_sets),
                  " (CoT)" if self.cfg.cot else "")
+        faults.enter_stage(0)
         evaluation = self.steps.evaluate(stage_dir(self.run_dir, 0, "") / "eval")
         self.record(self.stage_record(0, "", evaluation, model=self.base_path))
 
@@ -276,14 +319,13 @@ class Run:
 
     def run_stage(self, spec: StageSpec) -> None:
         """filter -> train (leaves the checkpoint) -> evaluate -> record."""
+        faults.enter_stage(spec.stage)
         spec.dir.mkdir(parents=True, exist_ok=True)
         filtered = self.steps.filter(spec) if self.cfg.filter.name == "rif" else None
         items = filtered.items if filtered else spec.items
         log.info("stage %d/%d: %s on %r (%d items)", spec.stage, self.num_stages, self.paradigm.name, spec.task,
                  len(items))
         trained = self.steps.train(spec, items, Progress(self.tracker, spec.stage, self.compute.optimizer_steps))
-        if self.cfg.checkpoint.keep == KeepCheckpoints.last and spec.stage > 1:
-            shutil.rmtree(Path(spec.start_path), ignore_errors=True)
         evaluation = self.steps.evaluate(spec.dir / "eval", drift_from=self.base_path)
         diagnostics = {**trained.diagnostics, "param_drift": evaluation.param_drift}
         if filtered:
@@ -292,7 +334,9 @@ class Run:
                                save_seconds=round(trained.save_seconds, 3),
                                optimizer_steps=trained.train.optimizer_steps)
         self.record(self.stage_record(spec.stage, spec.task, evaluation, timings=timings, diagnostics=diagnostics,
-                                      train=trained.train, filter=filtered.stats if filtered else None))
+                                      train=trained.train, filter=filtered.stats if filtered else None,
+                                      disk_bytes=disk_bytes(spec.dir)))
+        self.prune_checkpoints()
 
     @staticmethod
     def stage_record(stage: int, task: str, evaluation: Evaluation, *, timings: StageTimings | None = None,
@@ -310,6 +354,7 @@ class Run:
         self.compute.add(record)
         self.timings["stages"][str(record.stage)] = record.timings.to_json()
         write_json(stage_dir(self.run_dir, record.stage, record.trained_task) / STAGE_JSON, record.to_json())
+        faults.reached("result_files")
         metrics = self.write_results()
         self.tracker.log_stage(record, metrics)
         self.write_run_json("running")

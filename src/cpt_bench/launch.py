@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,6 +102,7 @@ class TorchrunSteps:
         log_path = spec.dir / "train_log.jsonl"
         log_path.unlink(missing_ok=True)
         (spec.dir / "result.json").unlink(missing_ok=True)
+        shutil.rmtree(spec.partial_model_dir, ignore_errors=True)  # a killed attempt's leftovers
         tail = _LogTail(log_path, on_log)
         self._run("train", {**self._stage(spec), "base_path": spec.base_path, "start_path": spec.start_path,
                             "item_indices": [position[id(ex)] for ex in items]}, spec.dir, tail.poll)

@@ -65,10 +65,11 @@ class StageRecord:
     diagnostics: dict[str, float] = field(default_factory=dict)  # cpt/diag/* in W&B
     format_rate: dict[str, float] = field(default_factory=dict)  # eval task -> CoT format compliance
     timings: StageTimings = field(default_factory=StageTimings)
+    disk_bytes: int | None = None  # the stage folder (checkpoint, eval records, logs) when it completed
 
     def to_json(self) -> dict:
         data = {"stage": self.stage, "trained_task": self.trained_task, "accuracy": self.accuracy, "n": self.n,
-                "model": self.model,
+                "model": self.model, "disk_bytes": self.disk_bytes,
                 "filter": asdict(self.filter) if self.filter else None,
                 "train": asdict(self.train) if self.train else None,
                 "diagnostics": self.diagnostics, "format_rate": self.format_rate,
@@ -79,7 +80,7 @@ class StageRecord:
     def from_json(cls, data: dict) -> StageRecord:
         return cls(
             stage=data["stage"], trained_task=data["trained_task"], accuracy=data["accuracy"], n=data["n"],
-            model=data.get("model"),
+            model=data.get("model"), disk_bytes=data.get("disk_bytes"),
             filter=FilterStats(**data["filter"]) if data.get("filter") else None,
             train=TrainStats(**data["train"]) if data.get("train") else None,
             diagnostics=data.get("diagnostics", {}), format_rate=data.get("format_rate", {}),

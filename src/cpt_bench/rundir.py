@@ -29,14 +29,19 @@ def stage_dir(run_dir: Path, stage: int, task: str) -> Path:
     return run_dir / "stages" / f"{stage:02d}-{task or 'base'}"
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
 
 
+def disk_bytes(path: Path) -> int:
+    """Bytes of the files under `path` (a stage folder: its checkpoint, records and logs)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
 def write_json(path: Path, data) -> None:
-    _atomic_write(path, json.dumps(data, indent=2, default=str) + "\n")
+    write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def read_json(path: Path):
@@ -44,7 +49,7 @@ def read_json(path: Path):
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
-    _atomic_write(path, "".join(json.dumps(r) + "\n" for r in records))
+    write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def read_jsonl(path: Path) -> list[dict]:

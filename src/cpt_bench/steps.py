@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from cpt_bench import faults
 from cpt_bench.drift import param_drift
 from cpt_bench.evaluation import evaluate_tasks
 from cpt_bench.loading import load_checkpoint, resolve_dtype
@@ -54,6 +55,18 @@ class StageSpec:
     @property
     def model_dir(self) -> Path:
         return self.dir / "model"
+
+    @property
+    def partial_model_dir(self) -> Path:
+        """Where the checkpoint is written; renamed to `model_dir` once complete."""
+        return self.dir / "model.partial"
+
+
+def publish_checkpoint(spec: StageSpec) -> None:
+    """The stage's checkpoint, written into `model.partial/`, becomes `model/` in one rename:
+    a run killed mid-save never leaves a `model/` that looks complete."""
+    shutil.rmtree(spec.model_dir, ignore_errors=True)
+    spec.partial_model_dir.rename(spec.model_dir)
 
 
 @dataclass
@@ -111,6 +124,7 @@ def write_eval_records(out_dir: Path, records: dict[str, list[dict]]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, rows in records.items():
         write_jsonl(out_dir / f"{name}.jsonl", rows)
+        faults.reached("evaluation")
 
 
 # called with (global_step, max_steps, logs) on every trainer log event
@@ -134,13 +148,18 @@ def record_filter(spec: StageSpec, f, scores: list[list[float]], keep: list[bool
 
 def stage_context(cfg, benchmark: Benchmark, style: PromptStyle, spec: StageSpec, on_log: OnLog) -> StageContext:
     """What a paradigm's trainer needs for `spec`, in this process (local or a launched rank)."""
+
+    def logged(step: int, total: int, logs: dict[str, float]) -> None:
+        faults.reached("training")
+        on_log(step, total, logs)
+
     return StageContext(
         stage=spec.stage, task_name=spec.task, tasks=benchmark.tasks, style=style,
         base_path=spec.base_path, start_path=spec.start_path, work_dir=spec.dir / "trainer",
-        save_dir=spec.model_dir, seed=spec.seed, use_cpu=not torch.cuda.is_available(),
+        save_dir=spec.partial_model_dir, seed=spec.seed, use_cpu=not torch.cuda.is_available(),
         bf16=resolve_dtype(cfg.model.dtype) == torch.bfloat16,
         deepspeed=OmegaConf.to_container(cfg.deepspeed.config) if cfg.deepspeed.config else None,
-        on_log=on_log,
+        on_log=logged,
     )
 
 
@@ -175,6 +194,9 @@ class LocalSteps:
 
     def filter(self, spec: StageSpec) -> Filtered:
         """RIF: keep the items the current model can learn from; record what it cost."""
+        from transformers import set_seed
+
+        set_seed(spec.seed)  # the stage's own sampling seed: a resumed run draws the same rollouts
         f = self.cfg.filter
         res = filter_items(self.model, self.processing_class, spec.items, tasks=self.benchmark.tasks,
                            style=self.style, rule=f.keep, num_rollouts=f.num_rollouts, temperature=f.temperature,
@@ -191,6 +213,7 @@ class LocalSteps:
             logs.append({"step": step, **row})
             on_log(step, total, row)
 
+        shutil.rmtree(spec.partial_model_dir, ignore_errors=True)  # a killed attempt's leftovers
         if items:
             ctx = stage_context(self.cfg, self.benchmark, self.style, spec, forward)
             result = self.paradigm.train_stage(self.model, self.processing_class, items, ctx)
@@ -200,11 +223,12 @@ class LocalSteps:
         else:  # RIF kept nothing: the stage trains nothing, the model is unchanged
             log.warning("stage %d: no training items left, skipping training", spec.stage)
             start = time.time()
-            self.model.save_pretrained(spec.model_dir)
+            self.model.save_pretrained(spec.partial_model_dir)
             steps, tokens, metrics, train_seconds, model = 0, 0, {}, 0.0, self.model
             save_seconds = time.time() - start
         write_jsonl(spec.dir / "train_log.jsonl", logs)
-        self.processing_class.save_pretrained(spec.model_dir)
+        self.processing_class.save_pretrained(spec.partial_model_dir)
+        publish_checkpoint(spec)
         shutil.rmtree(spec.dir / "trainer", ignore_errors=True)
         self.model = model
         if self.cfg.deepspeed.config:

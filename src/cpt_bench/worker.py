@@ -142,7 +142,7 @@ class Worker:
         from transformers import set_seed
 
         from cpt_bench.rundir import write_json
-        from cpt_bench.steps import StageSpec, stage_context
+        from cpt_bench.steps import StageSpec, publish_checkpoint, stage_context
         from cpt_bench.vision_zero3 import align_vision_tower, needs_alignment
 
         spec = self.spec
@@ -169,7 +169,7 @@ class Worker:
         else:  # RIF kept nothing: the stage trains nothing, the model is unchanged
             start = time.time()
             if self.rank == 0:
-                model.save_pretrained(stage.model_dir)
+                model.save_pretrained(stage.partial_model_dir)
             out = {"optimizer_steps": 0, "generated_tokens": 0, "metrics": {}, "train_seconds": 0.0,
                    "save_seconds": time.time() - start}
         if log_file:
@@ -177,7 +177,8 @@ class Worker:
         if torch.cuda.is_available():
             out["metrics"]["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30  # rank 0's
         if self.rank == 0:
-            processing_class.save_pretrained(stage.model_dir)
+            processing_class.save_pretrained(stage.partial_model_dir)
+            publish_checkpoint(stage)
             shutil.rmtree(self.dir / "trainer", ignore_errors=True)
             write_json(self.dir / "result.json", out)  # last: the controller reads it after the exit code
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from cpt_bench import faults
 from cpt_bench.errors import unknown
 from cpt_bench.prompts import PromptStyle
 from cpt_bench.tasks.base import Example, Task
@@ -55,6 +56,7 @@ def save_stage(trainer, ctx: StageContext) -> float:
     loadable Hugging Face folder. Returns the seconds it took."""
     start = time.time()
     trainer.save_model(str(ctx.save_dir))
+    faults.reached("checkpoint_save")
     return time.time() - start
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cpt_bench import faults
 from cpt_bench.processing import text_tokenizer
 from cpt_bench.prompts import PromptStyle, encode_prompts, format_prompt
 from cpt_bench.tasks.base import Example, Task
@@ -84,6 +85,7 @@ def rollout_scores(model, processing_class, examples: list[Example], *, tasks: d
                 # generate() keeps each prompt's samples together
                 samples = texts[j * num_rollouts : (j + 1) * num_rollouts]
                 scores[i] = [tasks[ex.task].grade(style.extract(t), ex) for t in samples]
+            faults.reached("rif_rollouts")
     return scores, tokens
 
 

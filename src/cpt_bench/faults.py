@@ -1,0 +1,40 @@
+"""Fault injection: kill this process outright at a named point of a run, to test that a
+run dying there loses nothing (tests/test_faults.py).
+
+    CPT_BENCH_KILL_AT=<point>[@<stage>]   SIGKILL the first time <point> is reached (in that stage)
+
+A SIGKILL runs no handler and no `finally`, like the OOM killer, a node failure or `kill -9`,
+so what is on disk at that instant is exactly what a resumed run finds. Unset (always, outside
+the tests), `reached` costs one environment lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "CPT_BENCH_KILL_AT"
+POINTS = (
+    "rif_rollouts",  # between two batches of RIF rollouts
+    "training",  # at a trainer log event, mid-stage
+    "checkpoint_save",  # the stage's weights written, its tokenizer not yet
+    "evaluation",  # one task's eval records written, the others not
+    "result_files",  # a stage's stage.json written, the run's matrix and metrics not yet
+    "before_finished",  # every stage done, run.json not yet marked finished
+)
+_stage: int | None = None  # the stage this process is in (set by the stage loop)
+
+
+def enter_stage(stage: int) -> None:
+    global _stage
+    _stage = stage
+
+
+def reached(point: str) -> None:
+    """Die here if CPT_BENCH_KILL_AT names this point (and the current stage)."""
+    spec = os.environ.get(ENV)
+    if not spec:
+        return
+    name, _, stage = spec.partition("@")
+    if name == point and (not stage or int(stage) == _stage):
+        os.kill(os.getpid(), signal.SIGKILL)

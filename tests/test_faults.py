@@ -1,0 +1,83 @@
+"""Fault injection: a real `cpt-bench` process killed with SIGKILL at each point where a run
+can die; rerunning the same command resumes and ends with exactly the results of a run that
+was never interrupted (fixed seed, one thread)."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from cpt_bench.faults import ENV, POINTS
+from cpt_bench.rundir import METRICS_JSON, RUN_JSON, read_json
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+# SFT with RIF before each stage, so that every point of a stage is passed through
+FAULTY = ["paradigm=sft", "order.tasks=[max,shift]", "benchmark.train_size=48", "benchmark.test_size=20",
+          "paradigm.epochs=2", "filter=rif", "filter.num_rollouts=4", "logger=none", "threads=1"]
+
+
+def run(run_dir, model_cache, **env):
+    return run_cli(*FAULTY, f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}", env=env)
+
+
+@pytest.fixture(scope="module")
+def straight(model_cache, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    res = run(run_dir, model_cache)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return run_dir
+
+
+def comparable_metrics(run_dir) -> dict:
+    return read_json(run_dir / METRICS_JSON)
+
+
+# each point in stage 2, so that the resumed run also carries stage 1 over from disk
+KILLS = [f"{p}@2" if p != "before_finished" else p for p in POINTS]
+
+
+@pytest.mark.parametrize("kill_at", KILLS)
+def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_results(kill_at, straight, model_cache, tmp_path):
+    run_dir = tmp_path / "run"
+    killed = run(run_dir, model_cache, **{ENV: kill_at})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert read_json(run_dir / RUN_JSON)["status"] == "running"  # no handler ran: it just died
+    stage2 = run_dir / "stages" / "02-shift"
+    if kill_at.startswith("checkpoint_save"):
+        # the weights are written but not the tokenizer: nothing looks like a complete checkpoint
+        assert (stage2 / "model.partial" / "model.safetensors").exists()
+        assert not (stage2 / "model").exists()
+    if kill_at.startswith("result_files"):
+        assert (stage2 / "stage.json").exists()  # stage 2 is complete; the run's files lag behind
+
+    resumed = run(run_dir, model_cache)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    done = 1 if kill_at.endswith("@2") and not kill_at.startswith("result_files") else 2
+    assert f"after stage {done}" in resumed.stdout + resumed.stderr  # the completed stages were kept
+    assert (run_dir / "matrix.csv").read_text() == (straight / "matrix.csv").read_text()
+    assert comparable_metrics(run_dir) == comparable_metrics(straight)
+    assert read_json(run_dir / RUN_JSON)["status"] == "finished"
+    assert not list(run_dir.rglob("model.partial")) and not list(run_dir.rglob(".*.tmp"))
+
+
+@pytest.mark.parametrize("keep,kill_at,kept", [("last", "result_files@2", ["02-shift"]), ("none", "evaluation@2", [])])
+def test_checkpoint_keep_holds_what_resume_needs_until_the_sequence_ends(keep, kill_at, kept, straight, model_cache,
+                                                                        tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*FAULTY, f"checkpoint.keep={keep}", f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}"]
+    assert run_cli(*args, env={ENV: kill_at}).returncode == -signal.SIGKILL
+    if kill_at.startswith("evaluation"):  # stage 2 unfinished: stage 1's checkpoint is what resume starts from
+        assert (run_dir / "stages" / "01-max" / "model" / "model.safetensors").exists()
+    assert run_cli(*args).returncode == 0
+    assert sorted(p.parent.name for p in run_dir.glob("stages/*/model")) == kept
+    assert (run_dir / "matrix.csv").read_text() == (straight / "matrix.csv").read_text()
+
+
+def test_each_stage_records_the_disk_it_used(straight):
+    for stage in ("01-max", "02-shift"):
+        weights = (straight / "stages" / stage / "model" / "model.safetensors").stat().st_size
+        assert read_json(straight / "stages" / stage / "stage.json")["disk_bytes"] > weights
