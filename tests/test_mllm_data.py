@@ -18,11 +18,12 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf, open_dict
 from PIL import Image, ImageFile
 
-from cpt_bench.config import register_configs
+from cpt_bench.config import register_configs, validate
+from cpt_bench.errors import DataError
 from cpt_bench.grading import choice_letter, grade_choice, grade_short_answer, parse_choices
 from cpt_bench.prompts import PromptStyle
 from cpt_bench.tasks import ConfigError, build_benchmark, resolve_order
-from cpt_bench.tasks.images import ArrowImage, PathImage, resolve_image_path
+from cpt_bench.tasks.images import ArrowImage, PathImage, resolve_image
 from cpt_bench.tasks.mllm import (
     CLEVR_HINT,
     COT_INSTRUCTION,
@@ -175,11 +176,13 @@ def test_missing_and_unreadable_images_are_skipped_and_counted(tmp_path, caplog)
     (tmp_path / "GQA").mkdir()
     (tmp_path / "GQA" / "broken.png").write_bytes(b"not an image")
     write_authors_file(tmp_path, "gqa", extra=extra)
-    task = benchmark(f"benchmark.data_dir={tmp_path}").tasks["gqa"]
+    task = benchmark(f"benchmark.data_dir={tmp_path}", "benchmark.max_skipped_fraction=0.5").tasks["gqa"]
     with caplog.at_level(logging.INFO, logger="cpt_bench"):
         assert len(task.test()) == 2
     assert task.skipped["test"] == 2 and task.excluded["test"] == 1
-    assert "gqa test: 2 items" in caplog.text and "skipped 2 with a missing or unreadable image" in caplog.text
+    assert "gqa test: 2 items" in caplog.text and "2 rows skipped (1 image missing, 1 image unreadable; first: " \
+"GQA/nowhere.png (image missing))" in caplog.text
+    assert caplog.records[-1].levelno == logging.WARNING, "skipped rows are a warning"
 
 
 def test_images_stay_undecoded_until_load(tmp_path, monkeypatch):
@@ -288,11 +291,11 @@ def test_textvqa_and_vizwiz_hub_schemas_take_the_majority_answer(tmp_path):
         "image": [png_bytes(COLOURS[1]), png_bytes(COLOURS[2])], "question": ["What is this?", "Hidden?"],
         "answers": [["unanswerable", "unanswerable", "soup"], []]}}, feats_vw)
     b = benchmark(f"benchmark.sources.textvqa.test.hf_id={tmp_path / 'tv'}",
-                  f"benchmark.sources.vizwiz.test.hf_id={tmp_path / 'vw'}")
+                  f"benchmark.sources.vizwiz.test.hf_id={tmp_path / 'vw'}", "benchmark.max_skipped_fraction=0.5")
     (tv,), (vw,) = b.tasks["textvqa"].test(), b.tasks["vizwiz"].test()
     assert (tv.prompt, tv.answer) == ("what is the time?\nReference OCR token:N,u,g0", "5:41")
     assert (vw.prompt, vw.answer) == (f"What is this?\n{UNANSWERABLE}", "unanswerable")
-    assert b.tasks["vizwiz"].excluded["test"] == 1, "a row without a reference answer is no item"
+    assert b.tasks["vizwiz"].skipped["test"] == 1, "a row without a reference answer is skipped and counted"
     assert b.tasks["vizwiz"].grade("Unanswerable.", vw) == 1.0
 
 
@@ -309,7 +312,7 @@ def test_gqa_joins_its_separate_image_config(tmp_path):
         "---\nconfigs:\n" + "".join(
             f"- config_name: {c}\n  data_files:\n  - split: testdev\n    path: {c}/testdev-*.parquet\n"
             for c in ("testdev_balanced_instructions", "testdev_balanced_images")) + "---\n")
-    task = benchmark(f"benchmark.sources.gqa.test.hf_id={root}").tasks["gqa"]
+    task = benchmark(f"benchmark.sources.gqa.test.hf_id={root}", "benchmark.max_skipped_fraction=0.5").tasks["gqa"]
     items = task.test()
     assert [(ex.prompt, ex.answer) for ex in items] == [("Is it red?", "no"), ("What color?", "blue")]
     assert [colour_of(ex.images[0]) for ex in items] == [COLOURS[1], COLOURS[0]]
@@ -410,6 +413,16 @@ def test_rows_in_another_schema_are_a_one_line_error(tmp_path):
     rows = {"image": [png_bytes(COLOURS[0])], "question": ["Q?"], "answer": ["a"]}
     hub_folder(tmp_path / "pv", {"test": rows}, feats)
     task = benchmark(f"benchmark.sources.scienceqa.test.hf_id={tmp_path / 'pv'}").tasks["scienceqa"]
+    with pytest.raises(DataError) as err:  # a column the task reads is missing: named up front
+        task.test()
+    assert str(err.value) == (
+        f"task 'scienceqa': test data {tmp_path / 'pv'}@test (native format) has no column 'choices'; its columns: "
+        "image, question, answer; point benchmark.sources.scienceqa.test at the task's data or set "
+        "benchmark.sources.scienceqa.format")
+    # a column present in the schema but not in a row still fails on that row, in one line
+    (tmp_path / "sqa.json").write_text(json.dumps([{"image": "x.png", "question": "Q?", "choices": ["a"]},
+                                                    {"image": "x.png", "question": "Q?", "answer": 0}]))
+    task = benchmark(f"benchmark.sources.scienceqa.test.path={tmp_path / 'sqa.json'}").tasks["scienceqa"]
     with pytest.raises(ConfigError, match=r"^task 'scienceqa': a native row of .* does not fit the task"):
         task.test()
 
@@ -450,8 +463,141 @@ def test_the_benchmark_composes_and_keeps_the_paper_order():
 def test_absolute_image_paths_from_another_machine_are_re_rooted(tmp_path):
     local = png(tmp_path / "VizWiz" / "val" / "VizWiz_val_00000000.jpg")
     theirs = "/home/someone/project/mllm_cl/tasks/VizWiz/val/VizWiz_val_00000000.jpg"
-    assert resolve_image_path(theirs, tmp_path) == Path(local)
-    assert resolve_image_path("VizWiz/val/VizWiz_val_00000000.jpg", tmp_path) == Path(local)
+    assert resolve_image(theirs, tmp_path) == Path(local)
+    assert resolve_image("VizWiz/val/VizWiz_val_00000000.jpg", tmp_path) == Path(local)
+
+
+# --- data that fails loudly: image resolution, skip reasons, min_items / max_skipped_fraction ------
+
+THEIRS = "/home/someone/project/mllm_cl/tasks"  # where the authors' files were written
+
+
+def sharegpt_record(image: str | None, answer: str | None = "yes") -> dict:
+    turns = [{"role": "user", "content": "<image>\nIs it red?\n" + SHORT_ANSWER}]
+    turns += [{"role": "assistant", "content": answer}] if answer is not None else []
+    return {"messages": turns, "images": [image] if image else []}
+
+
+def write_records(path: Path, records: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(records))
+    return path
+
+
+def test_resolve_image_rule(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    deep, shallow = png(root / "VizWiz" / "val" / "1.png"), png(root / "val" / "2.png")
+    png(root / "val" / "1.png")  # a shorter suffix of the same path: the longest existing one wins
+    assert resolve_image(deep, root) == Path(deep), "an absolute path that exists is taken as written"
+    assert resolve_image("VizWiz/val/1.png", root) == Path(deep), "a relative path is under the root"
+    assert resolve_image(f"{THEIRS}/VizWiz/val/1.png", root) == Path(deep)
+    assert resolve_image(f"{THEIRS}/VizWiz/val/2.png", root) == Path(shallow)
+    assert resolve_image("elsewhere/val/2.png", root) == Path(shallow), "relative paths are re-rooted too"
+    assert resolve_image(f"{THEIRS}/VizWiz/val/3.png", root) is None
+    assert resolve_image(f"{THEIRS}/VizWiz/val/1.png", None) is None, "no root: as written only"
+    assert resolve_image(f"{THEIRS}/VizWiz/val", root) is None, "a folder is no image"
+    # a shared folder cache: 200 missing images in one folder cost few folder look-ups
+    calls = []
+    real = Path.is_dir
+    monkeypatch.setattr(Path, "is_dir", lambda self: calls.append(self) or real(self))
+    dirs: dict[Path, bool] = {}
+    assert all(resolve_image(f"{THEIRS}/GQA/images/{k}.png", root, dirs) is None for k in range(200))
+    assert len(calls) == len(dirs) == 8, "one look-up per candidate folder, not per row"
+
+
+def test_another_machines_absolute_paths_load_when_the_images_are_under_image_root(tmp_path):
+    data, images = tmp_path / "data", tmp_path / "images"
+    records = []
+    for k in range(2):
+        png(images / "VizWiz" / "val" / f"{k}.png", COLOURS[k])
+        records.append(sharegpt_record(f"{THEIRS}/VizWiz/val/{k}.png"))
+    file = write_records(data / "VizWiz_test.json", records)
+    task = benchmark(f"benchmark.data_dir={data}", f"benchmark.image_root={images}").tasks["vizwiz"]
+    assert [colour_of(ex.images[0]) for ex in task.test()] == COLOURS[:2] and task.skipped == {"test": 0}
+    # a per-task root wins over the benchmark's
+    task = benchmark(f"benchmark.data_dir={data}", "benchmark.image_root=/nowhere",
+                     f"benchmark.sources.vizwiz.image_root={images}").tasks["vizwiz"]
+    assert len(task.test()) == 2
+    # not there: one line naming the task, the file, the counts by reason, the first path, what to set
+    with pytest.raises(DataError) as err:
+        benchmark(f"benchmark.data_dir={data}").tasks["vizwiz"].test()
+    assert str(err.value) == (
+        f"task 'vizwiz': test data {file}: 0 items, 2 of 2 rows skipped (image missing: 2); first offending: "
+        f"{THEIRS}/VizWiz/val/0.png (image missing); needs >= 1 items (benchmark.min_items) and <= 5% skipped "
+        f"(benchmark.max_skipped_fraction); images are looked up as written, then by their trailing path "
+        f"components under {data}: put them there or set benchmark.image_root "
+        "(or benchmark.sources.vizwiz.image_root)")
+
+
+def test_empty_answers_are_skipped_and_counted_against_the_skipped_fraction(tmp_path):
+    image = png(tmp_path / "GQA" / "0.png")
+    records = [sharegpt_record(image) for _ in range(18)]
+    records[3] = sharegpt_record(image, answer=" ")
+    records[7] = sharegpt_record(image, answer=None)  # no assistant turn at all
+    write_records(tmp_path / "GQA_test.json", records)
+    with pytest.raises(DataError, match=r"^task 'gqa': test data .*GQA_test.json: 16 items, 2 of 18 rows skipped "
+                                        r"\(empty answer: 2\); first offending: row 3 \(empty answer\); "
+                                        r"needs >= 1 items .* and <= 5% skipped [^;]*$"):
+        benchmark(f"benchmark.data_dir={tmp_path}").tasks["gqa"].test()
+    task = benchmark(f"benchmark.data_dir={tmp_path}", "benchmark.max_skipped_fraction=0.12").tasks["gqa"]
+    assert len(task.test()) == 16 and task.skipped == {"test": 2}
+
+
+def test_min_items_and_max_skipped_fraction_trigger(tmp_path):
+    write_authors_file(tmp_path, "pathvqa", extra=[sharegpt_record("path-vqa/gone.png")])  # 2 items, 1 missing
+
+    def items(*o):
+        return benchmark(f"benchmark.data_dir={tmp_path}", *o).tasks["pathvqa"].test()
+
+    with pytest.raises(DataError, match=r"2 items, 1 of 3 rows skipped \(image missing: 1\).*<= 5% skipped"):
+        items()
+    assert len(items("benchmark.max_skipped_fraction=0.34")) == 2
+    with pytest.raises(DataError, match=r"needs >= 3 items \(benchmark.min_items\) and <= 50% skipped"):
+        items("benchmark.max_skipped_fraction=0.5", "benchmark.min_items=3")
+    # a cap below min_items is what was asked for: one item is enough then
+    assert len(items("benchmark.max_skipped_fraction=1", "benchmark.min_items=3", "benchmark.max_test=1")) == 1
+    write_records(tmp_path / "path-vqa_test.json", [])
+    with pytest.raises(DataError, match=r"path-vqa_test.json: 0 items, 0 of 0 rows skipped \(none\); needs >= 1"):
+        items()
+
+
+def test_a_source_without_a_column_the_task_reads_names_its_columns(tmp_path):
+    feats = datasets.Features({"images": datasets.List(datasets.Image()), "problem": datasets.Value("string")})
+    datasets.Dataset.from_dict({"images": [[{"bytes": png_bytes(COLOURS[0]), "path": None}]],
+                                "problem": ["<image>Find x."]}, features=feats).to_parquet(str(tmp_path / "g.parquet"))
+    task = benchmark(f"benchmark.sources.geometry3k.test.path={tmp_path / 'g.parquet'}").tasks["geometry3k"]
+    with pytest.raises(DataError, match=r"^task 'geometry3k': test data .*g.parquet \(native format\) has no column "
+                                        r"'answer' \(or 'answers'\); its columns: images, problem; "):
+        task.test()
+
+
+@pytest.mark.parametrize("override,message", [
+    ("benchmark.min_items=0", "benchmark.min_items must be >= 1, not 0"),
+    ("benchmark.max_skipped_fraction=1.5", "benchmark.max_skipped_fraction must be in [0, 1], not 1.5"),
+])
+def test_data_check_settings_are_validated(override, message):
+    with initialize_config_module(config_module="cpt_bench.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["benchmark=mllm_cl7", override])
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert str(err.value) == message
+
+
+@pytest.mark.slow
+def test_cli_stops_in_one_line_before_any_model_when_images_are_missing(tmp_path):
+    from conftest import run_cli
+
+    write_records(tmp_path / "data" / "VizWiz_test.json", [sharegpt_record(f"{THEIRS}/VizWiz/val/0.png")])
+    res = run_cli("benchmark=mllm_cl7", f"benchmark.data_dir={tmp_path / 'data'}", "order.tasks=[vizwiz]",
+                  "eval.general=false", "logger=none", f"hydra.run.dir={tmp_path / 'run'}",
+                  f"model.cache_dir={tmp_path / 'cache'}")
+    assert res.returncode == 2, res.stderr[-2000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"cpt-bench: error: task 'vizwiz': test data {tmp_path / 'data' / 'VizWiz_test.json'}: "
+                           "0 items, 1 of 1 rows skipped (image missing: 1); first offending: "
+                           f"{THEIRS}/VizWiz/val/0.png (image missing);")
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "cache").exists(), "no model may be built for a task without data"
 
 
 # --- graders on the answer styles these tasks produce ---------------------------------------------

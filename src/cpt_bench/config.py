@@ -229,7 +229,7 @@ class SplitSourceConfig:
 @dataclass
 class TaskSourceConfig:
     format: str = "auto"  # auto | sharegpt | easyr1 | native (the dataset's own columns)
-    image_root: str | None = None  # image paths are relative to this
+    image_root: str | None = None  # this task's images; overrides benchmark.image_root
     max_train: int | None = None  # overrides the benchmark's for this task
     max_test: int | None = None
     train: SplitSourceConfig = field(default_factory=SplitSourceConfig)
@@ -249,12 +249,22 @@ class MLLMBenchmarkConfig:
     tasks: list[str] = MISSING  # the CPT tasks in the paper's order
     general: list[str] = field(default_factory=list)  # held-out general-ability suite
     data_dir: str | None = None  # a folder of the authors' ShareGPT files
-    image_root: str | None = None  # default: data_dir
+    # where image paths are looked up (default: data_dir, or an explicit file's folder): as
+    # written, else under this root by their trailing components, longest first, so a file
+    # written on another machine (/home/them/data/VizWiz/val/1.jpg) finds <root>/VizWiz/val/1.jpg
+    image_root: str | None = None
     max_train: int | None = None  # per task; null = every item
     max_test: int | None = None
+    # a drawn split with fewer items (or than its cap, if smaller), or with more of its rows
+    # skipped (image missing or unreadable, empty answer), stops the run before any model loads
+    min_items: int = 1
+    max_skipped_fraction: float = 0.05
     sources: dict[str, TaskSourceConfig] = field(default_factory=dict)
 
     def validate(self, at: str = "benchmark") -> None:
+        require(self.min_items >= 1, f"{at}.min_items", self.min_items, ">= 1")
+        require(0 <= self.max_skipped_fraction <= 1, f"{at}.max_skipped_fraction", self.max_skipped_fraction,
+                "in [0, 1]")
         caps = [("max_train", self.max_train), ("max_test", self.max_test)]
         caps += [(f"sources.{t}.{k}", getattr(src, k))
                  for t, src in self.sources.items() for k in ("max_train", "max_test")]

@@ -7,6 +7,11 @@ class ConfigError(ValueError):
     """Bad user input, reported as one line before any expensive work."""
 
 
+class DataError(ConfigError):
+    """A task's data that is missing, too small or too broken to trust; raised while the
+    splits are drawn, before any model is built (a ConfigError, so the CLI exits 2 with it)."""
+
+
 class ModelLoadError(ConfigError):
     """A checkpoint that cpt-bench cannot use as it stands."""
 

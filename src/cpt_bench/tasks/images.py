@@ -2,8 +2,8 @@
 
 An `Example.images` entry is a small reference: nothing is decoded until `.load()`, so a task
 of thousands of items costs a few bytes per image until a batch actually needs its pixels.
-`.readable()` opens only the header (PIL reads the format and size, not the pixels), which is
-how loaders skip items whose image is missing or not an image.
+`.problem()` opens only the header (PIL reads the format and size, not the pixels), which is
+how loaders skip, and count by reason, items whose image is missing or not an image.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+IMAGE_MISSING, IMAGE_UNREADABLE = "image missing", "image unreadable"  # skip reasons
 
 
 def _open_rgb(source: Any) -> Image.Image:
@@ -29,24 +31,43 @@ def _header_ok(source: Any) -> bool:
         return False
 
 
-def resolve_image_path(path: str, root: str | Path | None) -> Path:
-    """Where an image path of a data file points.
+def _path_problem(path: Path) -> tuple[str, str] | None:
+    if not path.is_file():
+        return IMAGE_MISSING, str(path)
+    return None if _header_ok(path) else (IMAGE_UNREADABLE, str(path))
 
-    Relative paths are under `root`. An absolute path that does not exist here (a file written
-    on another machine, as the authors' VizWiz file is) is re-rooted: the longest tail of it
-    that exists under `root` wins. Returns the path as given when nothing exists.
+
+def _is_dir(folder: Path, dirs: dict[Path, bool] | None) -> bool:
+    if dirs is None:
+        return folder.is_dir()
+    if folder not in dirs:
+        dirs[folder] = folder.is_dir()
+    return dirs[folder]
+
+
+def resolve_image(path: str | Path, root: str | Path | None, dirs: dict[Path, bool] | None = None) -> Path | None:
+    """Where an image path of a data file points on this machine; None when nowhere.
+
+    The rule, first hit wins: an absolute path as written; a relative one under `root`; then
+    under `root` by the path's trailing components, longest first, so that
+    `/home/someone/data/VizWiz/val/1.jpg` written on another machine is found at
+    `<root>/VizWiz/val/1.jpg` (or `<root>/val/1.jpg`, or `<root>/1.jpg`). With no root, a
+    relative path is taken from the working directory. `dirs` caches which folders exist:
+    the rows of one file share a few folders, so a missing image costs dictionary look-ups,
+    not a stat per candidate.
     """
     p = Path(path)
-    if not p.is_absolute():
-        return Path(root, p) if root is not None else p
-    if p.exists() or root is None:
-        return p
-    parts = p.parts[1:]
+    if p.is_absolute() or root is None:
+        if p.is_file():
+            return p
+        if root is None:
+            return None
+    parts = p.parts[1:] if p.is_absolute() else p.parts  # an absolute path without its anchor
     for i in range(len(parts)):
         candidate = Path(root, *parts[i:])
-        if candidate.exists():
+        if _is_dir(candidate.parent, dirs) and candidate.is_file():
             return candidate
-    return p
+    return None
 
 
 @dataclass(frozen=True)
@@ -58,8 +79,12 @@ class PathImage:
     def load(self) -> Image.Image:
         return _open_rgb(self.path)
 
+    def problem(self) -> tuple[str, str] | None:
+        """(skip reason, the offending path) when the image cannot be used; reads the header only."""
+        return _path_problem(self.path)
+
     def readable(self) -> bool:
-        return _header_ok(self.path)
+        return self.problem() is None
 
 
 @dataclass(frozen=True)
@@ -70,6 +95,9 @@ class MissingImage:
 
     def load(self) -> Image.Image:
         raise FileNotFoundError(f"image {self.what} is missing")
+
+    def problem(self) -> tuple[str, str] | None:
+        return IMAGE_MISSING, self.what
 
     def readable(self) -> bool:
         return False
@@ -105,17 +133,26 @@ class ArrowImage:
             cell = cell.get("path")
         if not cell:
             raise FileNotFoundError(f"row {self.row} of column {self.column!r} has no image")
-        return resolve_image_path(cell, self.root)
+        path = resolve_image(cell, self.root)
+        if path is None:
+            raise FileNotFoundError(cell)  # the path as written: what a user looks for
+        return path
 
     def load(self) -> Image.Image:
         return _open_rgb(self._source())
 
-    def readable(self) -> bool:
+    def problem(self) -> tuple[str, str] | None:
+        """(skip reason, the offending path or cell) when the image cannot be used; header only."""
         try:
             source = self._source()
-        except FileNotFoundError:
-            return False
-        return _header_ok(source)
+        except FileNotFoundError as e:
+            return IMAGE_MISSING, str(e)
+        if isinstance(source, Path):
+            return _path_problem(source)
+        return None if _header_ok(source) else (IMAGE_UNREADABLE, f"row {self.row} of column {self.column!r}")
+
+    def readable(self) -> bool:
+        return self.problem() is None
 
 
 def load_images(refs) -> list[Image.Image]:

@@ -15,6 +15,10 @@ adapter from a source row (see sources.py) to an `Example`:
 
 With `benchmark.data_dir` the authors' ShareGPT files are read (`ScienceQA_test.json`, ...,
 images under `benchmark.image_root`, default the data dir); otherwise each task's hub dataset.
+A split fails loudly (`DataError`, one line) when its source lacks a column the task needs or
+when too few of its rows survive: fewer than `benchmark.min_items` items, or more than
+`benchmark.max_skipped_fraction` of them skipped for a missing/unreadable image or an empty
+answer. Splits are drawn before any model is built, so a bad file costs seconds, not a run.
 """
 
 from __future__ import annotations
@@ -28,9 +32,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cpt_bench.errors import DataError
 from cpt_bench.grading import grade_choice, grade_short_answer, parse_choices
 from cpt_bench.tasks.base import ConfigError, Example, stable_seed
-from cpt_bench.tasks.sources import FORMATS, Row, SourceSpec, draw, open_rows, prompt_and_answer
+from cpt_bench.tasks.images import IMAGE_MISSING
+from cpt_bench.tasks.sources import (
+    EMPTY_ANSWER,
+    FORMATS,
+    Drawn,
+    Row,
+    Skip,
+    SourceSpec,
+    draw,
+    open_rows,
+    prompt_and_answer,
+)
 
 if TYPE_CHECKING:
     from cpt_bench.tasks import Benchmark
@@ -105,7 +121,9 @@ class Question:
 def generic_native(f: dict) -> Question | None:
     """`question` (or `problem` / `query`) and `answer` (or annotators' `answers`) columns;
     None for a row without a reference answer (e.g. a hidden test split)."""
-    text = next(f[k] for k in ("question", "problem", "query") if f.get(k) is not None)
+    text = next((f[k] for k in ("question", "problem", "query") if f.get(k) is not None), None)
+    if text is None:
+        raise KeyError("question")
     answer = f["answer"] if f.get("answer") is not None else majority(f.get("answers"))
     return None if answer is None else Question(text, str(answer))
 
@@ -151,14 +169,17 @@ class TaskSpec:
     decorate: Callable[[str], str] = lambda q: q  # adds the task's own lines if missing
     needs_image: bool = True  # rows without an image are not items of the task
     multiple_choice: bool = False
+    # the columns `native` reads; a tuple entry names alternatives (any one will do)
+    columns: tuple[str | tuple[str, ...], ...] = (("question", "problem", "query"), ("answer", "answers"))
 
 
 CPT_SPECS = {
     s.name: s
     for s in [
         TaskSpec("scienceqa", OPTION_LETTER, ("ScienceQA_train.json", "ScienceQA_test.json"),
-                 scienceqa_native, multiple_choice=True),
-        TaskSpec("textvqa", files=("TextVQA_train.json", "TextVQA_test.json"), native=textvqa_native),
+                 scienceqa_native, multiple_choice=True, columns=("question", "choices", "answer")),
+        TaskSpec("textvqa", files=("TextVQA_train.json", "TextVQA_test.json"), native=textvqa_native,
+                 columns=("question", "answers")),
         TaskSpec("vizwiz", files=("VizWiz_train.json", "VizWiz_test.json"), decorate=_ensure_unanswerable),
         TaskSpec("gqa", files=("GQA_train.json", "GQA_test.json")),
         TaskSpec("geometry3k", files=("geo_train.json", "geo_test.json")),
@@ -169,8 +190,9 @@ CPT_SPECS = {
 GENERAL_SPECS = {
     s.name: s
     for s in [
-        TaskSpec("mmmu", native=mmmu_native),
-        TaskSpec("mmlu_pro", OPTION_LETTER, native=mmlu_pro_native, needs_image=False, multiple_choice=True),
+        TaskSpec("mmmu", native=mmmu_native, columns=("question", "answer")),
+        TaskSpec("mmlu_pro", OPTION_LETTER, native=mmlu_pro_native, needs_image=False, multiple_choice=True,
+                 columns=("question", "options", "answer")),
         TaskSpec("pope"),
     ]
 }
@@ -179,20 +201,40 @@ DEFAULT_ORDER = list(CPT_SPECS)
 GENERAL_SUITE = list(GENERAL_SPECS)
 
 
+# the columns each stored format reads (native: the task's own, TaskSpec.columns)
+FORMAT_COLUMNS: dict[str, tuple[str | tuple[str, ...], ...]] = {
+    "sharegpt": (("messages", "conversations"),), "easyr1": ("problem", "answer")}
+
+
+def missing_column(spec: TaskSpec, fmt: str, columns: list[str]) -> str | None:
+    """The first column (or set of alternatives) the task needs from a source in `fmt` that is
+    not among `columns`, as words ("'answer'" or "'question' (or 'problem', 'query')")."""
+    for need in FORMAT_COLUMNS.get(fmt, spec.columns):
+        names = (need,) if isinstance(need, str) else need
+        if not set(names) & set(columns):
+            alternatives = f" (or {', '.join(map(repr, names[1:]))})" if len(names) > 1 else ""
+            return f"{names[0]!r}{alternatives}"
+    return None
+
+
 def to_example(spec: TaskSpec, row: Row) -> Example | None:
-    """A source row as an item of the task; None when it is none (no image, no reference answer)."""
+    """A source row as an item of the task; None when it is none (no image for an image task).
+    A row with an empty or missing reference answer (e.g. a hidden test split) raises `Skip`:
+    it should be an item, so it is counted against the split's skipped fraction."""
     if spec.needs_image and not row.images:
         return None
     options: tuple[str, ...] = ()
     if row.format == "native":
         q = spec.native(row.fields)
         if q is None:
-            return None
+            raise Skip(EMPTY_ANSWER)
         text, answer, options = q.text, q.answer, q.options
         if options:
             text = f"{text}\n{lettered(list(options))}"
     else:
         text, answer = prompt_and_answer(row)
+    if answer is None or not str(answer).strip():
+        raise Skip(EMPTY_ANSWER)
     question, instruction = split_instruction(strip_image_tokens(text))
     question = spec.decorate(question)
     choice = bool(options) or spec.multiple_choice or instruction == OPTION_LETTER
@@ -211,7 +253,9 @@ class MultimodalTask:
     sources: dict[str, SourceSpec | None]  # train / test
     limits: dict[str, int | None]  # max items per split (None = all)
     seed: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)  # per split: missing/unreadable image
+    min_items: int = 1  # per split, fewer is a DataError (or the split's cap, if smaller)
+    max_skipped_fraction: float = 0.05  # of the rows looked at; more skipped is a DataError
+    skipped: dict[str, int] = field(default_factory=dict)  # per split: image missing/unreadable, no answer
     excluded: dict[str, int] = field(default_factory=dict)  # per split: rows that are no item
     _items: dict[str, list[Example]] = field(default_factory=dict, repr=False)
 
@@ -239,15 +283,39 @@ class MultimodalTask:
                         f"({type(e).__name__}: {e}); check the data or set {src.key.rsplit('.', 1)[0]}.format"
                     ) from None
 
+            rows = open_rows(src)
+            # (an empty source has no columns to check: the too-few-items check below names it)
+            if len(rows) and (missing := missing_column(self.spec, rows.format, rows.columns)) is not None:
+                raise DataError(
+                    f"task {self.name!r}: {split} data {src.describe()} ({rows.format} format) has no column "
+                    f"{missing}; its columns: {', '.join(rows.columns) or 'none'}; "
+                    f"point {src.key} at the task's data or set {src.key.rsplit('.', 1)[0]}.format"
+                )
             seed = stable_seed("mllm", self.name, split, self.seed)
-            drawn = draw(open_rows(src), convert, self.limits.get(split), seed)
+            limit = self.limits.get(split)
+            drawn = draw(rows, convert, limit, seed)
+            self._check(split, src, drawn, need=min(self.min_items, limit or self.min_items), root=rows.root)
             self._items[split] = drawn.examples
             self.skipped[split], self.excluded[split] = drawn.skipped, drawn.excluded
-            log.info(
-                "%s %s: %d items from %s; skipped %d with a missing or unreadable image; %d rows without one excluded",
-                self.name, split, len(drawn.examples), src.describe(), drawn.skipped, drawn.excluded,
-            )
         return self._items[split]
+
+    def _check(self, split: str, src: SourceSpec, drawn: Drawn, need: int, root: str | Path | None) -> None:
+        """Stop with one line when too few items survive; else log what was kept and skipped.
+        `need` is min_items, or the split's cap when that is smaller (a cap is what was asked)."""
+        problem = drawn.shortfall(need, self.max_skipped_fraction)
+        if problem is not None:
+            hint = (f"; images are looked up as written, then by their trailing path components under "
+                    f"{root or 'the working directory'}: put them there or set benchmark.image_root "
+                    f"(or {src.key.rsplit('.', 1)[0]}.image_root)"
+                    if drawn.skips[IMAGE_MISSING] else "")
+            raise DataError(f"task {self.name!r}: {split} data {src.describe()}: {problem}{hint}")
+        reasons = ", ".join(f"{n} {r}" for r, n in drawn.skips.most_common())
+        log.log(
+            logging.WARNING if drawn.skipped else logging.INFO,
+            "%s %s: %d items from %s; %d rows skipped%s; %d rows without an image excluded",
+            self.name, split, len(drawn.examples), src.describe(), drawn.skipped,
+            f" ({reasons}; first: {drawn.first_skip})" if drawn.skipped else "", drawn.excluded,
+        )
 
     def train(self) -> list[Example]:
         return self._split("train")
@@ -318,7 +386,7 @@ def build_mllm_cl7(cfg) -> Benchmark:
             SPECS[t],
             {split: resolve_source(cfg, t, split) for split in ("train", "test")},
             {split: _limit(cfg, t, split) for split in ("train", "test")},
-            seed=cfg.seed,
+            seed=cfg.seed, min_items=cfg.min_items, max_skipped_fraction=cfg.max_skipped_fraction,
         )
         for t in dict.fromkeys(names)
     }

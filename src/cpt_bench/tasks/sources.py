@@ -11,13 +11,17 @@ Three kinds of source, each read into `Row`s (text fields plus lazy image refere
 
 Arrow-backed datasets stay memory-mapped: a row's text is read when the row is drawn and its
 images when they are loaded. `draw` picks a task's items (a seeded subset when capped) and
-skips, counting them, those whose image is missing or unreadable.
+skips, counting them by reason, those whose image is missing or unreadable or whose answer is
+empty; `Drawn.shortfall` says when too few survive for the task to be trusted. Image paths are
+resolved by `images.resolve_image` (as written, under the image root, or by their trailing
+components under it).
 """
 
 from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -25,11 +29,21 @@ from pathlib import Path
 from typing import Any
 
 from cpt_bench.tasks.base import ConfigError, Example
-from cpt_bench.tasks.images import ArrowImage, MissingImage, PathImage, resolve_image_path
+from cpt_bench.tasks.images import ArrowImage, MissingImage, PathImage, resolve_image
 
 FORMATS = ("auto", "sharegpt", "easyr1", "native")
 # lmms-lab's GQA keeps images in a config of their own, one row per image id
 JOIN_KEY, JOIN_ID, JOIN_IMAGE = "imageId", "id", "image"
+EMPTY_ANSWER = "empty answer"  # a skip reason, beside images.IMAGE_MISSING / IMAGE_UNREADABLE
+
+
+class Skip(Exception):
+    """Raised by a row adapter for a row that should be an item but cannot be one (e.g. no
+    reference answer): `draw` skips and counts it by `reason`, naming the first offender."""
+
+    def __init__(self, reason: str, what: str | None = None):
+        super().__init__(reason)
+        self.reason, self.what = reason, what
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,8 @@ def detect_format(columns: Iterable[str]) -> str:
 
 
 def sharegpt_turns(fields: dict) -> tuple[str, str]:
-    """(first user turn, the assistant turn after it) of a ShareGPT record.
+    """(first user turn, the assistant turn after it) of a ShareGPT record; the answer is ""
+    when the assistant turn is missing or empty (a row to skip, not a malformed file).
 
     Accepts LLaMA-Factory's `messages` with role/content and LLaVA's `conversations` with
     from/value (human/gpt).
@@ -90,9 +105,9 @@ def sharegpt_turns(fields: dict) -> tuple[str, str]:
         elif user is not None and role in ("assistant", "gpt"):
             answer = text
             break
-    if user is None or answer is None:
-        raise ValueError("a ShareGPT record needs a user turn followed by an assistant turn")
-    return user, answer
+    if user is None:
+        raise ValueError("a ShareGPT record needs a user turn")
+    return user, answer or ""
 
 
 def prompt_and_answer(row: Row) -> tuple[str, str]:
@@ -112,21 +127,31 @@ def _batched(xs: Iterable[int], n: int) -> Iterator[list[int]]:
 
 
 class JsonRows:
-    """Records of a JSON list or JSON-lines file; image paths resolved against `root`."""
+    """Records of a JSON list or JSON-lines file; image paths resolved against `root`
+    (`resolve_image`); one that resolves nowhere is a `MissingImage` named as written."""
 
     def __init__(self, records: list[dict], fmt: str, root: str | Path | None):
         self.records, self.root = records, root
         self.format = detect_format(records[0]) if fmt == "auto" and records else fmt
+        self._dirs: dict[Path, bool] = {}  # which folders exist, shared by all rows' look-ups
 
     def __len__(self) -> int:
         return len(self.records)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(dict.fromkeys(k for rec in self.records for k in rec))
+
+    def _image(self, path: str) -> PathImage | MissingImage:
+        found = resolve_image(path, self.root, self._dirs)
+        return PathImage(found) if found is not None else MissingImage(str(path))
 
     def read(self, indices: Iterable[int]) -> Iterator[tuple[int, Row]]:
         for i in indices:
             rec = self.records[i]
             paths = rec.get("images", rec.get("image")) or []
             paths = [paths] if isinstance(paths, str) else paths
-            images = tuple(PathImage(resolve_image_path(p, self.root)) for p in paths)
+            images = tuple(self._image(p) for p in paths)
             fields = {k: v for k, v in rec.items() if k not in ("images", "image")}
             yield i, Row(self.format, fields, images)
 
@@ -162,6 +187,10 @@ class ArrowRows:
 
     def __len__(self) -> int:
         return len(self.ds)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.ds.column_names)
 
     def _images_per_row(self, column: str) -> tuple[bool, list[int]]:
         """Whether `column` holds lists of images, and how many each row has.
@@ -283,14 +312,33 @@ def open_rows(spec: SourceSpec) -> JsonRows | ArrowRows:
 @dataclass(frozen=True)
 class Drawn:
     examples: list[Example]
-    skipped: int  # items whose image is missing or unreadable (among the rows looked at)
+    skips: Counter  # reason -> rows skipped for it (among the rows looked at)
+    first_skip: str | None  # the first offending image path (or row) met
     excluded: int  # rows that are not items of the task, e.g. text-only ScienceQA questions
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.skips.values())
+
+    def shortfall(self, min_items: int, max_skipped_fraction: float) -> str | None:
+        """Why these items cannot be trusted, or None: fewer than `min_items`, or more than
+        `max_skipped_fraction` of the rows looked at (items and skipped rows) skipped."""
+        looked = len(self.examples) + self.skipped
+        if len(self.examples) >= min_items and self.skipped <= max_skipped_fraction * looked:
+            return None
+        reasons = ", ".join(f"{r}: {n}" for r, n in self.skips.most_common()) or "none"
+        first = f"; first offending: {self.first_skip}" if self.first_skip else ""
+        excluded = f"; {self.excluded} rows without an image excluded" if self.excluded else ""
+        return (f"{len(self.examples)} items, {self.skipped} of {looked} rows skipped ({reasons}){first}{excluded}; "
+                f"needs >= {min_items} items (benchmark.min_items) and <= {max_skipped_fraction * 100:g}% "
+                f"skipped (benchmark.max_skipped_fraction)")
 
 
 def draw(rows: JsonRows | ArrowRows, to_example: Callable[[Row], Example | None],
          limit: int | None, seed: int) -> Drawn:
     """All items of a source, or `limit` of them drawn at random by `seed`, in source order.
 
+    `to_example` returns None for a row that is no item and raises `Skip` for one to skip.
     A capped draw walks a seeded permutation and stops once `limit` items are usable, so only
     the rows it looks at are read and have their image headers checked.
     """
@@ -298,16 +346,25 @@ def draw(rows: JsonRows | ArrowRows, to_example: Callable[[Row], Example | None]
     if limit is not None and limit < len(order):
         random.Random(seed).shuffle(order)
     kept: list[tuple[int, Example]] = []
-    skipped = excluded = 0
+    skips: Counter = Counter()
+    first: str | None = None
+    excluded = 0
     for i, row in rows.read(order):
-        ex = to_example(row)
-        if ex is None:
-            excluded += 1
-        elif not all(im.readable() for im in ex.images):
-            skipped += 1
+        try:
+            ex = to_example(row)
+        except Skip as skip:
+            problem: tuple[str, str] | None = (skip.reason, skip.what or f"row {i}")
         else:
-            kept.append((i, ex))
-            if len(kept) == limit:
-                break
+            if ex is None:
+                excluded += 1
+                continue
+            problem = next((p for im in ex.images if (p := im.problem()) is not None), None)
+        if problem is not None:
+            skips[problem[0]] += 1
+            first = first or f"{problem[1]} ({problem[0]})"
+            continue
+        kept.append((i, ex))
+        if len(kept) == limit:
+            break
     kept.sort(key=lambda pair: pair[0])
-    return Drawn([ex for _, ex in kept], skipped, excluded)
+    return Drawn([ex for _, ex in kept], skips, first, excluded)
