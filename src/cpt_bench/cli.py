@@ -57,7 +57,7 @@ def _joblib_threads(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path="pkg://cpt_bench.conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from cpt_bench.continual import Run
-    from cpt_bench.errors import ConfigError
+    from cpt_bench.errors import ConfigError, TrainingDiverged
 
     if os.environ.get("SLURM_PROCID", "0") != "0":
         # a multi-node SLURM job runs this task once per node: the controller is task 0, which
@@ -75,6 +75,9 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as exc:
         print(f"cpt-bench: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except TrainingDiverged as exc:  # recorded in run.json as failed; the finished stages are kept
+        print(f"cpt-bench: error: {exc}", file=sys.stderr)
+        sys.exit(1)
     return metrics["final_avg_acc"] if metrics else None  # a sweeper's objective
 
 

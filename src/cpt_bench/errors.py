@@ -16,6 +16,11 @@ class ModelLoadError(ConfigError):
     """A checkpoint that cpt-bench cannot use as it stands."""
 
 
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss, gradient norm or reward: the stage stops before its checkpoint is
+    saved; the stages before it stay complete and resumable."""
+
+
 class ReportError(Exception):
     """`cpt-bench-report` was given nothing it can compare."""
 

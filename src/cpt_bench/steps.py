@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import random
 import shutil
 import time
@@ -26,6 +27,7 @@ from omegaconf import OmegaConf
 
 from cpt_bench import faults
 from cpt_bench.drift import param_drift
+from cpt_bench.errors import TrainingDiverged
 from cpt_bench.evaluation import evaluate_tasks
 from cpt_bench.loading import load_checkpoint, resolve_dtype
 from cpt_bench.paradigms import Paradigm, StageContext
@@ -146,11 +148,23 @@ def record_filter(spec: StageSpec, f, scores: list[list[float]], keep: list[bool
     return Filtered(kept, stats)
 
 
+def check_finite(stage: int, step: int, logs: dict[str, float]) -> None:
+    """Stop a diverged stage at the trainer log event that shows it (every `logging_steps`):
+    a NaN or infinite loss, gradient norm or reward (GRPO's `reward`, `rewards/...`)."""
+    for key, value in logs.items():
+        watched = key in ("loss", "grad_norm") or key.startswith("reward")
+        if watched and isinstance(value, int | float) and not math.isfinite(value):
+            raise TrainingDiverged(
+                f"stage {stage} diverged at step {step}: {key} is {value}; the stage stops unsaved and the stages "
+                "before it are kept (the same command resumes; a lower paradigm.learning_rate usually helps)")
+
+
 def stage_context(cfg, benchmark: Benchmark, style: PromptStyle, spec: StageSpec, on_log: OnLog) -> StageContext:
     """What a paradigm's trainer needs for `spec`, in this process (local or a launched rank)."""
 
     def logged(step: int, total: int, logs: dict[str, float]) -> None:
         faults.reached("training")
+        check_finite(spec.stage, step, logs)
         on_log(step, total, logs)
 
     return StageContext(
