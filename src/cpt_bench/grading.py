@@ -4,12 +4,19 @@ With chain-of-thought the model reasons inside `<think> </think>` and puts its f
 in `\\boxed{}`; only the boxed content is graded. Without it the whole response is graded.
 The RFT reward is `w_acc * accuracy + w_fmt * format` with CoT (the paper: 0.9 / 0.1) and
 accuracy alone without; evaluation reports the accuracy part only.
+
+Every function here takes raw model output, so each one is linear or capped in its input and
+returns 0/1 (or None) on any string: no regex that backtracks quadratically, and the symbolic
+comparison runs in a time-limited worker process (`cpt_bench.safe_math`), never on model text
+in this process. tests/test_grading_hostile.py feeds them hostile strings.
 """
 
 from __future__ import annotations
 
 import re
 
+# The definition of a well-formatted response; `format_ok` tests the same thing with str.find,
+# since this regex backtracks quadratically on many "<think>"s without a box.
 FORMAT_RE = re.compile(r"<think>.*</think>.*\\boxed\{.*\}", re.DOTALL)
 
 
@@ -45,8 +52,15 @@ def extract_answer(response: str, cot: bool) -> str | None:
 
 
 def format_ok(response: str) -> float:
-    """1.0 when the response follows `<think>...</think> ... \\boxed{...}`."""
-    return float(bool(FORMAT_RE.search(response)))
+    """1.0 when the response follows `<think>...</think> ... \\boxed{...}` (FORMAT_RE matches).
+
+    The earliest "<think>", then the earliest "</think>" after it, then the earliest box after
+    that leave the most room for what must follow, so they decide the match in linear time.
+    """
+    i = response.find("<think>")
+    j = response.find("</think>", i + len("<think>")) if i >= 0 else -1
+    k = response.find("\\boxed{", j + len("</think>")) if j >= 0 else -1
+    return float(k >= 0 and response.find("}", k + len("\\boxed{")) >= 0)
 
 
 def cot_target(rationale: str, answer: str) -> str:
@@ -70,7 +84,8 @@ _OPTION_LINE = re.compile(r"^([A-Z])\.\s+(.+)$")
 
 
 def _grade_answer(given: str, truth: str) -> bool:
-    from mathruler.grader import grade_answer  # sympy behind it costs 0.2 s to import
+    # mathruler's grade_answer with capped input and its sympy step in a time-limited worker
+    from cpt_bench.safe_math import grade_answer  # mathruler's sympy costs 0.2 s to import
 
     return grade_answer(given, truth)
 
@@ -108,12 +123,16 @@ def parse_choices(question: str) -> dict[str, str]:
 _LETTER_ONLY = re.compile(r"^\(?([A-Za-z])\)?[.:)]?$")  # "B", "b", "(B)", "B.", "B)"
 _LETTER_LEAD = re.compile(r"^(?:\(([A-Za-z])\)|([A-Z])[.:)])\s")  # "(B) text", "B. text"
 # "The answer is (B)", "Answer: B"; the letter itself must be a capital ("the answer is a dog")
-_LETTER_SAID = re.compile(r"(?i:answer(?:\s+is)?)\s*:?\s*\(?([A-Z])\)?(?![A-Za-z])")
+# (`\s*(?::\s*)?`, not `\s*:?\s*`, whose two runs split a long run of spaces in n^2 ways)
+_LETTER_SAID = re.compile(r"(?i:answer(?:\s+is)?)\s*(?::\s*)?\(?([A-Z])\)?(?![A-Za-z])")
+_TEXT_MACRO = re.compile(r"\\text\{([^}]*)\}")
 
 
 def choice_letter(response: str, choices: dict[str, str] | None = None) -> str | None:
     """The option a response picks: its letter in any usual form, or the option's text."""
-    text = re.sub(r"\\text\{([^}]*)\}", r"\1", response).strip()
+    # `\text{...}` unwrapped only up to the last "}": past it every "\text{" would scan to the end
+    end = response.rfind("}") + 1
+    text = (_TEXT_MACRO.sub(r"\1", response[:end]) + response[end:]).strip()
     for pattern in (_LETTER_ONLY, _LETTER_LEAD):
         m = pattern.match(text)
         if m:
