@@ -5,6 +5,7 @@ import struct
 import zlib
 
 import numpy as np
+import pytest
 import wandb
 from wandb.proto import wandb_internal_pb2 as pb
 
@@ -106,3 +107,29 @@ def test_iter_records_block_padding_and_multi_block_records(tmp_path):
     size = _write_log(tmp_path / "run-x.wandb", [r.SerializeToString() for r in records])
     assert size > 3 * 32 * 1024
     assert list(iter_records(tmp_path / "run-x.wandb")) == records
+
+
+@pytest.mark.slow
+def test_online_without_a_key_warns_once_goes_offline_and_a_resumed_run_keeps_its_wandb_id(model_cache, tmp_path):
+    """No key (and no network here): the run goes on offline; killed and resumed, it logs
+    into the same W&B run id (kept in the run directory), not a second one."""
+    import signal
+
+    from cpt_bench.faults import ENV
+
+    from conftest import run_cli
+
+    run_dir = tmp_path / "run"
+    args = ["order.tasks=[max,shift]", "benchmark.train_size=48", "benchmark.test_size=20", "paradigm.epochs=1",
+            "logger.mode=online", "logger.init_timeout=5", f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}"]
+    env = {"WANDB_MODE": "online", "WANDB_API_KEY": ""}
+    killed = run_cli(*args, env={**env, ENV: "evaluation@2"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert (killed.stdout + killed.stderr).count("W&B online is unavailable") == 1, killed.stdout[-2000:]
+    run_id = (run_dir / "wandb" / "run_id").read_text().strip()
+    resumed = run_cli(*args, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (run_dir / "wandb" / "run_id").read_text().strip() == run_id
+    offline = sorted(run_dir.glob("wandb/offline-run-*"))
+    assert len(offline) == 2 and all(p.name.endswith(f"-{run_id}") for p in offline)
+    assert (run_dir / "matrix.csv").exists() and (run_dir / "metrics.json").exists()

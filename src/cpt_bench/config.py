@@ -342,6 +342,10 @@ class LoggerConfig:
     entity: str | None = None
     group: str | None = None  # default: the multirun sweep's name
     tags: list[str] = field(default_factory=list)
+    init_timeout: float = 60.0  # seconds logger.mode=online waits for W&B before going offline
+
+    def validate(self, at: str = "logger") -> None:
+        require(self.init_timeout > 0, f"{at}.init_timeout", self.init_timeout, "> 0")
 
 
 @dataclass
@@ -388,7 +392,7 @@ class Config:
 
     def validate(self) -> None:
         """Every node's range and cross-field rules (the closed choices Hydra already checked)."""
-        for at in ("paradigm", "benchmark", "model", "filter", "eval", "launcher"):
+        for at in ("paradigm", "benchmark", "model", "filter", "eval", "launcher", "logger"):
             getattr(self, at).validate(at)
         require(self.threads is None or self.threads > 0, "threads", self.threads, "> 0 or null")
         self.paradigm.prompts_per_step(self.launcher.world_size)  # GRPO: whole groups per optimizer step

@@ -87,7 +87,8 @@ def _comparable(cfg: DictConfig) -> dict:
     """The config that defines the results (what must match to resume a run)."""
     data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     data.pop("overwrite", None)
-    data.get("logger", {}).pop("mode", None)
+    for key in ("mode", "init_timeout"):  # how to reach W&B, not what the run computes
+        data.get("logger", {}).pop(key, None)
     return data
 
 

@@ -20,6 +20,7 @@ MATRIX_CSV = "matrix.csv"
 METRICS_JSON = "metrics.json"
 SUMMARY_TXT = "summary.txt"
 STAGE_JSON = "stage.json"  # written last: marks a stage complete
+WANDB_RUN_ID = "wandb/run_id"  # the run's W&B id: a resumed run logs into the same W&B run
 RESULT_FILES = [MATRIX_CSV, METRICS_JSON, "heatmap.png", "curves.png", SUMMARY_TXT]
 MATRIX_COLUMNS = ["stage", "trained_task", "eval_task", "accuracy", "n"]
 

@@ -1,21 +1,30 @@
 """Experiment tracking: one W&B run per CPT sequence (`logger=wandb`), or none (`logger=none`).
 
 The run directory's plain files (rundir.py) are the record of a run; a tracker mirrors them
-and nothing depends on it.
+and nothing depends on it: `logger.mode=online` without a key or a network falls back to
+offline with one warning, and a W&B call that fails later stops the mirroring (one warning),
+not the run. A run's W&B id is kept in its directory (`wandb/run_id`), so a resumed run
+continues the same W&B run instead of opening a second one.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import secrets
+import string
 from pathlib import Path
 
 from cpt_bench.errors import unknown
 from cpt_bench.metrics import HEADLINE_METRICS
 from cpt_bench.records import StageRecord
 from cpt_bench.results import long_rows
-from cpt_bench.rundir import MATRIX_COLUMNS
+from cpt_bench.rundir import MATRIX_COLUMNS, WANDB_RUN_ID
 
 log = logging.getLogger(__name__)
+
+# online W&B failed once in this process: later runs (a sweep's) go offline without waiting again
+_online_failed = False
 
 
 class NullTracker:
@@ -31,6 +40,11 @@ class NullTracker:
     def finish(self, stages: list[StageRecord], metrics: dict | None, images: dict[str, Path], ok: bool) -> None: ...
 
 
+def new_run_id() -> str:
+    """A W&B run id in W&B's own style (8 lower-case letters and digits)."""
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+
+
 class WandbTracker:
     """One W&B run per CPT sequence.
 
@@ -42,23 +56,43 @@ class WandbTracker:
     def __init__(self, cfg, run_dir: Path, config: dict, name: str, group: str | None):
         import wandb
 
-        self.wandb = wandb
-        self.run = wandb.init(
-            project=cfg.project,
-            entity=cfg.entity,
-            group=cfg.group or group,
-            name=name,
-            tags=list(cfg.tags),
-            config=config,
-            dir=str(run_dir),
-            mode=cfg.mode,
+        global _online_failed
+        self.wandb, self.broken = wandb, False
+        id_file = run_dir / WANDB_RUN_ID
+        run_id = id_file.read_text().strip() if id_file.exists() else new_run_id()
+        id_file.parent.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(run_id + "\n")
+        init = functools.partial(
+            wandb.init, project=cfg.project, entity=cfg.entity, group=cfg.group or group, name=name,
+            tags=list(cfg.tags), config=config, dir=str(run_dir), id=run_id, resume="allow",
             job_type="cpt-sequence",
-            settings=wandb.Settings(console="off", silent=True),
-        )
+            settings=wandb.Settings(console="off", silent=True, init_timeout=cfg.init_timeout))
+        mode = "offline" if cfg.mode == "online" and _online_failed else str(cfg.mode)
+        try:
+            self.run = init(mode=mode)
+        except Exception as exc:  # noqa: BLE001 - no key, no network, a server error: all go offline
+            if mode != "online":
+                raise
+            _online_failed = True
+            wandb.teardown()  # the failed attempt still holds the run id in W&B's service
+            log.warning("W&B online is unavailable (%s: %s); logging offline to %s/wandb instead "
+                        "(`wandb sync` uploads it later)", type(exc).__name__, str(exc).splitlines()[0], run_dir)
+            self.run = init(mode="offline")
         self.run.define_metric("cpt/stage")
         self.run.define_metric("cpt/*", step_metric="cpt/stage")
         self.run.define_metric("train/step")
         self.run.define_metric("train/*", step_metric="train/step")
+
+    def _log(self, row: dict) -> None:
+        """Log to W&B unless a call already failed; a failure warns once and never stops the run."""
+        if self.broken:
+            return
+        try:
+            self.run.log(row)
+        except Exception as exc:  # noqa: BLE001 - the run's files are the record, not W&B
+            self.broken = True
+            log.warning("W&B logging failed (%s: %s); the run goes on, its files are complete",
+                        type(exc).__name__, exc)
 
     def log_stage(self, record: StageRecord, metrics: dict | None) -> None:
         row = {"cpt/stage": record.stage}
@@ -67,12 +101,12 @@ class WandbTracker:
         for key in HEADLINE_METRICS:
             if metrics and metrics.get(key) is not None:
                 row[f"cpt/{key}"] = metrics[key]
-        self.run.log(row)
+        self._log(row)
 
     def log_train(self, step: int, stage: int, logs: dict) -> None:
         row = {"train/step": step, "train/stage": stage}
         row.update({f"train/{k}": v for k, v in logs.items() if isinstance(v, (int, float))})
-        self.run.log(row)
+        self._log(row)
 
     def finish(self, stages: list[StageRecord], metrics: dict | None, images: dict[str, Path], ok: bool) -> None:
         try:
@@ -81,8 +115,8 @@ class WandbTracker:
                 table = self.wandb.Table(columns=MATRIX_COLUMNS, data=[[r[c] for c in MATRIX_COLUMNS] for r in rows])
                 payload = {"cpt/matrix": table}
                 payload.update({f"cpt/{k}": self.wandb.Image(str(p)) for k, p in images.items() if p.exists()})
-                self.run.log(payload)
-            if metrics:
+                self._log(payload)
+            if metrics and not self.broken:
                 self.run.summary.update({k: v for k, v in metrics.items() if v is not None})
         finally:
             self.run.finish(exit_code=0 if ok else 1)
