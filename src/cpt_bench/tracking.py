@@ -69,12 +69,16 @@ class WandbTracker:
             settings=wandb.Settings(console="off", silent=True, init_timeout=cfg.init_timeout))
         mode = "offline" if cfg.mode == "online" and _online_failed else str(cfg.mode)
         try:
+            if mode == "online":
+                # the key and the server first: a failed online init would keep the run id
+                # busy in W&B's service, and the offline fallback needs that same id
+                wandb.login(verify=True, timeout=cfg.init_timeout)
             self.run = init(mode=mode)
         except Exception as exc:  # noqa: BLE001 - no key, no network, a server error: all go offline
             if mode != "online":
                 raise
             _online_failed = True
-            wandb.teardown()  # the failed attempt still holds the run id in W&B's service
+            wandb.teardown()
             log.warning("W&B online is unavailable (%s: %s); logging offline to %s/wandb instead "
                         "(`wandb sync` uploads it later)", type(exc).__name__, str(exc).splitlines()[0], run_dir)
             self.run = init(mode="offline")
