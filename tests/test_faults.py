@@ -20,8 +20,8 @@ FAULTY = ["paradigm=sft", "order.tasks=[max,shift]", "benchmark.train_size=48", 
           "paradigm.epochs=2", "filter=rif", "filter.num_rollouts=4", "logger=none", "threads=1"]
 
 
-def run(run_dir, model_cache, **env):
-    return run_cli(*FAULTY, f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}", env=env)
+def run(run_dir, model_cache, *overrides: str, **env):
+    return run_cli(*FAULTY, *overrides, f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}", env=env)
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +36,19 @@ def comparable_metrics(run_dir) -> dict:
     return read_json(run_dir / METRICS_JSON)
 
 
-# each point in stage 2, so that the resumed run also carries stage 1 over from disk
-KILLS = [f"{p}@2" if p != "before_finished" else p for p in POINTS]
+# each point in stage 2, so that the resumed run also carries stage 1 over from disk; two of
+# them with checkpoint.keep=last|none, which must keep what resume needs until the end
+KILLS = [("rif_rollouts@2", "all", ["01-max", "02-shift"]), ("training@2", "all", ["01-max", "02-shift"]),
+         ("checkpoint_save@2", "all", ["01-max", "02-shift"]), ("evaluation@2", "none", []),
+         ("result_files@2", "last", ["02-shift"]), ("before_finished", "all", ["01-max", "02-shift"])]
+assert {k.split("@")[0] for k, _, _ in KILLS} == set(POINTS)
 
 
-@pytest.mark.parametrize("kill_at", KILLS)
-def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_results(kill_at, straight, model_cache, tmp_path):
+@pytest.mark.parametrize("kill_at,keep,kept", KILLS)
+def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_results(kill_at, keep, kept, straight, model_cache,
+                                                                     tmp_path):
     run_dir = tmp_path / "run"
-    killed = run(run_dir, model_cache, **{ENV: kill_at})
+    killed = run(run_dir, model_cache, f"checkpoint.keep={keep}", **{ENV: kill_at})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert read_json(run_dir / RUN_JSON)["status"] == "running"  # no handler ran: it just died
     stage2 = run_dir / "stages" / "02-shift"
@@ -51,10 +56,12 @@ def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_results(kill_at, str
         # the weights are written but not the tokenizer: nothing looks like a complete checkpoint
         assert (stage2 / "model.partial" / "model.safetensors").exists()
         assert not (stage2 / "model").exists()
+    if kill_at.startswith("evaluation"):  # stage 2 unfinished: stage 1's checkpoint is where resume starts
+        assert (run_dir / "stages" / "01-max" / "model" / "model.safetensors").exists()
     if kill_at.startswith("result_files"):
         assert (stage2 / "stage.json").exists()  # stage 2 is complete; the run's files lag behind
 
-    resumed = run(run_dir, model_cache)
+    resumed = run(run_dir, model_cache, f"checkpoint.keep={keep}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     done = 1 if kill_at.endswith("@2") and not kill_at.startswith("result_files") else 2
     assert f"after stage {done}" in resumed.stdout + resumed.stderr  # the completed stages were kept
@@ -62,19 +69,7 @@ def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_results(kill_at, str
     assert comparable_metrics(run_dir) == comparable_metrics(straight)
     assert read_json(run_dir / RUN_JSON)["status"] == "finished"
     assert not list(run_dir.rglob("model.partial")) and not list(run_dir.rglob(".*.tmp"))
-
-
-@pytest.mark.parametrize("keep,kill_at,kept", [("last", "result_files@2", ["02-shift"]), ("none", "evaluation@2", [])])
-def test_checkpoint_keep_holds_what_resume_needs_until_the_sequence_ends(keep, kill_at, kept, straight, model_cache,
-                                                                        tmp_path):
-    run_dir = tmp_path / "run"
-    args = [*FAULTY, f"checkpoint.keep={keep}", f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}"]
-    assert run_cli(*args, env={ENV: kill_at}).returncode == -signal.SIGKILL
-    if kill_at.startswith("evaluation"):  # stage 2 unfinished: stage 1's checkpoint is what resume starts from
-        assert (run_dir / "stages" / "01-max" / "model" / "model.safetensors").exists()
-    assert run_cli(*args).returncode == 0
     assert sorted(p.parent.name for p in run_dir.glob("stages/*/model")) == kept
-    assert (run_dir / "matrix.csv").read_text() == (straight / "matrix.csv").read_text()
 
 
 def test_each_stage_records_the_disk_it_used(straight):
