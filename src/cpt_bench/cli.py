@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
+from cpt_bench import requeue
 from cpt_bench.config import register_configs
 
 register_configs()
@@ -66,6 +67,7 @@ def main(cfg: DictConfig) -> float | None:
                  os.environ["SLURM_PROCID"])
         return None
     quiet_libraries()
+    requeue.guard()  # under hydra/launcher=slurm: never run on beside the requeued copy
     _joblib_threads(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from cpt_bench import faults, plots
+from cpt_bench import faults, plots, requeue
 from cpt_bench.builtin import BUILTIN_MODELS, base_model_path
 from cpt_bench.choices import KeepCheckpoints, Schedule
 from cpt_bench.config import Config, validate
@@ -321,6 +321,7 @@ class Run:
     def run_stage(self, spec: StageSpec) -> None:
         """filter -> train (leaves the checkpoint) -> evaluate -> record."""
         faults.enter_stage(spec.stage)
+        requeue.check()
         spec.dir.mkdir(parents=True, exist_ok=True)
         filtered = self.steps.filter(spec) if self.cfg.filter.name == "rif" else None
         items = filtered.items if filtered else spec.items

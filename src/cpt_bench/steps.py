@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from cpt_bench import faults
+from cpt_bench import faults, requeue
 from cpt_bench.drift import param_drift
 from cpt_bench.errors import TrainingDiverged
 from cpt_bench.evaluation import evaluate_tasks
@@ -164,6 +164,7 @@ def stage_context(cfg, benchmark: Benchmark, style: PromptStyle, spec: StageSpec
 
     def logged(step: int, total: int, logs: dict[str, float]) -> None:
         faults.reached("training")
+        requeue.check()
         check_finite(spec.stage, step, logs)
         on_log(step, total, logs)
 
