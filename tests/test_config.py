@@ -163,6 +163,14 @@ INVALID = [
     (["model.builtin=huge"], "unknown built-in model 'huge'; available: tiny, smollm2_135m"),
     (["filter.name=magic"], "unknown filter 'magic'; available: none, rif"),
     (["benchmark.name=nope"], "unknown benchmark 'nope'; available: toy, mllm_cl7"),
+    (["schedule=evaluate", "order.tasks=[max,sort]"],
+     "schedule=evaluate needs checkpoints=[...] with one folder per task of the order (2: max, sort), not 0"),
+    (["schedule=evaluate", "order.tasks=[max,sort]", "checkpoints=[/a]"], "(2: max, sort), not 1"),
+    (["schedule=evaluate", "order.tasks=[max]", "checkpoints=[/no/such/folder]"],
+     "checkpoint 1 (after task 'max') is not a model folder: /no/such/folder"),
+    (["schedule=evaluate", "order.tasks=[max]", "checkpoints=[/a]", "filter=rif"],
+     "schedule=evaluate trains nothing, so it filters nothing: drop filter=rif"),
+    (["checkpoints=[/a]"], "checkpoints are only read with schedule=evaluate, not schedule=sequential"),
 ]
 
 
@@ -173,7 +181,7 @@ def test_invalid_values_are_one_line_config_errors(overrides, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-CLOSED = [("schedule", "sequential, joint"), ("checkpoint.keep", "all, last, none"),
+CLOSED = [("schedule", "sequential, joint, evaluate"), ("checkpoint.keep", "all, last, none"),
           ("logger.mode", "offline, online, disabled"), ("model.dtype", "auto, bf16, fp16, fp32"),
           ("order.name", "default, reverse, shuffled")]
 

@@ -228,3 +228,24 @@ def test_a_run_that_cannot_fit_its_checkpoints_refuses_to_start(tmp_path, monkey
                                           r"checkpoint.keep=all need about 5.0 MiB, 1.0 MiB are free"):
         Run(cfg, tmp_path / "run").execute()
     assert not (tmp_path / "run" / "stages").exists()  # nothing was evaluated
+
+
+def test_checkpoints_trained_elsewhere_give_back_the_trained_runs_matrix(quick_run, model_cache, tmp_path):
+    """A finished run's stage checkpoints, handed back as if trained by another framework
+    (schedule=evaluate), reproduce its matrix exactly, with drift diagnostics and no training."""
+    trained, _ = quick_run
+    checkpoints = [trained / "stages" / "01-max" / "model", trained / "stages" / "02-shift" / "model"]
+    run_dir = tmp_path / "eval"
+    res = run_cli(*QUICK, "schedule=evaluate", f"checkpoints=[{checkpoints[0]},{checkpoints[1]}]", "logger=none",
+                  f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (run_dir / "matrix.csv").read_text() == (trained / "matrix.csv").read_text()
+    ours, theirs = (json.loads((d / "metrics.json").read_text()) for d in (run_dir, trained))
+    for key in ("final_avg_acc", "gain", "forgetting", "bwt", "general_delta"):
+        assert ours[key] == theirs[key], key
+    for stage, path in zip(["01-max", "02-shift"], checkpoints):
+        record = json.loads((run_dir / "stages" / stage / "stage.json").read_text())
+        theirs = json.loads((trained / "stages" / stage / "stage.json").read_text())
+        assert record["model"] == str(path) and "train" not in record
+        assert record["diagnostics"]["param_drift"] == pytest.approx(theirs["diagnostics"]["param_drift"])
+        assert not (run_dir / "stages" / stage / "model").exists()  # nothing trained, nothing saved

@@ -14,6 +14,7 @@ from cpt_bench.errors import ConfigError
 class Schedule(StrEnum):
     sequential = "sequential"  # one stage per task
     joint = "joint"  # one stage on the union of all tasks (the multi-task baseline)
+    evaluate = "evaluate"  # no training: `checkpoints` trained elsewhere, one per task, evaluated
 
 
 class KeepCheckpoints(StrEnum):

@@ -355,9 +355,14 @@ class EvalConfig:
     general: bool = True  # also evaluate the benchmark's general suite
     # the generation engine of evaluation and RIF rollouts; vllm needs launcher=torchrun
     backend: GenerationBackend = GenerationBackend.hf
+    # output drift after each stage: KL to the base on this many sampled prompts of the trained
+    # task and of the general suite (drift.py); 0 = off
+    kl_samples: int = 64
+    kl_seed: int = 0
 
     def validate(self, at: str = "eval") -> None:
         require(self.batch_size > 0, f"{at}.batch_size", self.batch_size, "> 0")
+        require(self.kl_samples >= 0, f"{at}.kl_samples", self.kl_samples, ">= 0")
         require(self.max_new_tokens > 0, f"{at}.max_new_tokens", self.max_new_tokens, "> 0")
         if self.backend == GenerationBackend.vllm:
             from cpt_bench.vllm_engine import require_vllm
@@ -382,6 +387,9 @@ class Config:
     launcher: LauncherConfig = MISSING
     cot: bool = False  # chain-of-thought prompts, answer extraction, rewards (training and eval)
     schedule: Schedule = Schedule.sequential
+    # schedule=evaluate: the stage checkpoints of a sequence trained elsewhere (local folders,
+    # one per task of the order, in order); each gives its matrix row as a trained stage would
+    checkpoints: list[str] | None = None
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     seed: int = 0  # training seed (data order, sampling, initialisation of new heads)

@@ -79,8 +79,26 @@ def plan(cfg: DictConfig) -> Plan:
             raise unknown(what, name, registry)
     benchmark = build_benchmark(cfg.benchmark)
     order = resolve_order(benchmark, cfg.order)
+    check_checkpoints(cfg, order)
     build_paradigm(schema.paradigm, schema.launcher.world_size)  # the paradigm's name, e.g. GRPO's batch
     return Plan(schema, benchmark, order)
+
+
+def check_checkpoints(cfg: DictConfig, order: list[str]) -> None:
+    """schedule=evaluate needs one existing checkpoint folder per task; other schedules none."""
+    given = list(cfg.checkpoints) if cfg.checkpoints is not None else None
+    if cfg.schedule != Schedule.evaluate:
+        if given:
+            raise ConfigError(f"checkpoints are only read with schedule=evaluate, not schedule={cfg.schedule}")
+        return
+    if not given or len(given) != len(order):
+        raise ConfigError(f"schedule=evaluate needs checkpoints=[...] with one folder per task of the order "
+                          f"({len(order)}: {', '.join(order)}), not {len(given or [])}")
+    if cfg.filter.name != "none":
+        raise ConfigError("schedule=evaluate trains nothing, so it filters nothing: drop filter=" + cfg.filter.name)
+    for i, (task, path) in enumerate(zip(order, given), start=1):
+        if not (Path(path) / "config.json").is_file():
+            raise ConfigError(f"checkpoint {i} (after task {task!r}) is not a model folder: {path}")
 
 
 def _comparable(cfg: DictConfig) -> dict:
@@ -239,7 +257,8 @@ class Run:
         self.check_disk()
         self.info["base_model"] = self.base_path
         self.write_run_json("running")
-        name = f"{cfg.paradigm.name}-{cfg.benchmark.name}-{run_dir.name}"
+        kind = "evaluate" if cfg.schedule == Schedule.evaluate else cfg.paradigm.name
+        name = f"{kind}-{cfg.benchmark.name}-{run_dir.name}"
         self.tracker = make_tracker(cfg.logger, run_dir, self.info["config"], name, self.wandb_group)
         for i, record in enumerate(self.stages):
             self.tracker.log_stage(record, run_metrics(self.stages[: i + 1], self.order, self.general))
@@ -256,6 +275,8 @@ class Run:
         if not base.is_dir():
             return
         left, size = self.num_stages - max(len(self.stages) - 1, 0), disk_bytes(base)
+        if self.cfg.schedule == Schedule.evaluate:
+            left = 0  # nothing is trained, nothing saved
         need = checkpoint_space(size, left, self.cfg.checkpoint.keep)
         free = shutil.disk_usage(self.run_dir).free
         if need > free:
@@ -283,7 +304,8 @@ class Run:
         last = self.stages[-1] if self.stages else None
         if last is None or last.stage == 0:
             return self.base_path
-        return str(stage_dir(self.run_dir, last.stage, last.trained_task) / "model")
+        # a stage evaluated from a checkpoint trained elsewhere names it; a trained one has its own
+        return last.model or str(stage_dir(self.run_dir, last.stage, last.trained_task) / "model")
 
     def prune_checkpoints(self, finished: bool = False) -> None:
         """checkpoint.keep: drop the recorded stages' models that resume no longer needs (all but
@@ -323,13 +345,15 @@ class Run:
         faults.enter_stage(spec.stage)
         requeue.check()
         spec.dir.mkdir(parents=True, exist_ok=True)
+        if self.cfg.schedule == Schedule.evaluate:
+            return self.evaluate_checkpoint(spec)
         filtered = self.steps.filter(spec) if self.cfg.filter.name == "rif" else None
         items = filtered.items if filtered else spec.items
         log.info("stage %d/%d: %s on %r (%d items)", spec.stage, self.num_stages, self.paradigm.name, spec.task,
                  len(items))
         trained = self.steps.train(spec, items, Progress(self.tracker, spec.stage, self.compute.optimizer_steps))
-        evaluation = self.steps.evaluate(spec.dir / "eval", drift_from=self.base_path)
-        diagnostics = {**trained.diagnostics, "param_drift": evaluation.param_drift}
+        evaluation = self.steps.evaluate(spec.dir / "eval", drift_from=self.base_path, task=spec.task)
+        diagnostics = {**trained.diagnostics, "param_drift": evaluation.param_drift, **evaluation.output_drift}
         if filtered:
             diagnostics["rif_kept_fraction"] = filtered.stats.kept_fraction
         timings = StageTimings(train_seconds=round(trained.train_seconds, 3),
@@ -339,6 +363,17 @@ class Run:
                                       train=trained.train, filter=filtered.stats if filtered else None,
                                       disk_bytes=disk_bytes(spec.dir)))
         self.prune_checkpoints()
+
+    def evaluate_checkpoint(self, spec: StageSpec) -> None:
+        """schedule=evaluate: the stage's checkpoint was trained elsewhere; load, evaluate, record."""
+        path = str(self.cfg.checkpoints[spec.stage - 1])
+        log.info("stage %d/%d: evaluating %s (trained on %r elsewhere)", spec.stage, self.num_stages, path,
+                 spec.task)
+        self.steps.load(path)
+        evaluation = self.steps.evaluate(spec.dir / "eval", drift_from=self.base_path, task=spec.task)
+        self.record(self.stage_record(spec.stage, spec.task, evaluation, model=path,
+                                      diagnostics={"param_drift": evaluation.param_drift, **evaluation.output_drift},
+                                      disk_bytes=disk_bytes(spec.dir)))
 
     @staticmethod
     def stage_record(stage: int, task: str, evaluation: Evaluation, *, timings: StageTimings | None = None,

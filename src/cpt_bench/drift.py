@@ -1,8 +1,21 @@
-"""Parameter drift: how far a stage has moved the weights from the base model."""
+"""How far a stage has moved the model from the base: in its weights (parameter drift) and in
+what it says (output drift, the KL divergence to the base on given prompts).
+
+Output drift follows RL's Razor (Shenfeld et al. 2025), which finds forgetting predicted by
+KL(pi_t || pi_0) on the new task's inputs. Estimator, per prompt x: one response y sampled from
+the stage's model pi_t (temperature 1, no top-k/top-p, at most `max_new_tokens`, through the
+first end-of-sequence token), and log pi_t(y|x) - log pi_0(y|x) summed over y's tokens, an
+unbiased Monte Carlo estimate of the sequence-level KL(pi_t(.|x) || pi_0(.|x)). The reported
+value is the mean over `samples` prompts drawn with a fixed seed, with its standard error
+(sample standard deviation / sqrt(samples)), and the same sum divided by the tokens (per token).
+"""
 
 from __future__ import annotations
 
 import logging
+import math
+import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -56,3 +69,68 @@ def _saved_names(model, params: dict) -> dict:
     except Exception:  # noqa: BLE001 - a private transformers API: fall back to the plain names
         return {}
     return {name: t for name, t in dict(saved).items() if isinstance(t, torch.Tensor)}
+
+
+@dataclass
+class OutputDrift:
+    kl: float  # mean over prompts of the sequence-level estimate (nats)
+    kl_se: float  # its standard error
+    kl_per_token: float  # the summed estimate over all sampled tokens
+    samples: int
+
+
+def _extend(value, prompt_shape, new_tokens: int):
+    """A per-token input of the prompt (e.g. a VLM's multimodal token types) extended over the
+    response's tokens as text (0); pixel inputs and the like pass through unchanged."""
+    if torch.is_tensor(value) and value.dim() >= 2 and tuple(value.shape[:2]) == tuple(prompt_shape):
+        return torch.cat([value, value.new_zeros((value.shape[0], new_tokens, *value.shape[2:]))], 1)
+    return value
+
+
+def _token_logprobs(model, ids, attention, extras: dict, prompt_len: int, text_only: bool):
+    """log p(token) of every response token (positions prompt_len..) under `model`."""
+    kwargs = dict(extras)
+    if text_only:  # left padding: positions count from each row's first real token, as generate did
+        kwargs["position_ids"] = (attention.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=attention, **kwargs).logits[:, prompt_len - 1 : -1].float()
+    return torch.log_softmax(logits, -1).gather(-1, ids[:, prompt_len:].unsqueeze(-1)).squeeze(-1)
+
+
+@torch.no_grad()
+def output_kl(model, base, processing_class, prompts: list[str], images: list[list] | None = None, *,
+              samples: int, max_new_tokens: int, seed: int, batch_size: int = 32) -> OutputDrift:
+    """KL(model || base) on `prompts` (formatted, as evaluation renders them): see the module doc."""
+    from cpt_bench.loading import is_vision_language
+    from cpt_bench.processing import text_tokenizer
+    from cpt_bench.prompts import encode_prompts
+
+    tok = text_tokenizer(processing_class)
+    chosen = random.Random(seed).sample(range(len(prompts)), min(samples, len(prompts)))
+    text_only = not is_vision_language(model.config)
+    per_seq: list[float] = []
+    tokens = 0
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):  # the run's own random state is left as it was
+        torch.manual_seed(seed)
+        for start in range(0, len(chosen), batch_size):
+            idx = chosen[start : start + batch_size]
+            batch_images = [images[i] for i in idx] if images is not None and any(images[i] for i in idx) else None
+            enc = encode_prompts(processing_class, [prompts[i] for i in idx], batch_images, model.device)
+            out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                                 max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=tok.eos_token_id)
+            prompt_len = enc["input_ids"].shape[1]
+            is_eos = out[:, prompt_len:] == tok.eos_token_id
+            mask = (is_eos.long().cumsum(-1) - is_eos.long()) == 0  # up to and including the first EOS
+            attention = torch.cat([enc["attention_mask"], mask.long()], -1)
+            extras = {k: _extend(v, enc["input_ids"].shape, out.shape[1] - prompt_len)
+                      for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+            ratio = (_token_logprobs(model, out, attention, extras, prompt_len, text_only)
+                     - _token_logprobs(base, out, attention, extras, prompt_len, text_only)) * mask
+            per_seq += ratio.sum(-1).tolist()
+            tokens += int(mask.sum())
+    n = len(per_seq)
+    mean = sum(per_seq) / n if n else float("nan")
+    var = sum((x - mean) ** 2 for x in per_seq) / (n - 1) if n > 1 else float("nan")
+    return OutputDrift(kl=mean, kl_se=math.sqrt(var / n) if n > 1 else float("nan"),
+                       kl_per_token=sum(per_seq) / tokens if tokens else float("nan"), samples=n)

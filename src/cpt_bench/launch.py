@@ -70,16 +70,16 @@ class TorchrunSteps:
 
     # --- the steps ---------------------------------------------------------------------------
 
-    def evaluate(self, out_dir: Path, drift_from: str | None = None) -> Evaluation:
+    def evaluate(self, out_dir: Path, drift_from: str | None = None, task: str | None = None) -> Evaluation:
         start = time.time()
         out_dir.mkdir(parents=True, exist_ok=True)
-        self._run("evaluate", {"dir": str(out_dir), "model_path": self.model_path, "drift_from": drift_from},
-                  out_dir)
+        self._run("evaluate", {"dir": str(out_dir), "model_path": self.model_path, "drift_from": drift_from,
+                               "task": task}, out_dir)
         records = merge_eval_shards(out_dir, self.test_sets)
         write_eval_records(out_dir, records)
-        drift = read_json(out_dir / "drift.json")["param_drift"] if drift_from else None
+        drift = read_json(out_dir / "drift.json") if drift_from else {}
         (out_dir / "drift.json").unlink(missing_ok=True)
-        return Evaluation.of(records, time.time() - start, drift)
+        return Evaluation.of(records, time.time() - start, drift.get("param_drift"), drift.get("output_drift"))
 
     def filter(self, spec: StageSpec) -> Filtered:
         start = time.time()

@@ -26,18 +26,20 @@ import torch
 from omegaconf import OmegaConf
 
 from cpt_bench import faults, requeue
-from cpt_bench.drift import param_drift
+from cpt_bench.choices import Schedule
+from cpt_bench.drift import output_kl, param_drift
 from cpt_bench.errors import TrainingDiverged
 from cpt_bench.evaluation import evaluate_tasks
 from cpt_bench.loading import load_checkpoint, resolve_dtype
 from cpt_bench.paradigms import Paradigm, StageContext
 from cpt_bench.paradigms.filtering import filter_items
-from cpt_bench.prompts import PromptStyle
+from cpt_bench.prompts import PromptStyle, format_prompt
 from cpt_bench.records import FilterStats, TrainStats
 from cpt_bench.results import JOINT
 from cpt_bench.rundir import write_jsonl
 from cpt_bench.tasks import Benchmark
 from cpt_bench.tasks.base import Example
+from cpt_bench.tasks.images import load_images
 
 log = logging.getLogger("cpt_bench")
 
@@ -80,20 +82,25 @@ class Evaluation:
     format_rate: dict[str, float]
     seconds: float
     param_drift: float | None = None  # ||theta - theta_0|| when asked for (drift_from)
+    output_drift: dict[str, float] = field(default_factory=dict)  # kl_to_base_* (drift.output_kl)
 
     @classmethod
-    def of(cls, records: dict[str, list[dict]], seconds: float, param_drift: float | None = None) -> Evaluation:
+    def of(cls, records: dict[str, list[dict]], seconds: float, param_drift: float | None = None,
+           output_drift: dict[str, float] | None = None) -> Evaluation:
         """From every task's graded records (`EvalRecord` as dicts), in the matrix's task order."""
         return cls(accuracy={k: sum(r["score"] for r in v) / len(v) if v else 0.0 for k, v in records.items()},
                    n={k: len(v) for k, v in records.items()},
                    format_rate={k: sum(r["format_ok"] for r in v) / len(v) for k, v in records.items() if v},
-                   seconds=seconds, param_drift=param_drift)
+                   seconds=seconds, param_drift=param_drift, output_drift=output_drift or {})
 
 
 def stage_items(benchmark: Benchmark, order: list[str], schedule: str, seed: int) -> list[tuple[str, list[Example]]]:
     """(trained task, training items) per stage: one per task, or one joint stage on all of them.
 
-    Deterministic, so a launched worker rebuilds the same list and needs only item indices."""
+    Deterministic, so a launched worker rebuilds the same list and needs only item indices.
+    schedule=evaluate trains nothing, so no training set is read."""
+    if schedule == Schedule.evaluate:
+        return [(t, []) for t in order]
     train_sets = {t: benchmark.tasks[t].train() for t in order}
     if schedule == JOINT:
         items = [ex for t in order for ex in train_sets[t]]
@@ -105,6 +112,31 @@ def stage_items(benchmark: Benchmark, order: list[str], schedule: str, seed: int
 def test_sets(benchmark: Benchmark, order: list[str], general: list[str]) -> dict[str, list[Example]]:
     """Every evaluated task's test items, CPT tasks in order, then the general suite."""
     return {t: benchmark.tasks[t].test() for t in [*order, *general]}
+
+
+def output_drift(cfg, model, processing_class, base_path: str, style: PromptStyle, test_sets: dict[str, list[Example]],
+                 order: list[str], general: list[str], task: str) -> dict[str, float]:
+    """KL to the base model on the trained task's test prompts (all CPT tasks' for the joint
+    stage) and on the general suite's (`eval.kl_samples` each, `eval.kl_seed`); with the
+    seconds it took. Only the chosen items' images are read."""
+    start = time.time()
+    base, _ = load_checkpoint(base_path, dtype=resolve_dtype(cfg.model.dtype))
+    base.to(model.device)
+    groups = {"task": [ex for t in (order if task == JOINT else [task]) for ex in test_sets[t]],
+              "general": [ex for t in general for ex in test_sets[t]]}
+    out: dict[str, float] = {}
+    for name, items in groups.items():
+        if not items:
+            continue
+        chosen = random.Random(cfg.eval.kl_seed).sample(items, min(cfg.eval.kl_samples, len(items)))
+        prompts = [format_prompt(processing_class, style.user_text(ex), len(ex.images)) for ex in chosen]
+        images = [load_images(ex.images) for ex in chosen] if any(ex.images for ex in chosen) else None
+        est = output_kl(model, base, processing_class, prompts, images, samples=len(chosen),
+                        max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.eval.kl_seed)
+        out.update({f"kl_to_base_{name}": est.kl, f"kl_to_base_{name}_se": est.kl_se,
+                    f"kl_to_base_{name}_per_token": est.kl_per_token})
+    out["kl_to_base_seconds"] = round(time.time() - start, 3)
+    return out
 
 
 @dataclass
@@ -196,16 +228,24 @@ class LocalSteps:
             torch.cuda.empty_cache()
             self.model.to("cuda")
 
-    def evaluate(self, out_dir: Path, drift_from: str | None = None) -> Evaluation:
+    def evaluate(self, out_dir: Path, drift_from: str | None = None, task: str | None = None) -> Evaluation:
         """Greedy evaluation of every test set; each task's records go to `out_dir/<task>.jsonl`.
-        With `drift_from` (the base model), also the parameter drift from it."""
+        With `drift_from` (the base model), also the parameter drift from it, and with the
+        trained `task` and `eval.kl_samples` > 0 the output drift (KL to the base)."""
         start = time.time()
         records = evaluate_tasks(self.model, self.processing_class, self.benchmark.tasks, self.test_sets, self.style,
                                  batch_size=self.cfg.eval.batch_size, max_new_tokens=self.cfg.eval.max_new_tokens)
         rows = {name: [asdict(r) for r in recs] for name, recs in records.items()}
         write_eval_records(out_dir, rows)
+        seconds = time.time() - start
         drift = param_drift(self.model, drift_from) if drift_from else None
-        return Evaluation.of(rows, time.time() - start, drift)
+        kl = {}
+        if drift_from and task and self.cfg.eval.kl_samples:
+            order = [t for t in self.test_sets if t not in self.benchmark.general]
+            general = [t for t in self.test_sets if t in self.benchmark.general]
+            kl = output_drift(self.cfg, self.model, self.processing_class, drift_from, self.style, self.test_sets,
+                              order, general, task)
+        return Evaluation.of(rows, seconds, drift, kl)
 
     def filter(self, spec: StageSpec) -> Filtered:
         """RIF: keep the items the current model can learn from; record what it cost."""

@@ -97,7 +97,7 @@ class Worker:
         from cpt_bench.drift import param_drift
         from cpt_bench.evaluation import evaluate_tasks
         from cpt_bench.rundir import write_json, write_jsonl
-        from cpt_bench.steps import test_sets
+        from cpt_bench.steps import output_drift, test_sets
 
         sets = test_sets(self.benchmark, self.order, self.general)
         flat = [(task, ex) for task, items in sets.items() for ex in items]  # the global item order
@@ -117,7 +117,11 @@ class Worker:
                 from cpt_bench.loading import load_checkpoint
 
                 model, _ = load_checkpoint(path)
-            write_json(self.dir / "drift.json", {"param_drift": param_drift(model, self.spec["drift_from"])})
+            drift = {"param_drift": param_drift(model, self.spec["drift_from"])}
+            if self.spec.get("task") and self.cfg.eval.kl_samples:
+                drift["output_drift"] = output_drift(self.cfg, model, processing_class, self.spec["drift_from"],
+                                                     self.style, sets, self.order, self.general, self.spec["task"])
+            write_json(self.dir / "drift.json", drift)
 
     def filter(self) -> None:
         from transformers import set_seed
