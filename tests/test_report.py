@@ -291,3 +291,49 @@ def test_callback_writes_into_the_sweep_dir_and_never_raises(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="cpt_bench.report"):
         ReportCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "nope")}}}))
     assert "report not written" in caplog.text
+
+
+def drift_run(paradigm: str, rows: list[list[float]], general: list[float], diagnostics: dict[int, dict]) -> RunRecord:
+    order, gen = ["a", "b", "c"], ["g"]
+    matrix = [{"stage": s, "trained_task": "" if s == 0 else order[s - 1], "eval_task": t, "accuracy": acc, "n": 10}
+              for s, row in enumerate(rows) for t, acc in zip([*order, *gen], [*row, general[s]])]
+    return RunRecord(Path(paradigm), "finished", config(paradigm), 0, {}, matrix, order, gen, None,
+                     diagnostics=diagnostics)
+
+
+def test_stage_points_take_each_stages_metrics_and_drift():
+    from cpt_bench.report.drift import stage_points
+
+    run = drift_run("sft", [[0.5, 0.4, 0.3], [0.9, 0.4, 0.3], [0.6, 0.8, 0.3], [0.5, 0.6, 0.9]], [0.8, 0.7, 0.6, 0.4],
+                    {1: {"kl_to_base_task": 1.0, "param_drift": 2.0}, 2: {"kl_to_base_task": 3.0},
+                     3: {"kl_to_base_task": 5.0, "kl_to_base_general": 0.5}})
+    points = stage_points(run)
+    assert [p.stage for p in points] == [1, 2, 3]
+    assert "forgetting" not in points[0].outcomes  # nothing trained before stage 1
+    assert points[1].outcomes["forgetting"] == pytest.approx(0.9 - 0.6)
+    assert points[2].outcomes["forgetting"] == pytest.approx(((0.9 - 0.5) + (0.8 - 0.6)) / 2)
+    assert [p.outcomes["general_delta"] for p in points] == pytest.approx([-0.1, -0.2, -0.4])
+    assert points[0].predictors == {"kl_to_base_task": 1.0, "param_drift": 2.0}
+
+
+def test_a_perfect_linear_relation_fits_with_r2_one_and_the_report_shows_it(tmp_path):
+    from cpt_bench.report import write_report
+    from cpt_bench.report.drift import correlations, fit, stage_points
+
+    line = fit([1.0, 2.0, 3.0, 4.0], [0.1, 0.3, 0.5, 0.7])
+    assert line.r2 == pytest.approx(1.0) and line.slope == pytest.approx(0.2) and line.n == 4
+    assert fit([1.0, 1.0, 1.0], [0.1, 0.2, 0.3]) is None  # no spread in x: no line
+    runs = [drift_run(p, [[0.5, 0.4, 0.3], [0.9, 0.4, 0.3], [0.9 - f, 0.8, 0.3], [0.9 - 2 * f, 0.8 - f, 0.9]],
+                      [0.8, 0.8, 0.8, 0.8], {2: {"kl_to_base_task": 10 * f}, 3: {"kl_to_base_task": 15 * f}})
+            for p, f in [("sft", 0.3), ("rft", 0.02), ("sft", 0.2)]]
+    points = [p for run in runs for p in stage_points(run)]
+    fits = correlations(points)
+    assert fits[("kl_to_base_task", "forgetting")].r2 == pytest.approx(1.0)  # forgetting = KL / 10 throughout
+    assert fits[("param_drift", "forgetting")] is None
+    for run in runs:
+        run.variant = run.paradigm
+    paths = write_report(runs, tmp_path)
+    assert paths["drift"].exists()
+    text = paths["md"].read_text()
+    assert "## Forgetting against drift" in text
+    assert "| forgetting | KL to base (trained task) | 6 | +1.00 | 1.00 |" in text

@@ -1,4 +1,5 @@
-"""The report's figures: a grid of heatmaps, per-variant curves, gain vs forgetting frontiers."""
+"""The report's figures: a grid of heatmaps, per-variant curves, gain vs forgetting frontiers,
+forgetting against drift."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cpt_bench.plots import draw_heatmap, pyplot
+from cpt_bench.report.drift import OUTCOMES, PREDICTORS, StagePoint, fit, pairs
 from cpt_bench.report.runs import RunRecord, _paradigm_key
 from cpt_bench.report.summary import VariantSummary, frontier_series, pareto_frontier, stage_curve
 
@@ -64,7 +66,8 @@ def plot_curves(summaries: Sequence[VariantSummary], path: Path) -> Path:
     ax.set_title("average accuracy vs stage: mean over seeds, band = ± sample std")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below: labels can be long
+    if ax.get_legend_handles_labels()[0]:  # runs without metrics draw no curve
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below: labels can be long
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -98,5 +101,37 @@ def plot_pareto(runs: Sequence[RunRecord], path: Path) -> Path:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_drift(points: Sequence[StagePoint], path: Path) -> Path:
+    """Each outcome against each drift measure: one dot per run and stage, coloured by paradigm,
+    with the least-squares line over all of them and its R^2."""
+    plt = pyplot()
+    colors = _colors(p.paradigm for p in points)
+    fig, axes = plt.subplots(len(OUTCOMES), len(PREDICTORS), figsize=(5.0 * len(PREDICTORS), 4.2 * len(OUTCOMES)),
+                             squeeze=False)
+    for row, (outcome, ylabel) in zip(axes, OUTCOMES.items()):
+        for ax, (predictor, xlabel) in zip(row, PREDICTORS.items()):
+            xy = pairs(points, predictor, outcome)
+            for paradigm in sorted({p for p, _, _ in xy}, key=_paradigm_key):
+                ax.scatter([x for p, x, _ in xy if p == paradigm], [100 * y for p, _, y in xy if p == paradigm],
+                           color=colors[paradigm], label=paradigm, s=18, zorder=3)
+            line = fit([x for _, x, _ in xy], [y for _, _, y in xy])
+            if line:
+                lo, hi = min(x for _, x, _ in xy), max(x for _, x, _ in xy)
+                ax.plot([lo, hi], [100 * (line.slope * lo + line.intercept), 100 * (line.slope * hi + line.intercept)],
+                        color="black", linewidth=1)
+            ax.set_title(f"R² = {line.r2:.2f} (n = {line.n})" if line else f"n = {len(xy)}: no fit", fontsize=9)
+            ax.set_xlabel(xlabel, fontsize=8)
+            ax.set_ylabel(ylabel, fontsize=8)
+            ax.grid(alpha=0.3)
+            if xy:
+                ax.legend(fontsize=7, loc="best")
+    fig.suptitle("what each stage forgot against how far it had moved from the base (one dot per run and stage)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

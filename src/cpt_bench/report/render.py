@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cpt_bench.metrics import HEADLINE_METRICS, SIGN_NOTE
+from cpt_bench.report.drift import SHORT, StagePoint, correlations, pairs
 from cpt_bench.report.runs import COMPUTE, RunRecord
 from cpt_bench.report.summary import MATCHED_POINTS, VariantSummary, analysed_runs, frontier_series, matched_gain
 
@@ -111,7 +112,7 @@ def matched_gain_section(runs: Sequence[RunRecord]) -> str:
 
 
 def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummary], base: Path | None,
-                    figures: Sequence[str]) -> str:
+                    figures: Sequence[str], drift: str = "") -> str:
     run_rows = [[_relative(r.path, base), r.variant, r.seed, r.status,
                  f"{r.metrics.get('stages_completed', '?')}/{r.metrics.get('num_tasks', '?')}"] for r in runs]
     parts = [
@@ -123,6 +124,7 @@ def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummar
         variant_table(summaries), "",
         NOTE, "",
         matched_gain_section(analysed_runs(runs)), "",
+        *([drift, ""] if drift else []),
         "## Figures", "",
         *[f"![{name}]({name})" for name in figures],
     ]
@@ -140,3 +142,18 @@ def csv_rows(runs: Sequence[RunRecord], base: Path | None) -> list[dict]:
         **{k: num(r.metrics.get(k)) for k in HEADLINE_METRICS},
         **{k: num(getattr(r.compute, k, None)) for k in COMPUTE},
     } for r in runs]
+
+
+def drift_section(points: Sequence[StagePoint]) -> str:
+    """The correlation table of forgetting and general change against each drift measure."""
+    fits = correlations(points)
+    if not any(fits.values()):
+        return ""
+    rows = [[SHORT[o], SHORT[p], f.n, f"{f.r:+.2f}", f"{f.r2:.2f}", f"{100 * f.slope:+.3g}"] if f
+            else [SHORT[o], SHORT[p], len(pairs(points, p, o)), "-", "-", "-"] for (p, o), f in fits.items()]
+    return "\n".join([
+        "## Forgetting against drift", "",
+        "One point per run and stage (stage >= 2 for forgetting): the outcome as of that stage against the "
+        "drift measured after it, all paradigms together (`report_drift.png`). Slope in points per unit of "
+        "the predictor. KL: Monte Carlo over `eval.kl_samples` prompts (drift.py).", "",
+        _table(["outcome", "predictor", "n", "Pearson r", "R²", "slope"], rows)])

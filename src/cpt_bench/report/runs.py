@@ -11,13 +11,13 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cpt_bench.errors import ReportError
 from cpt_bench.records import Compute
-from cpt_bench.rundir import MATRIX_CSV, METRICS_JSON, RUN_JSON, read_json, read_matrix_csv
+from cpt_bench.rundir import MATRIX_CSV, METRICS_JSON, RUN_JSON, STAGE_JSON, read_json, read_matrix_csv
 
 log = logging.getLogger("cpt_bench.report")
 
@@ -44,6 +44,7 @@ class RunRecord:
     general: list[str]
     compute: Compute | None  # None: a run.json without a compute block (nothing to report)
     variant: str = ""
+    diagnostics: dict[int, dict] = field(default_factory=dict)  # stage -> its stage.json diagnostics
 
     @property
     def paradigm(self) -> str:
@@ -111,6 +112,8 @@ def load_run(path: Path) -> RunRecord:
         order=list(info.get("order") or metrics.get("order") or []),
         general=list(info.get("general_suite") or metrics.get("general_suite") or []),
         compute=Compute.from_json(info["compute"]) if info.get("compute") else None,
+        diagnostics={d["stage"]: d.get("diagnostics", {})
+                     for d in (read_json(p) for p in sorted((path / "stages").glob(f"*/{STAGE_JSON}")))},
     )
 
 
