@@ -323,6 +323,8 @@ def test_a_perfect_linear_relation_fits_with_r2_one_and_the_report_shows_it(tmp_
     line = fit([1.0, 2.0, 3.0, 4.0], [0.1, 0.3, 0.5, 0.7])
     assert line.r2 == pytest.approx(1.0) and line.slope == pytest.approx(0.2) and line.n == 4
     assert fit([1.0, 1.0, 1.0], [0.1, 0.2, 0.3]) is None  # no spread in x: no line
+    curved = fit([1.0, 2.0, 3.0, 4.0, 5.0], [0.0, 0.5, 0.7, 0.75, 0.76])  # saturating: monotone, not linear
+    assert curved.rho == pytest.approx(1.0) and curved.r2 < 0.9
     runs = [drift_run(p, [[0.5, 0.4, 0.3], [0.9, 0.4, 0.3], [0.9 - f, 0.8, 0.3], [0.9 - 2 * f, 0.8 - f, 0.9]],
                       [0.8, 0.8, 0.8, 0.8], {2: {"kl_to_base_task": 10 * f}, 3: {"kl_to_base_task": 15 * f}})
             for p, f in [("sft", 0.3), ("rft", 0.02), ("sft", 0.2)]]
@@ -336,4 +338,4 @@ def test_a_perfect_linear_relation_fits_with_r2_one_and_the_report_shows_it(tmp_
     assert paths["drift"].exists()
     text = paths["md"].read_text()
     assert "## Forgetting against drift" in text
-    assert "| forgetting | KL to base (trained task) | 6 | +1.00 | 1.00 |" in text
+    assert "| forgetting | KL to base (trained task) | 6 | +1.00 | 1.00 | +" in text

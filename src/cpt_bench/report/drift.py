@@ -41,6 +41,7 @@ class Fit:
     intercept: float
     r: float
     r2: float
+    rho: float  # Spearman's rank correlation: a monotone but curved (saturating) relation scores high
 
 
 def stage_points(run: RunRecord) -> list[StagePoint]:
@@ -66,7 +67,22 @@ def fit(xs: Sequence[float], ys: Sequence[float]) -> Fit | None:
         return None
     slope, intercept = statistics.linear_regression(xs, ys)
     r = statistics.correlation(xs, ys)
-    return Fit(len(xs), slope, intercept, r, r * r)
+    return Fit(len(xs), slope, intercept, r, r * r, statistics.correlation(ranks(xs), ranks(ys)))
+
+
+def ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks, ties sharing their mean rank (Spearman's convention)."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
 
 
 def pairs(points: Sequence[StagePoint], predictor: str, outcome: str) -> list[tuple[str, float, float]]:

@@ -149,11 +149,12 @@ def drift_section(points: Sequence[StagePoint]) -> str:
     fits = correlations(points)
     if not any(fits.values()):
         return ""
-    rows = [[SHORT[o], SHORT[p], f.n, f"{f.r:+.2f}", f"{f.r2:.2f}", f"{100 * f.slope:+.3g}"] if f
-            else [SHORT[o], SHORT[p], len(pairs(points, p, o)), "-", "-", "-"] for (p, o), f in fits.items()]
+    rows = [[SHORT[o], SHORT[p], f.n, f"{f.r:+.2f}", f"{f.r2:.2f}", f"{f.rho:+.2f}", f"{100 * f.slope:+.3g}"] if f
+            else [SHORT[o], SHORT[p], len(pairs(points, p, o)), "-", "-", "-", "-"] for (p, o), f in fits.items()]
     return "\n".join([
         "## Forgetting against drift", "",
         "One point per run and stage (stage >= 2 for forgetting): the outcome as of that stage against the "
-        "drift measured after it, all paradigms together (`report_drift.png`). Slope in points per unit of "
-        "the predictor. KL: Monte Carlo over `eval.kl_samples` prompts (drift.py).", "",
-        _table(["outcome", "predictor", "n", "Pearson r", "R²", "slope"], rows)])
+        "drift measured after it, all paradigms together (`report_drift.png`). Slope of the least-squares line "
+        "in points per unit of the predictor; Spearman's ρ also credits a monotone but saturating relation. "
+        "KL: Monte Carlo over `eval.kl_samples` prompts (drift.py).", "",
+        _table(["outcome", "predictor", "n", "Pearson r", "R²", "Spearman ρ", "slope"], rows)])
