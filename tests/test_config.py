@@ -41,8 +41,18 @@ def test_every_sweep_preset_composes_into_a_sweep(preset):
     cfg = composed(f"+experiment={preset}", hydra=True)
     params = cfg.hydra.sweeper.params
     assert params and "seed" in params, "every preset sweeps seeds"
-    for override in params:  # each swept key exists in the composed config (or is a group)
-        assert override in GROUPS + ["schedule", "cot", "seed"] or OmegaConf.select(cfg, override) is not None, override
+    for override in params:  # each swept key exists in the composed config (or is a group, maybe appended)
+        appended = override.startswith("+") and set(str(params[override]).split(",")) <= set(options(override[1:]))
+        assert appended or override in GROUPS + ["schedule", "cot", "seed"] \
+            or OmegaConf.select(cfg, override) is not None, override
+    plan(cfg)
+
+
+@pytest.mark.parametrize("strategy,schedule,fraction", [("sequential", "sequential", 0.0),
+                                                        ("replay", "sequential", 0.25), ("joint", "joint", 0.0)])
+def test_each_continual_strategy_sets_schedule_and_replay(strategy, schedule, fraction):
+    cfg = composed(f"+strategy={strategy}", "paradigm=rft")
+    assert (cfg.schedule, cfg.replay.fraction) == (schedule, fraction)
     plan(cfg)
 
 
@@ -171,6 +181,9 @@ INVALID = [
     (["schedule=evaluate", "order.tasks=[max]", "checkpoints=[/a]", "filter=rif"],
      "schedule=evaluate trains nothing, so it filters nothing: drop filter=rif"),
     (["checkpoints=[/a]"], "checkpoints are only read with schedule=evaluate, not schedule=sequential"),
+    (["replay.fraction=1"], "replay.fraction must be in [0, 1), not 1.0"),
+    (["replay.fraction=0.2", "replay.max_items=0"], "replay.max_items must be > 0 or null, not 0"),
+    (["replay.fraction=0.2", "schedule=joint"], "replay.fraction applies to schedule=sequential, not schedule=joint"),
 ]
 
 

@@ -249,3 +249,18 @@ def test_checkpoints_trained_elsewhere_give_back_the_trained_runs_matrix(quick_r
         assert record["model"] == str(path) and "train" not in record
         assert record["diagnostics"]["param_drift"] == pytest.approx(theirs["diagnostics"]["param_drift"])
         assert not (run_dir / "stages" / stage / "model").exists()  # nothing trained, nothing saved
+
+
+def test_replay_trains_each_stage_with_earlier_items_and_records_them(model_cache, tmp_path):
+    run_dir = tmp_path / "run"
+    res = run_cli(*QUICK, "replay.fraction=0.2", "logger=none", f"model.cache_dir={model_cache}",
+                  f"hydra.run.dir={run_dir}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    first, second = (json.loads((run_dir / "stages" / s / "stage.json").read_text())["train"]
+                     for s in ("01-max", "02-shift"))
+    assert first["replayed"] == 0 and first["items"] == 256
+    assert second["replayed"] == 64 and second["items"] == 256 + 64  # 64 of 320 = 20 %
+    lines = (run_dir / "stages" / "02-shift" / "replay.jsonl").read_text().splitlines()
+    replayed = [json.loads(line) for line in lines]
+    assert len(replayed) == 64 and {r["task"] for r in replayed} == {"max"}
+    assert not (run_dir / "stages" / "01-max" / "replay.jsonl").exists()

@@ -87,3 +87,27 @@ def test_grade_exact():
 def test_asking_for_more_items_than_a_task_has_is_a_config_error():
     with pytest.raises(ConfigError, match="too few distinct train items.*benchmark.train_size"):
         toy_tasks(train_size=5000)["add"].train()
+
+
+def test_replay_draws_a_seeded_share_of_each_stage_from_the_earlier_tasks_only():
+    from cpt_bench.config import ReplayConfig
+    from cpt_bench.steps import stage_items
+    from cpt_bench.tasks import build_benchmark
+
+    from conftest import compose_config
+
+    benchmark = build_benchmark(compose_config("benchmark.train_size=60").benchmark)
+    order = ["add", "max", "sort"]
+    plain = stage_items(benchmark, order, "sequential", 0)
+    stages = stage_items(benchmark, order, "sequential", 0, ReplayConfig(fraction=0.25))
+    assert [len(items) for _, items in stages] == [60, 60 + 20, 60 + 20]  # 20 of 80 = 25 %
+    assert stages[0][1] == plain[0][1]  # nothing earlier to replay in stage 1
+    for (task, items), (_, own) in zip(stages, plain):
+        assert items[: len(own)] == own
+        extra = items[len(own):]
+        assert {ex.task for ex in extra} <= set(order[: order.index(task)])
+        assert len({(ex.task, ex.prompt) for ex in extra}) == len(extra)  # no item twice
+    assert {ex.task for ex in stages[2][1][60:]} == {"add", "max"}  # both earlier tasks are drawn from
+    assert stage_items(benchmark, order, "sequential", 0, ReplayConfig(fraction=0.25)) == stages  # seeded
+    capped = stage_items(benchmark, order, "sequential", 0, ReplayConfig(fraction=0.5, max_items=7))
+    assert [len(items) for _, items in capped] == [60, 67, 67]

@@ -371,6 +371,19 @@ class EvalConfig:
 
 
 @dataclass
+class ReplayConfig:
+    """Experience replay: part of each stage's training items drawn from the earlier tasks'
+    training sets (uniformly over those tasks, then over their items; seeded per stage)."""
+
+    fraction: float = 0.0  # share of a stage's training items that are replayed; 0 = none
+    max_items: int | None = None  # at most this many replayed items per stage
+
+    def validate(self, at: str = "replay") -> None:
+        require(0 <= self.fraction < 1, f"{at}.fraction", self.fraction, "in [0, 1)")
+        require(self.max_items is None or self.max_items > 0, f"{at}.max_items", self.max_items, "> 0 or null")
+
+
+@dataclass
 class CheckpointConfig:
     keep: KeepCheckpoints = KeepCheckpoints.all
 
@@ -392,6 +405,7 @@ class Config:
     checkpoints: list[str] | None = None
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
     seed: int = 0  # training seed (data order, sampling, initialisation of new heads)
     threads: int | None = None  # torch CPU threads; null = torch's default
     # a run dir that holds a finished run is never overwritten unless this is true;
@@ -400,8 +414,10 @@ class Config:
 
     def validate(self) -> None:
         """Every node's range and cross-field rules (the closed choices Hydra already checked)."""
-        for at in ("paradigm", "benchmark", "model", "filter", "eval", "launcher", "logger"):
+        for at in ("paradigm", "benchmark", "model", "filter", "eval", "launcher", "logger", "replay"):
             getattr(self, at).validate(at)
+        if self.replay.fraction and self.schedule != Schedule.sequential:
+            raise ConfigError(f"replay.fraction applies to schedule=sequential, not schedule={self.schedule}")
         require(self.threads is None or self.threads > 0, "threads", self.threads, "> 0 or null")
         self.paradigm.prompts_per_step(self.launcher.world_size)  # GRPO: whole groups per optimizer step
         if self.eval.backend == GenerationBackend.vllm and self.launcher.name != "torchrun":

@@ -47,6 +47,7 @@ from cpt_bench.rundir import (
     read_json,
     stage_dir,
     write_json,
+    write_jsonl,
     write_matrix_csv,
     write_text,
 )
@@ -227,7 +228,7 @@ class Run:
         cfg, run_dir = self.cfg, self.run_dir
         # drawing every split first surfaces a too-small task before any model is built
         self.test_sets = test_sets(self.benchmark, self.order, self.general)
-        self.stage_items = stage_items(self.benchmark, self.order, cfg.schedule, cfg.seed)
+        self.stage_items = stage_items(self.benchmark, self.order, cfg.schedule, cfg.seed, cfg.replay)
         run_dir.mkdir(parents=True, exist_ok=True)
         for record in prepare_run_dir(cfg, run_dir):  # the finished stages' cost still counts
             self.stages.append(record)
@@ -349,9 +350,15 @@ class Run:
             return self.evaluate_checkpoint(spec)
         filtered = self.steps.filter(spec) if self.cfg.filter.name == "rif" else None
         items = filtered.items if filtered else spec.items
-        log.info("stage %d/%d: %s on %r (%d items)", spec.stage, self.num_stages, self.paradigm.name, spec.task,
-                 len(items))
+        # replay.fraction: the earlier tasks' items among a sequential stage's
+        replayed = [ex for ex in items if ex.task != spec.task] if spec.task != JOINT else []
+        if replayed:
+            write_jsonl(spec.dir / "replay.jsonl", [{"task": ex.task, "prompt": ex.prompt, "answer": ex.answer}
+                                                    for ex in replayed])
+        log.info("stage %d/%d: %s on %r (%d items%s)", spec.stage, self.num_stages, self.paradigm.name, spec.task,
+                 len(items), f", {len(replayed)} of them replayed" if replayed else "")
         trained = self.steps.train(spec, items, Progress(self.tracker, spec.stage, self.compute.optimizer_steps))
+        trained.train.replayed = len(replayed)
         evaluation = self.steps.evaluate(spec.dir / "eval", drift_from=self.base_path, task=spec.task)
         diagnostics = {**trained.diagnostics, "param_drift": evaluation.param_drift, **evaluation.output_drift}
         if filtered:

@@ -22,6 +22,7 @@ class TrainStats:
     items: int  # training items after filtering
     optimizer_steps: int
     generated_tokens: int = 0  # GRPO rollout tokens; 0 for SFT
+    replayed: int = 0  # of `items`, those replayed from earlier tasks (replay.fraction)
 
 
 @dataclass

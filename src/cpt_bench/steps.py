@@ -94,8 +94,10 @@ class Evaluation:
                    seconds=seconds, param_drift=param_drift, output_drift=output_drift or {})
 
 
-def stage_items(benchmark: Benchmark, order: list[str], schedule: str, seed: int) -> list[tuple[str, list[Example]]]:
-    """(trained task, training items) per stage: one per task, or one joint stage on all of them.
+def stage_items(benchmark: Benchmark, order: list[str], schedule: str, seed: int,
+                replay=None) -> list[tuple[str, list[Example]]]:
+    """(trained task, training items) per stage: one per task, or one joint stage on all of them;
+    with `replay` (config.ReplayConfig), each stage's own items plus the replayed ones.
 
     Deterministic, so a launched worker rebuilds the same list and needs only item indices.
     schedule=evaluate trains nothing, so no training set is read."""
@@ -106,7 +108,26 @@ def stage_items(benchmark: Benchmark, order: list[str], schedule: str, seed: int
         items = [ex for t in order for ex in train_sets[t]]
         random.Random(seed).shuffle(items)
         return [(JOINT, items)]
-    return [(t, train_sets[t]) for t in order]
+    return [(t, train_sets[t] + replayed(train_sets, order[:i], len(train_sets[t]), replay, seed + i + 1))
+            for i, t in enumerate(order)]
+
+
+def replayed(train_sets: dict[str, list[Example]], earlier: list[str], own: int, replay, seed: int) -> list[Example]:
+    """The earlier tasks' items replayed beside `own` items, so that they make up
+    `replay.fraction` of the stage (at most `replay.max_items`): for each, a task drawn
+    uniformly among the earlier ones, then one of its items (no item twice)."""
+    if not replay or not replay.fraction or not earlier:
+        return []
+    count = round(own * replay.fraction / (1 - replay.fraction))
+    if replay.max_items is not None:
+        count = min(count, replay.max_items)
+    rng = random.Random(seed)
+    pools = {t: rng.sample(train_sets[t], len(train_sets[t])) for t in earlier}  # each task's items, shuffled
+    out: list[Example] = []
+    while len(out) < count and any(pools.values()):
+        task = rng.choice([t for t in earlier if pools[t]])
+        out.append(pools[task].pop())
+    return out
 
 
 def test_sets(benchmark: Benchmark, order: list[str], general: list[str]) -> dict[str, list[Example]]:

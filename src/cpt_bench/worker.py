@@ -75,7 +75,8 @@ class Worker:
     def items(self) -> list:
         from cpt_bench.steps import stage_items
 
-        return stage_items(self.benchmark, self.order, self.cfg.schedule, self.cfg.seed)[self.spec["stage"] - 1][1]
+        return stage_items(self.benchmark, self.order, self.cfg.schedule, self.cfg.seed,
+                           self.cfg.replay)[self.spec["stage"] - 1][1]
 
     def generator(self, path: str):
         """(model, processing class, engine) for generating from `path`: the model itself, or
