@@ -18,7 +18,7 @@ from cpt_bench.tasks import ConfigError
 from conftest import REPO, run_cli
 from conftest import compose_config as composed
 
-GROUPS = ["paradigm", "benchmark", "order", "model", "deepspeed", "logger", "filter", "launcher"]
+GROUPS = ["paradigm", "benchmark", "order", "model", "deepspeed", "logger", "filter", "launcher", "peft"]
 
 
 def options(group: str) -> list[str]:
@@ -127,7 +127,8 @@ def test_cli_help_and_cfg_job():
     res = run_cli("--help")
     assert res.returncode == 0
     for text in ["cpt-bench", "paradigm: rft, sft", "order: default, reverse, shuffled", "filter: none, rif",
-                 "experiment: ablation_cot, ablation_kl, ablation_rif, compare, paper_rft", "-m seed=1,2"]:
+                 "experiment: ablation_cot, ablation_kl, ablation_rif, compare, lora, paper_rft", "peft: lora, none",
+                 "strategy: joint, replay, sequential", "-m seed=1,2"]:
         assert text in res.stdout, text
     for text in ["paradigm: rft, sft", "deepspeed: none, zero2, zero3, zero3_offload",
                  "model: qwen2_5_0_5b_instruct, qwen2_5_vl_3b, qwen2_5_vl_7b, smollm2_135m, tiny"]:
@@ -182,6 +183,9 @@ INVALID = [
      "schedule=evaluate trains nothing, so it filters nothing: drop filter=rif"),
     (["checkpoints=[/a]"], "checkpoints are only read with schedule=evaluate, not schedule=sequential"),
     (["replay.fraction=1"], "replay.fraction must be in [0, 1), not 1.0"),
+    (["peft=lora", "peft.r=0"], "peft.r must be > 0, not 0"),
+    (["peft=lora", "peft.dropout=1"], "peft.dropout must be in [0, 1), not 1.0"),
+    (["peft=lora", "deepspeed=zero3"], "peft=lora is not supported with ZeRO-3 here"),
     (["replay.fraction=0.2", "replay.max_items=0"], "replay.max_items must be > 0 or null, not 0"),
     (["replay.fraction=0.2", "schedule=joint"], "replay.fraction applies to schedule=sequential, not schedule=joint"),
 ]

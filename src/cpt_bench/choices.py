@@ -45,6 +45,11 @@ class RewardScaling(StrEnum):
     none = "none"
 
 
+class PeftMethod(StrEnum):
+    none = "none"  # full fine-tuning
+    lora = "lora"  # a LoRA adapter per stage, merged into the weights when the stage ends
+
+
 class DType(StrEnum):
     auto = "auto"  # bf16 on a GPU that supports it, else fp32
     bf16 = "bf16"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,12 +29,15 @@ from cpt_bench.choices import (
     KLReference,
     LoggerMode,
     OrderName,
+    PeftMethod,
     RewardScaling,
     Schedule,
     VLLMMode,
     require,
 )
 from cpt_bench.errors import ConfigError
+
+log = logging.getLogger("cpt_bench")
 
 RECIPE_VERSION = 2  # bump when the recipe below changes in a way the cache key cannot see
 
@@ -371,6 +375,24 @@ class EvalConfig:
 
 
 @dataclass
+class PeftConfig:
+    """Parameter-efficient fine-tuning for both paradigms (TRL's `peft_config`, the peft library):
+    each stage trains a fresh LoRA adapter, merged into full weights when the stage ends, so
+    stages chain, resume and evaluate as with full fine-tuning; the adapter is kept beside."""
+
+    name: PeftMethod = PeftMethod.none
+    r: int = 16  # LoRA rank
+    alpha: int = 32  # LoRA scaling numerator (lora_alpha)
+    dropout: float = 0.05
+    target_modules: Any = "all-linear"  # peft's shorthand, or a list of module names
+
+    def validate(self, at: str = "peft") -> None:
+        require(self.r > 0, f"{at}.r", self.r, "> 0")
+        require(self.alpha > 0, f"{at}.alpha", self.alpha, "> 0")
+        require(0 <= self.dropout < 1, f"{at}.dropout", self.dropout, "in [0, 1)")
+
+
+@dataclass
 class ReplayConfig:
     """Experience replay: part of each stage's training items drawn from the earlier tasks'
     training sets (uniformly over those tasks, then over their items; seeded per stage)."""
@@ -395,6 +417,7 @@ class Config:
     order: OrderConfig = MISSING
     model: ModelConfig = MISSING
     deepspeed: DeepSpeedConfig = MISSING
+    peft: PeftConfig = MISSING
     logger: LoggerConfig = MISSING
     filter: FilterConfig = MISSING
     launcher: LauncherConfig = MISSING
@@ -414,8 +437,11 @@ class Config:
 
     def validate(self) -> None:
         """Every node's range and cross-field rules (the closed choices Hydra already checked)."""
-        for at in ("paradigm", "benchmark", "model", "filter", "eval", "launcher", "logger", "replay"):
+        for at in ("paradigm", "benchmark", "model", "filter", "eval", "launcher", "logger", "replay", "peft"):
             getattr(self, at).validate(at)
+        if self.peft.name == PeftMethod.lora and self.deepspeed.config and "zero3" in self.deepspeed.name:
+            raise ConfigError("peft=lora is not supported with ZeRO-3 here (merging partitioned adapters is "
+                              "untested): use deepspeed=zero2 or none")
         if self.replay.fraction and self.schedule != Schedule.sequential:
             raise ConfigError(f"replay.fraction applies to schedule=sequential, not schedule={self.schedule}")
         require(self.threads is None or self.threads > 0, "threads", self.threads, "> 0 or null")
@@ -429,6 +455,17 @@ class Config:
 def as_schema(node):
     """A config node as its schema dataclass (a DictConfig is converted; a dataclass passes)."""
     return OmegaConf.to_object(node) if OmegaConf.is_config(node) else node
+
+
+def lora_kl_reference(cfg) -> None:
+    """With peft=lora, TRL's GRPO computes the KL against the model with its adapter disabled:
+    the stage's starting weights. Say so and record it (kl_reference=previous) rather than let
+    the config claim the original base."""
+    paradigm = cfg.paradigm
+    if cfg.peft.name == PeftMethod.lora and paradigm.get("kl_coef") and paradigm.kl_reference == KLReference.base:
+        log.warning("peft=lora: GRPO's KL reference is the stage's starting weights (the adapter disabled), "
+                    "so paradigm.kl_reference is set to previous")
+        paradigm.kl_reference = KLReference.previous
 
 
 def validate(cfg) -> Config:
@@ -454,5 +491,6 @@ def register_configs() -> None:
                        ("filter_schema", FilterConfig), ("benchmark_schema", BenchmarkConfig),
                        ("benchmark_mllm_cl7_schema", MLLMBenchmarkConfig), ("order_schema", OrderConfig),
                        ("model_schema", ModelConfig), ("deepspeed_schema", DeepSpeedConfig),
-                       ("logger_schema", LoggerConfig), ("launcher_schema", LauncherConfig)]:
+                       ("logger_schema", LoggerConfig), ("launcher_schema", LauncherConfig),
+                       ("peft_schema", PeftConfig)]:
         cs.store(name=name, node=node)

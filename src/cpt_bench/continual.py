@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from cpt_bench import faults, plots, requeue
 from cpt_bench.builtin import BUILTIN_MODELS, base_model_path
 from cpt_bench.choices import KeepCheckpoints, Schedule
-from cpt_bench.config import Config, validate
+from cpt_bench.config import Config, lora_kl_reference, validate
 from cpt_bench.distributed import ensure_process_group_env
 from cpt_bench.errors import ConfigError, unknown
 from cpt_bench.launch import TorchrunSteps
@@ -182,6 +182,7 @@ class Run:
 
     def __init__(self, cfg: DictConfig, run_dir: Path, wandb_group: str | None = None, in_sweep: bool = False):
         self.cfg, self.run_dir, self.wandb_group, self.in_sweep = cfg, run_dir, wandb_group, in_sweep
+        lora_kl_reference(cfg)  # before the config is recorded: what the run really does
         planned = plan(cfg)
         self.benchmark, self.order = planned.benchmark, planned.order
         self.paradigm = build_paradigm(planned.schema.paradigm, planned.schema.launcher.world_size)

@@ -227,6 +227,7 @@ def stage_context(cfg, benchmark: Benchmark, style: PromptStyle, spec: StageSpec
         save_dir=spec.partial_model_dir, seed=spec.seed, use_cpu=not torch.cuda.is_available(),
         bf16=resolve_dtype(cfg.model.dtype) == torch.bfloat16,
         deepspeed=OmegaConf.to_container(cfg.deepspeed.config) if cfg.deepspeed.config else None,
+        peft=OmegaConf.to_container(cfg.peft, enum_to_str=True) if cfg.peft.name == "lora" else None,
         on_log=logged,
     )
 

@@ -35,6 +35,7 @@ class StageContext:
     use_cpu: bool
     bf16: bool
     deepspeed: dict | None = None
+    peft: dict | None = None  # config.PeftConfig as a dict when peft=lora; None = full fine-tuning
     # called with (global_step, max_steps, logs) on every trainer log event
     on_log: Callable[[int, int, dict[str, float]], None] = lambda step, total, logs: None
 
@@ -49,15 +50,37 @@ class StageResult:
     save_seconds: float = 0.0
 
 
-def save_stage(trainer, ctx: StageContext) -> float:
-    """Write the stage checkpoint through the trainer, the one save that knows about DeepSpeed:
-    under ZeRO-3 the model's weights are partitioned (empty in this process) and
-    `save_model` gathers them (`stage3_gather_16bit_weights_on_model_save`) into a full,
-    loadable Hugging Face folder. Returns the seconds it took."""
+def lora_config(ctx: StageContext):
+    """The stage's fresh LoRA adapter for TRL's `peft_config`; None for full fine-tuning."""
+    if not ctx.peft:
+        return None
+    from peft import LoraConfig
+
+    target = ctx.peft["target_modules"]
+    return LoraConfig(r=ctx.peft["r"], lora_alpha=ctx.peft["alpha"], lora_dropout=ctx.peft["dropout"],
+                      target_modules=target if isinstance(target, str) else list(target), task_type="CAUSAL_LM")
+
+
+def save_stage(trainer, ctx: StageContext) -> tuple[float, Any]:
+    """Write the stage checkpoint; returns the seconds it took and the model the stage ends with.
+
+    Full fine-tuning saves through the trainer, the one save that knows about DeepSpeed: under
+    ZeRO-3 the model's weights are partitioned (empty in this process) and `save_model` gathers
+    them (`stage3_gather_16bit_weights_on_model_save`) into a full, loadable Hugging Face
+    folder. With LoRA the adapter is saved into `adapter/` and then merged into the weights,
+    which are saved in full, so the next stage, resume and evaluation see a plain checkpoint."""
     start = time.time()
-    trainer.save_model(str(ctx.save_dir))
+    model = trainer.model
+    if ctx.peft:
+        if trainer.args.process_index == 0:
+            model.save_pretrained(str(ctx.save_dir / "adapter"))
+        model = model.merge_and_unload()
+        if trainer.args.process_index == 0:
+            model.save_pretrained(str(ctx.save_dir))
+    else:
+        trainer.save_model(str(ctx.save_dir))
     faults.reached("checkpoint_save")
-    return time.time() - start
+    return time.time() - start, model
 
 
 def common_trainer_args(cfg, ctx: StageContext) -> dict[str, Any]:

@@ -27,7 +27,14 @@ from trl import GRPOConfig, GRPOTrainer
 
 from cpt_bench.config import as_schema
 from cpt_bench.grading import format_ok
-from cpt_bench.paradigms import StageContext, StageResult, common_trainer_args, mean_logs, save_stage
+from cpt_bench.paradigms import (
+    StageContext,
+    StageResult,
+    common_trainer_args,
+    lora_config,
+    mean_logs,
+    save_stage,
+)
 from cpt_bench.paradigms.sft import ForwardLogs
 from cpt_bench.prompts import format_prompt, user_message
 from cpt_bench.tasks.base import Example
@@ -113,6 +120,7 @@ class RFT:
             train_dataset=data,
             processing_class=processing_class,
             callbacks=[logs],
+            peft_config=lora_config(ctx),
         )
         trainer.remove_callback(PrinterCallback)
         return trainer, logs, counters
@@ -136,8 +144,8 @@ class RFT:
         out = trainer.train()
         seconds = time.time() - start
         metrics = {"train_loss": out.training_loss, **mean_logs(logs.logs, DIAGNOSTICS)}
-        saved = save_stage(trainer, ctx)
-        model, steps = trainer.model, trainer.state.global_step
+        saved, model = save_stage(trainer, ctx)
+        steps = trainer.state.global_step
         del trainer  # frees the reference model before evaluation
         return StageResult(model=model, optimizer_steps=steps, train_seconds=seconds,
                            generated_tokens=counters["generated_tokens"], metrics=metrics, save_seconds=saved)

@@ -17,7 +17,7 @@ from transformers import PrinterCallback, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from cpt_bench.config import as_schema
-from cpt_bench.paradigms import StageContext, StageResult, common_trainer_args, mean_logs, save_stage
+from cpt_bench.paradigms import StageContext, StageResult, common_trainer_args, lora_config, mean_logs, save_stage
 from cpt_bench.prompts import completion_text, format_prompt
 from cpt_bench.tasks.base import Example
 from cpt_bench.tasks.images import load_images
@@ -75,12 +75,13 @@ class SFT:
             train_dataset=data,
             processing_class=processing_class,
             callbacks=[logs],
+            peft_config=lora_config(ctx),
         )
         trainer.remove_callback(PrinterCallback)  # the stage loop prints progress itself
         start = time.time()
         out = trainer.train()
         seconds = time.time() - start
         metrics = {"train_loss": out.training_loss, **mean_logs(logs.logs, ["entropy", "mean_token_accuracy"])}
-        saved = save_stage(trainer, ctx)
-        return StageResult(model=trainer.model, optimizer_steps=trainer.state.global_step, train_seconds=seconds,
+        saved, model = save_stage(trainer, ctx)
+        return StageResult(model=model, optimizer_steps=trainer.state.global_step, train_seconds=seconds,
                            metrics=metrics, save_seconds=saved)
