@@ -339,3 +339,37 @@ def test_a_perfect_linear_relation_fits_with_r2_one_and_the_report_shows_it(tmp_
     text = paths["md"].read_text()
     assert "## Forgetting against drift" in text
     assert "| forgetting | KL to base (trained task) | 6 | +1.00 | 1.00 | +" in text
+
+
+def test_matched_compute_interpolates_each_paradigm_over_the_common_budget():
+    from cpt_bench.report.summary import matched_compute
+
+    sft = [(100.0, 0.10), (200.0, 0.30), (300.0, 0.50), (300.0, 0.20)]  # (steps, gain)
+    rft = [(150.0, 0.05), (250.0, 0.15), (400.0, 0.40)]
+    rows = matched_compute(sft, rft, n=3)
+    # overlap 150..300 steps; sft's two runs at 300 steps count as their mean, .35
+    assert [c for c, *_ in rows] == pytest.approx([150.0, 225.0, 300.0])
+    assert [ya for _, ya, _, _ in rows] == pytest.approx([0.2, 0.3125, 0.35])
+    assert [yb for _, _, yb, _ in rows] == pytest.approx([0.05, 0.125, 0.15 + 0.25 / 3])
+    assert matched_compute([(1.0, 0.1)], [(5.0, 0.1), (9.0, 0.2)]) == []  # no common budget
+
+
+def test_the_report_compares_paradigms_at_equal_compute(tmp_path):
+    from cpt_bench.records import Compute
+    from cpt_bench.report import write_report
+
+    runs = []
+    for paradigm, steps, gain, forgetting in [("sft", 100, 0.2, 0.3), ("sft", 300, 0.5, 0.6), ("rft", 200, 0.1, 0.05),
+                                              ("rft", 400, 0.3, 0.1)]:
+        matrix = [{"stage": s, "trained_task": ["", "a"][s], "eval_task": "a", "accuracy": 0.5, "n": 10}
+                  for s in (0, 1)]
+        runs.append(RunRecord(Path(f"{paradigm}{steps}"), "finished", config(paradigm), 0,
+                              {"gain": gain, "forgetting": forgetting}, matrix, ["a"], [],
+                              Compute(optimizer_steps=steps, wall_seconds=10.0 * steps), variant=paradigm))
+    paths = write_report(runs, tmp_path)
+    text = paths["md"].read_text()
+    assert "### gain at equal optimizer steps: sft vs rft" in text
+    assert "| 200 | +35.0 | +10.0 | +25.0 |" in text  # sft's frontier at 200 steps: half way from .2 to .5
+    assert "| 300 | +60.0 | +7.5 | +52.5 |" in text  # forgetting at 300 steps
+    assert "### forgetting at equal processed tokens" not in text  # no run recorded tokens: no comparison
+    assert paths["compute"].exists()

@@ -360,6 +360,8 @@ class Run:
                  len(items), f", {len(replayed)} of them replayed" if replayed else "")
         trained = self.steps.train(spec, items, Progress(self.tracker, spec.stage, self.compute.optimizer_steps))
         trained.train.replayed = len(replayed)
+        # TRL counts the tokens its trainers process (cumulative over the stage) in `num_tokens`
+        trained.train.processed_tokens = int(max((row.get("num_tokens", 0) for row in trained.log), default=0))
         evaluation = self.steps.evaluate(spec.dir / "eval", drift_from=self.base_path, task=spec.task)
         diagnostics = {**trained.diagnostics, "param_drift": evaluation.param_drift, **evaluation.output_drift}
         if filtered:

@@ -23,6 +23,7 @@ class TrainStats:
     optimizer_steps: int
     generated_tokens: int = 0  # GRPO rollout tokens; 0 for SFT
     replayed: int = 0  # of `items`, those replayed from earlier tasks (replay.fraction)
+    processed_tokens: int = 0  # tokens the trainer processed (TRL's num_tokens: sequences, or prompts + completions)
 
 
 @dataclass
@@ -94,6 +95,7 @@ class Compute:
     """What a run spent, summed over its completed stages (`run.json`'s `compute`)."""
 
     optimizer_steps: int = 0
+    processed_tokens: int = 0  # by the trainers (TRL's num_tokens)
     generated_tokens: int = 0  # GRPO rollouts
     rollout_tokens: int = 0  # RIF rollouts
     train_seconds: float = 0.0
@@ -105,6 +107,7 @@ class Compute:
         """Count one completed stage (live, or read back from its stage.json on resume)."""
         if record.train:
             self.optimizer_steps += record.train.optimizer_steps
+            self.processed_tokens += record.train.processed_tokens
             self.generated_tokens += record.train.generated_tokens
         if record.filter:
             self.rollout_tokens += record.filter.rollout_tokens

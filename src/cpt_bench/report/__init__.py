@@ -26,7 +26,7 @@ from hydra.experimental.callback import Callback
 from cpt_bench.errors import ReportError
 from cpt_bench.metrics import HEADLINE_METRICS
 from cpt_bench.report.drift import stage_points
-from cpt_bench.report.figures import plot_curves, plot_drift, plot_heatmaps, plot_pareto
+from cpt_bench.report.figures import plot_compute, plot_curves, plot_drift, plot_heatmaps, plot_pareto
 from cpt_bench.report.render import NOTE, csv_rows, drift_section, matched_gain_section, render_markdown, variant_table
 from cpt_bench.report.runs import COMPUTE, RunRecord, find_runs, load_run, load_runs, variant_labels
 from cpt_bench.report.summary import (
@@ -48,7 +48,8 @@ PROG = "cpt-bench-report"
 CSV_COLUMNS = ["run_dir", "variant", "paradigm", "seed", "status", "lr", "schedule",
                "stages_completed", "num_tasks", *HEADLINE_METRICS, *COMPUTE]
 FILES = {"md": "report.md", "csv": "report.csv", "heatmaps": "report_heatmaps.png",
-         "curves": "report_curves.png", "pareto": "report_pareto.png", "drift": "report_drift.png"}
+         "curves": "report_curves.png", "pareto": "report_pareto.png", "compute": "report_compute.png",
+         "drift": "report_drift.png"}
 
 
 # --- writing the report (I/O) -----------------------------------------------------------------
@@ -67,7 +68,8 @@ def write_report(runs: Sequence[RunRecord], out: Path) -> dict[str, Path]:
     plot_heatmaps(runs, paths["heatmaps"])
     plot_curves(summaries, paths["curves"])
     plot_pareto(analysed_runs(runs), paths["pareto"])
-    figures = [FILES["heatmaps"], FILES["curves"], FILES["pareto"]]
+    plot_compute(analysed_runs(runs), paths["compute"])
+    figures = [FILES["heatmaps"], FILES["curves"], FILES["pareto"], FILES["compute"]]
     points = [p for run in analysed_runs(runs) for p in stage_points(run)]
     if points:
         plot_drift(points, paths["drift"])

@@ -11,7 +11,14 @@ from pathlib import Path
 from cpt_bench.plots import draw_heatmap, pyplot
 from cpt_bench.report.drift import OUTCOMES, PREDICTORS, StagePoint, fit, pairs
 from cpt_bench.report.runs import RunRecord, _paradigm_key
-from cpt_bench.report.summary import VariantSummary, frontier_series, pareto_frontier, stage_curve
+from cpt_bench.report.summary import (
+    COMPUTE_AXES,
+    VariantSummary,
+    compute_series,
+    frontier_series,
+    pareto_frontier,
+    stage_curve,
+)
 
 MAX_HEATMAPS = 24
 
@@ -131,6 +138,30 @@ def plot_drift(points: Sequence[StagePoint], path: Path) -> Path:
                 ax.legend(fontsize=7, loc="best")
     fig.suptitle("what each stage forgot against how far it had moved from the base (one dot per run and stage)",
                  fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_compute(runs: Sequence[RunRecord], path: Path) -> Path:
+    """Gain and forgetting of every sequential run against the compute it used, by paradigm."""
+    plt = pyplot()
+    colors = _colors(r.paradigm for r in runs)
+    outcomes = (("gain", "gain on the trained task (pts)"), ("forgetting", "forgetting (pts, positive = lost)"))
+    fig, axes = plt.subplots(len(outcomes), len(COMPUTE_AXES), figsize=(5.0 * len(COMPUTE_AXES), 4.0 * len(outcomes)),
+                             squeeze=False)
+    for row, (key, ylabel) in zip(axes, outcomes):
+        for ax, (axis, xlabel) in zip(row, COMPUTE_AXES.items()):
+            for paradigm, pts in compute_series(runs, axis, key).items():
+                ax.scatter([c for c, _ in pts], [100 * y for _, y in pts], color=colors[paradigm], label=paradigm,
+                           s=20, zorder=3)
+            ax.set_xlabel(xlabel, fontsize=8)
+            ax.set_ylabel(ylabel, fontsize=8)
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, loc="best")
+    fig.suptitle("what each run learned and forgot against the compute it used (one dot per run)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

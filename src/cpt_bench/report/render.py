@@ -9,7 +9,16 @@ from pathlib import Path
 from cpt_bench.metrics import HEADLINE_METRICS, SIGN_NOTE
 from cpt_bench.report.drift import SHORT, StagePoint, correlations, pairs
 from cpt_bench.report.runs import COMPUTE, RunRecord
-from cpt_bench.report.summary import MATCHED_POINTS, VariantSummary, analysed_runs, frontier_series, matched_gain
+from cpt_bench.report.summary import (
+    COMPUTE_AXES,
+    MATCHED_POINTS,
+    VariantSummary,
+    analysed_runs,
+    compute_series,
+    frontier_series,
+    matched_compute,
+    matched_gain,
+)
 
 
 def _pct(mean: float | None, std: float | None, signed: bool) -> str:
@@ -113,6 +122,7 @@ def matched_gain_section(runs: Sequence[RunRecord]) -> str:
 
 def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummary], base: Path | None,
                     figures: Sequence[str], drift: str = "") -> str:
+    compute = matched_compute_section(analysed_runs(runs))
     run_rows = [[_relative(r.path, base), r.variant, r.seed, r.status,
                  f"{r.metrics.get('stages_completed', '?')}/{r.metrics.get('num_tasks', '?')}"] for r in runs]
     parts = [
@@ -124,6 +134,7 @@ def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummar
         variant_table(summaries), "",
         NOTE, "",
         matched_gain_section(analysed_runs(runs)), "",
+        *([compute, ""] if compute else []),
         *([drift, ""] if drift else []),
         "## Figures", "",
         *[f"![{name}]({name})" for name in figures],
@@ -158,3 +169,33 @@ def drift_section(points: Sequence[StagePoint]) -> str:
         "in points per unit of the predictor; Spearman's ρ also credits a monotone but saturating relation. "
         "KL: Monte Carlo over `eval.kl_samples` prompts (drift.py).", "",
         _table(["outcome", "predictor", "n", "Pearson r", "R²", "Spearman ρ", "slope"], rows)])
+
+
+def _amount(x: float) -> str:
+    return f"{x / 1e6:.2f}M" if x >= 1e6 else f"{x / 1e3:.1f}k" if x >= 1e4 else f"{x:.0f}"
+
+
+def matched_compute_section(runs: Sequence[RunRecord]) -> str:
+    """Gain and forgetting of the paradigms at equal compute, per way of counting compute."""
+    parts = ["## Matched compute", "",
+             "The paradigms at equal cost: for optimizer steps, tokens processed by the trainer and wall time, "
+             "each paradigm's runs (averaged where they used the same amount) are linearly interpolated at "
+             f"{MATCHED_POINTS} evenly spaced amounts inside the range both reach (`report_compute.png`). "
+             "Joint-schedule runs are left out. Percentage points."]
+    for axis, unit in COMPUTE_AXES.items():
+        for key, what in (("gain", "gain"), ("forgetting", "forgetting")):
+            series = compute_series(runs, axis, key)
+            if len(series) < 2:
+                continue
+            for pa, pb in itertools.combinations(series, 2):
+                parts += ["", f"### {what} at equal {unit}: {pa} vs {pb}", ""]
+                rows = matched_compute(series[pa], series[pb])
+                if not rows:
+                    span = {p: (min(c for c, _ in series[p]), max(c for c, _ in series[p])) for p in (pa, pb)}
+                    parts.append(f"The {unit} ranges do not overlap (" + "; ".join(
+                        f"{p}: {_amount(lo)} to {_amount(hi)}" for p, (lo, hi) in span.items()) + ").")
+                    continue
+                parts.append(_table([unit, f"{what} ({pa})", f"{what} ({pb})", f"difference ({pa} − {pb})"],
+                                    [[_amount(c), f"{100 * ya:+.1f}", f"{100 * yb:+.1f}", f"{100 * d:+.1f}"]
+                                     for c, ya, yb, d in rows]))
+    return "\n".join(parts) if len(parts) > 2 else ""

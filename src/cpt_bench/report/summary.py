@@ -149,3 +149,41 @@ def frontier_series(runs: Sequence[RunRecord], key: str) -> dict[str, list[tuple
         if not run.joint and gain is not None and y is not None:
             out.setdefault(run.paradigm, []).append((gain, y))
     return out
+
+
+# the compute a run used, as the report compares it (Compute fields)
+COMPUTE_AXES = {"optimizer_steps": "optimizer steps", "processed_tokens": "processed tokens",
+                "wall_seconds": "wall time (s)"}
+
+
+def compute_series(runs: Sequence[RunRecord], axis: str, key: str) -> dict[str, list[tuple[float, float]]]:
+    """(compute on `axis`, metric `key`) per sequential run, by paradigm."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for run in sorted(runs, key=lambda r: _paradigm_key(r.paradigm)):
+        cost = getattr(run.compute, axis, None) if run.compute else None
+        y = run.metrics.get(key)
+        if not run.joint and cost and y is not None:
+            out.setdefault(run.paradigm, []).append((float(cost), y))
+    return out
+
+
+def matched_compute(a: Sequence[tuple[float, float]], b: Sequence[tuple[float, float]],
+                    n: int = MATCHED_POINTS) -> list[tuple[float, float, float, float]]:
+    """Compare two paradigms' (compute, y) run points at equal compute: each side's runs,
+    averaged where they used the same amount, are linearly interpolated at `n` evenly spaced
+    amounts inside the range both cover. Rows (compute, y_a, y_b, y_a - y_b); [] when the
+    ranges do not overlap."""
+    curves = []
+    for pts in (a, b):
+        by_cost: dict[float, list[float]] = {}
+        for c, y in pts:
+            by_cost.setdefault(c, []).append(y)
+        if not by_cost:
+            return []
+        xs = sorted(by_cost)
+        curves.append((xs, [statistics.fmean(by_cost[x]) for x in xs]))
+    lo, hi = max(xs[0] for xs, _ in curves), min(xs[-1] for xs, _ in curves)
+    if lo > hi:
+        return []
+    costs = [lo] if math.isclose(lo, hi) or n < 2 else [lo + (hi - lo) * k / (n - 1) for k in range(n - 1)] + [hi]
+    return [(c, ya, yb, ya - yb) for c in costs for ya, yb in [tuple(_interp(c, xs, ys) for xs, ys in curves)]]
