@@ -127,8 +127,8 @@ def test_cli_help_and_cfg_job():
     res = run_cli("--help")
     assert res.returncode == 0
     for text in ["cpt-bench", "paradigm: rft, sft", "order: default, reverse, shuffled", "filter: none, rif",
-                 "experiment: ablation_cot, ablation_kl, ablation_rif, compare, lora, paper_rft", "peft: lora, none",
-                 "strategy: joint, replay, sequential", "-m seed=1,2"]:
+                 "experiment: ablation_cot, ablation_estimator, ablation_kl, ablation_rif, compare, lora, paper_rft",
+                 "peft: lora, none", "strategy: joint, replay, sequential", "-m seed=1,2"]:
         assert text in res.stdout, text
     for text in ["paradigm: rft, sft", "deepspeed: none, zero2, zero3, zero3_offload",
                  "model: qwen2_5_0_5b_instruct, qwen2_5_vl_3b, qwen2_5_vl_7b, smollm2_135m, tiny"]:
@@ -204,6 +204,7 @@ CLOSED = [("schedule", "sequential, joint, evaluate"), ("checkpoint.keep", "all,
 
 
 @pytest.mark.parametrize("key,allowed", [*CLOSED, ("paradigm.kl_reference", "base, previous"),
+                                         ("paradigm.estimator", "grpo, rloo"),
                                          ("paradigm.scale_rewards", "group, batch, none"),
                                          ("filter.keep", "solvable, nonzero_variance")])
 def test_closed_choices_are_rejected_at_compose_time(key, allowed):

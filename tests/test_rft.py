@@ -170,3 +170,18 @@ def test_joint_baseline(model_cache, tmp_path):
     stage = json.loads((run_dir / "stages/01-joint/stage.json").read_text())
     assert stage["train"]["items"] == 128  # the union of both tasks' training sets
     assert stage["train"]["optimizer_steps"] == 16  # 2 epochs x 128 items / batch 16
+
+
+@pytest.mark.slow
+def test_rloo_trains_a_stage_on_the_same_rewards(model_cache, tmp_path):
+    """paradigm.estimator=rloo runs TRL's RLOOTrainer with the task rewards and the KL penalty."""
+    from conftest import run_cli
+
+    run_dir = tmp_path / "run"
+    res = run_cli("paradigm=rft", "paradigm.estimator=rloo", "order.tasks=[max]", "benchmark.train_size=64",
+                  "benchmark.test_size=30", "logger=none", f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    stage = json.loads((run_dir / "stages" / "01-max" / "stage.json").read_text())
+    assert stage["train"]["optimizer_steps"] > 0 and stage["train"]["generated_tokens"] > 0
+    assert "reward" in stage["diagnostics"] and "kl" in stage["diagnostics"]
+    assert json.loads((run_dir / "run.json").read_text())["config"]["paradigm"]["estimator"] == "rloo"

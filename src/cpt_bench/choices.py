@@ -45,6 +45,11 @@ class RewardScaling(StrEnum):
     none = "none"
 
 
+class RFTEstimator(StrEnum):
+    grpo = "grpo"  # TRL's GRPOTrainer: group-mean baseline (the paper's)
+    rloo = "rloo"  # TRL's RLOOTrainer: leave-one-out baseline (REINFORCE Leave-One-Out)
+
+
 class PeftMethod(StrEnum):
     none = "none"  # full fine-tuning
     lora = "lora"  # a LoRA adapter per stage, merged into the weights when the stage ends

@@ -31,6 +31,7 @@ from cpt_bench.choices import (
     OrderName,
     PeftMethod,
     RewardScaling,
+    RFTEstimator,
     Schedule,
     VLLMMode,
     require,
@@ -136,6 +137,9 @@ class RFTParadigm(StageTraining):
     temperature: float = 1.0
     top_p: float = 1.0
     max_completion_length: int = 32
+    # the policy-gradient estimator on the same rewards: grpo, or rloo (TRL's RLOOTrainer, which
+    # has no loss_type / scale_rewards: its advantages are leave-one-out, not std-scaled)
+    estimator: RFTEstimator = RFTEstimator.grpo
     kl_coef: float = 0.01  # the paper's 0.01; 0 turns the KL penalty (and the reference) off
     kl_reference: KLReference = KLReference.base  # the original model (paper) | the stage's start
     loss_type: str = "dapo"  # token-level mean, as verl/EasyR1's "token-mean"

@@ -23,7 +23,7 @@ import time
 
 from datasets import Dataset
 from transformers import PrinterCallback
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
 from cpt_bench.config import as_schema
 from cpt_bench.grading import format_ok
@@ -63,18 +63,20 @@ class RFT:
         self.completions_per_prompt = cfg.num_generations
         self.completion_length = cfg.max_completion_length
 
-    def trainer_args(self, ctx: StageContext, reward_weights: list[float]) -> GRPOConfig:
+    def trainer_args(self, ctx: StageContext, reward_weights: list[float]) -> GRPOConfig | RLOOConfig:
         c = self.cfg
-        return GRPOConfig(
+        rloo = c.estimator == "rloo"
+        # GRPO's own loss aggregation and reward scaling; RLOO's advantages are leave-one-out
+        own = {} if rloo else {"loss_type": c.loss_type, "scale_rewards": c.scale_rewards}
+        return (RLOOConfig if rloo else GRPOConfig)(
             **common_trainer_args(c, ctx),
+            **own,
             # pinned explicitly: these defaults changed across TRL versions
             num_generations=c.num_generations,
             temperature=c.temperature,
             top_p=c.top_p,
             max_completion_length=c.max_completion_length,
             beta=c.kl_coef,
-            loss_type=c.loss_type,
-            scale_rewards=c.scale_rewards,
             epsilon=c.epsilon,
             epsilon_high=c.epsilon_high,
             num_iterations=c.num_iterations,
@@ -87,7 +89,7 @@ class RFT:
         )
 
     def build_trainer(self, model, processing_class, examples: list[Example],
-                      ctx: StageContext) -> tuple[GRPOTrainer, ForwardLogs, dict]:
+                      ctx: StageContext) -> tuple[GRPOTrainer | RLOOTrainer, ForwardLogs, dict]:
         style, tasks = ctx.style, ctx.tasks
         counters = {"generated_tokens": 0}
         per_step = self.prompts_per_step
@@ -113,7 +115,7 @@ class RFT:
         if self.cfg.kl_coef:
             model.config._name_or_path = ctx.base_path if self.cfg.kl_reference == "base" else ctx.start_path
         logs = ForwardLogs(ctx)
-        trainer = GRPOTrainer(
+        trainer = (RLOOTrainer if self.cfg.estimator == "rloo" else GRPOTrainer)(
             model=model,
             reward_funcs=funcs,
             args=self.trainer_args(ctx, weights),
