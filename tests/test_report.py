@@ -182,9 +182,11 @@ def test_report_md_means_and_spread(sweep, cli_report):
     md = (sweep / "report.md").read_text()
     line = next(ln for ln in md.splitlines() if ln.startswith(f"| {SFT_HI} |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
-    # the failed run (seed 2) is listed but not averaged; sample std of two values 10 pts apart = 7.1
-    assert cells[1:8] == ["2 (+1 unfinished)", "35.0 ± 7.1", "+45.0 ± 7.1", "-45.0 ± 7.1", "80.0 ± 14.1",
-                          "+55.0 ± 7.1", "-25.0 ± 7.1"]
+    # the failed run (seed 2) is listed but not averaged; sample std of two values 10 pts apart = 7.1;
+    # the bootstrap interval of two runs' mean is their range (both resampled values equal: p = 1/2)
+    assert cells[1:8] == ["2 (+1 unfinished)", "35.0 ± 7.1 [30.0, 40.0]", "+45.0 ± 7.1 [+40.0, +50.0]",
+                          "-45.0 ± 7.1 [-50.0, -40.0]", "80.0 ± 14.1 [70.0, 90.0]", "+55.0 ± 7.1 [+50.0, +60.0]",
+                          "-25.0 ± 7.1 [-30.0, -20.0]"]
     assert cells[8:] == ["20", "0", "6.0 s"]
     joint = next(ln for ln in md.splitlines() if ln.startswith("| paradigm=sft learning_rate=0.0001 schedule=joint |"))
     assert "| 1 | 55.0 ± - | n/a | n/a |" in joint
@@ -239,10 +241,12 @@ def test_matched_gain_interpolates_along_each_frontier():
 def test_matched_gain_section_in_report(sweep, cli_report):
     md = (sweep / "report.md").read_text()
     section = md.split("## Matched gain")[1].split("## Figures")[0]
-    # sft frontier (0.2,0.1)..(0.6,0.5); rft frontier (0.12,0.01),(0.3,0.05),(0.4,0.07); overlap [0.2, 0.4]
+    # frontiers of the variants' (gain, forgetting) means: sft (0.25, 0.15)-(0.55, 0.45), rft (0.11, 0.01)-
+    # (0.35, 0.06); overlap [0.25, 0.35]; rft at 0.25: 0.01 + 0.05 * 0.14 / 0.24 = 0.0392
     assert "### forgetting: sft vs rft" in section
-    assert "| +20.0 | +10.0 | +2.8 | +7.2 |" in section
-    assert "| +40.0 | +30.0 | +7.0 | +23.0 |" in section
+    assert "sft: 4 runs in 2 variants; rft: 4 runs in 2 variants; 1 base model." in section
+    assert "| +25.0 | +15.0 | +3.9 | +11.1 | [" in section
+    assert "| +35.0 | +25.0 | +6.0 | +19.0 | [" in section
     assert "### general change: sft vs rft" in section
 
 

@@ -27,16 +27,10 @@ from cpt_bench.errors import ReportError
 from cpt_bench.metrics import HEADLINE_METRICS
 from cpt_bench.report.drift import stage_points
 from cpt_bench.report.figures import plot_compute, plot_curves, plot_drift, plot_heatmaps, plot_pareto
+from cpt_bench.report.frontier import matched_gain, pareto_frontier
 from cpt_bench.report.render import NOTE, csv_rows, drift_section, matched_gain_section, render_markdown, variant_table
 from cpt_bench.report.runs import COMPUTE, RunRecord, find_runs, load_run, load_runs, variant_labels
-from cpt_bench.report.summary import (
-    analysed_runs,
-    matched_gain,
-    mean_std,
-    pareto_frontier,
-    stage_curve,
-    summarize,
-)
+from cpt_bench.report.summary import analysed_runs, mean_std, stage_curve, summarize
 
 log = logging.getLogger(__name__)
 

@@ -10,15 +10,10 @@ from pathlib import Path
 
 from cpt_bench.plots import draw_heatmap, pyplot
 from cpt_bench.report.drift import OUTCOMES, PREDICTORS, StagePoint, fit, pairs
+from cpt_bench.report.frontier import pareto_frontier
 from cpt_bench.report.runs import RunRecord, _paradigm_key
-from cpt_bench.report.summary import (
-    COMPUTE_AXES,
-    VariantSummary,
-    compute_series,
-    frontier_series,
-    pareto_frontier,
-    stage_curve,
-)
+from cpt_bench.report.stats import variant_means
+from cpt_bench.report.summary import COMPUTE_AXES, VariantSummary, compute_series, run_points, stage_curve
 
 MAX_HEATMAPS = 24
 
@@ -88,10 +83,14 @@ def plot_pareto(runs: Sequence[RunRecord], path: Path) -> Path:
     panels = (("forgetting", "forgetting (pts, positive = lost)", True),
               ("general_delta", "general change (pts, negative = harm)", False))
     for ax, (key, ylabel, minimize) in zip(axes, panels):
-        for paradigm, pts in frontier_series(runs, key).items():
+        for paradigm, points in run_points(runs, key).items():
             c = colors[paradigm]
-            ax.scatter([100 * g for g, _ in pts], [100 * y for _, y in pts], color=c, label=paradigm, zorder=3)
-            front = [pts[i] for i in pareto_frontier(pts, minimize)]
+            ax.scatter([100 * p.gain for p in points], [100 * p.y for p in points], color=c, alpha=0.3, s=14,
+                       label=f"{paradigm} runs", zorder=2)
+            means = variant_means(points)
+            ax.scatter([100 * g for g, _ in means], [100 * y for _, y in means], color=c, s=40,
+                       label=f"{paradigm} variant means", zorder=3)
+            front = [means[i] for i in pareto_frontier(means, minimize)]
             ax.plot([100 * g for g, _ in front], [100 * y for _, y in front], color=c, linewidth=1.5,
                     label=f"{paradigm} frontier")
         joint = [r for r in runs if r.joint and r.metrics.get("gain") is not None and r.metrics.get(key) is not None]
@@ -104,7 +103,7 @@ def plot_pareto(runs: Sequence[RunRecord], path: Path) -> Path:
             ax.legend(unique.values(), unique.keys(), fontsize=7, loc="best")
         ax.set_xlabel("gain on the trained task (pts)")
         ax.set_ylabel(ylabel)
-        ax.set_title(f"gain vs {key.replace('_delta', ' change')}: one point per run")
+        ax.set_title(f"gain vs {key.replace('_delta', ' change')}: runs and variant means")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

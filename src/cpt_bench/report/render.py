@@ -8,24 +8,39 @@ from pathlib import Path
 
 from cpt_bench.metrics import HEADLINE_METRICS, SIGN_NOTE
 from cpt_bench.report.drift import SHORT, StagePoint, correlations, pairs
+from cpt_bench.report.frontier import MATCHED_POINTS
 from cpt_bench.report.runs import COMPUTE, RunRecord
+from cpt_bench.report.stats import (
+    CONFIDENCE,
+    MATCHED_RESAMPLES,
+    Interval,
+    MatchedComparison,
+    matched_gain_ci,
+    variant_means,
+)
 from cpt_bench.report.summary import (
     COMPUTE_AXES,
-    MATCHED_POINTS,
     VariantSummary,
     analysed_runs,
     compute_series,
-    frontier_series,
     matched_compute,
-    matched_gain,
+    run_points,
 )
 
 
-def _pct(mean: float | None, std: float | None, signed: bool) -> str:
+def _pts(value: float, signed: bool = True) -> str:
+    return f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
+
+
+def _ci(ci: Interval | None, signed: bool = True) -> str:
+    return "" if ci is None else f"[{_pts(ci.low, signed)}, {_pts(ci.high, signed)}]"
+
+
+def _pct(mean: float | None, std: float | None, signed: bool, ci: Interval | None = None) -> str:
     if mean is None:
         return "n/a"
-    shown = f"{100 * mean:+.1f}" if signed else f"{100 * mean:.1f}"
-    return f"{shown} ± {'-' if std is None else f'{100 * std:.1f}'}"
+    shown = f"{_pts(mean, signed)} ± {'-' if std is None else f'{100 * std:.1f}'}"
+    return f"{shown} {_ci(ci, signed)}" if ci is not None else shown
 
 
 def _count(value: float | None) -> str:
@@ -57,9 +72,16 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-NOTE = ("Mean ± sample std over seeds, in percent (accuracies) or percentage points; "
+NOTE = ("Mean ± sample std over a variant's runs (its seeds, and base models where they vary), in percent "
+        f"(accuracies) or percentage points, then the {100 * CONFIDENCE:.0f} % bootstrap confidence interval of "
+        "the mean in brackets (percentile method, scipy.stats.bootstrap; n runs in the n column: with few runs "
+        "it is narrower than the truth). "
         "`-` = a single run, n/a = undefined (e.g. BWT and forgetting of a joint run). "
         f"{SIGN_NOTE} Compute columns are means over the same runs.")
+
+
+def _metric_cell(s: VariantSummary, key: str, signed: bool = True) -> str:
+    return _pct(*s.stats[key][:2], signed=signed, ci=s.cis.get(key))
 
 
 def variant_table(summaries: Sequence[VariantSummary]) -> str:
@@ -72,10 +94,9 @@ def variant_table(summaries: Sequence[VariantSummary]) -> str:
             n += f" (+{len(s.left_out)} unfinished)"
         st = s.stats
         rows.append([
-            s.label, n,
-            _pct(*st["final_avg_acc"][:2], signed=False), _pct(*st["forgetting"][:2], signed=True),
-            _pct(*st["bwt"][:2], signed=True), _pct(*st["plasticity"][:2], signed=False),
-            _pct(*st["gain"][:2], signed=True), _pct(*st["general_delta"][:2], signed=True),
+            s.label, n, _metric_cell(s, "final_avg_acc", signed=False), _metric_cell(s, "forgetting"),
+            _metric_cell(s, "bwt"), _metric_cell(s, "plasticity", signed=False), _metric_cell(s, "gain"),
+            _metric_cell(s, "general_delta"),
             _count(st["optimizer_steps"][0]), _count(st["generated_tokens"][0]), _duration(st["wall_seconds"][0]),
         ])
     return _table(header, rows)
@@ -90,31 +111,52 @@ def _relative(path: Path, base: Path | None) -> str:
     return str(path)
 
 
+def _verdict(ci: Interval | None, pa: str, pb: str, minimize: bool) -> str:
+    if ci is None:
+        return "no interval"
+    if ci.covers(0.0):
+        return "not distinguishable"
+    worse_a = ci.low > 0 if minimize else ci.high < 0  # a forgets more / keeps less general ability
+    return f"{pa if worse_a else pb} {'forgets more' if minimize else 'loses more general ability'}"
+
+
+def matched_gain_table(cmp: MatchedComparison, pa: str, pb: str, what: str, minimize: bool) -> str:
+    rows = [[_pts(r.gain), _pts(r.y_a), _pts(r.y_b), _pts(r.diff), _ci(r.ci), f"{100 * r.reached:.0f} %",
+             _verdict(r.ci, pa, pb, minimize)] for r in cmp.rows]
+    rows.append(["mean over these gains", "", "", _pts(cmp.mean_diff), _ci(cmp.mean_ci), "",
+                 _verdict(cmp.mean_ci, pa, pb, minimize)])
+    return _table(["gain (pts)", f"{what} ({pa})", f"{what} ({pb})", f"difference ({pa} − {pb})",
+                   f"{100 * CONFIDENCE:.0f} % CI", "resamples reaching it", "verdict"], rows)
+
+
 def matched_gain_section(runs: Sequence[RunRecord]) -> str:
     parts = ["## Matched gain", "",
              "At equal learning rate GRPO often learns less and so forgets less, so the paradigms are also "
-             "compared at equal gain: each paradigm's Pareto frontier (its runs not dominated in higher gain "
-             "and lower forgetting, or higher gain and higher general change) is linearly interpolated at "
-             f"{MATCHED_POINTS} evenly spaced gains inside the gain range both paradigms reach. "
+             "compared at equal gain: each paradigm's Pareto frontier over its variants' means (the variants not "
+             "dominated in higher gain and lower forgetting, or higher gain and higher general change) is linearly "
+             f"interpolated at {MATCHED_POINTS} evenly spaced gains inside the gain range both paradigms reach. "
+             f"The {100 * CONFIDENCE:.0f} % interval of each difference is a bootstrap over runs "
+             f"({MATCHED_RESAMPLES} resamples, both frontiers refitted on each; base models are resampled as a whole, "
+             "then each variant's seeds within them); where it covers 0 the paradigms are not distinguishable. "
              "Joint-schedule runs are left out. Percentage points."]
     for key, what, minimize in (("forgetting", "forgetting", True), ("general_delta", "general change", False)):
-        series = frontier_series(runs, key)
+        series = run_points(runs, key)
         if len(series) < 2:
             parts += ["", f"Fewer than two paradigms have runs with both gain and {what} "
                           f"({', '.join(series) or 'none'}): nothing to compare."]
             continue
         for pa, pb in itertools.combinations(series, 2):
-            rows = matched_gain(series[pa], series[pb], minimize_y=minimize)
+            cmp = matched_gain_ci(series[pa], series[pb], minimize_y=minimize)
             parts += ["", f"### {what}: {pa} vs {pb}", ""]
-            if not rows:
-                span = {p: (min(g for g, _ in series[p]), max(g for g, _ in series[p])) for p in (pa, pb)}
-                parts.append("The gain ranges do not overlap (" + "; ".join(
-                    f"{p}: {100 * lo:+.1f} to {100 * hi:+.1f}" for p, (lo, hi) in span.items())
+            if cmp is None:
+                gains = {p: [g for g, _ in variant_means(series[p])] for p in (pa, pb)}
+                parts.append("The gain ranges of the variants' means do not overlap (" + "; ".join(
+                    f"{p}: {_pts(min(g))} to {_pts(max(g))}" for p, g in gains.items())
                     + "), so there is no matched-gain comparison.")
                 continue
-            parts.append(_table(["gain (pts)", f"{what} ({pa})", f"{what} ({pb})", f"difference ({pa} − {pb})"],
-                                [[f"{100 * g:+.1f}", f"{100 * ya:+.1f}", f"{100 * yb:+.1f}", f"{100 * d:+.1f}"]
-                                 for g, ya, yb, d in rows]))
+            parts.append(f"{pa}: {cmp.runs[0]} runs in {cmp.variants[0]} variants; {pb}: {cmp.runs[1]} runs in "
+                         f"{cmp.variants[1]} variants; {cmp.clusters} base model{'s' if cmp.clusters > 1 else ''}.\n")
+            parts.append(matched_gain_table(cmp, pa, pb, what, minimize))
             better = f"{pa} forgets more" if minimize else f"{pa} keeps more general ability"
             parts.append(f"\nPositive difference = {better} at the same gain.")
     return "\n".join(parts)

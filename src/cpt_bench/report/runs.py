@@ -21,10 +21,14 @@ from cpt_bench.rundir import MATRIX_CSV, METRICS_JSON, RUN_JSON, STAGE_JSON, rea
 
 log = logging.getLogger("cpt_bench.report")
 
+# The built-in base model's recipe seed: a base model drawn from the same recipe, a source of
+# variation like the training seed (variants average over both; the matched-gain bootstrap
+# resamples base models as clusters).
+BASE_KEY = "model.recipe.seed"
 COMPUTE = ["optimizer_steps", "generated_tokens", "train_seconds", "wall_seconds"]  # shown per variant
 # Config keys that say how a run was executed or logged, not what was measured: two runs
 # that differ only here are the same experiment. `seed` is what the variant averages over.
-NOT_EXPERIMENT = ("seed", "hydra", "logger", "launcher", "model.cache_dir", "overwrite", "threads",
+NOT_EXPERIMENT = ("seed", BASE_KEY, "hydra", "logger", "launcher", "model.cache_dir", "overwrite", "threads",
                   "checkpoint", "deepspeed", "eval.batch_size")
 PARADIGM_RANK = {"sft": 0, "rft": 1}  # table and comparison order; others follow by name
 SKIP_DIRS = {"wandb", "stages"}  # never hold a run of their own; can be large
@@ -239,6 +243,11 @@ def variant_labels(configs: Sequence[dict]) -> list[str]:
         parts = [f"{names[k]}={_fmt_value(flat[k])}" for k in keys if k in flat]
         labels.append(" ".join(parts) or str(_get(cfg, "paradigm.name") or "run"))
     return labels
+
+
+def base_model(config: dict):
+    """The base model a run started from, as far as runs of one sweep differ in it."""
+    return _get(config, BASE_KEY)
 
 
 def _natural_key(value) -> list:

@@ -3,16 +3,16 @@ the paradigms compared at matched gain. Pure functions of `RunRecord`s."""
 
 from __future__ import annotations
 
-import itertools
 import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cpt_bench.metrics import HEADLINE_METRICS
-from cpt_bench.report.runs import COMPUTE, RunRecord, _natural_key, _paradigm_key
+from cpt_bench.report.frontier import MATCHED_POINTS, _interp
+from cpt_bench.report.runs import COMPUTE, RunRecord, _natural_key, _paradigm_key, base_model
+from cpt_bench.report.stats import Interval, RunPoint, mean_ci
 
-MATCHED_POINTS = 4
 
 def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:
     """Mean, sample std (None for a single value) and count of the values that are not None."""
@@ -40,6 +40,7 @@ class VariantSummary:
     runs: list[RunRecord]  # the runs in the means
     left_out: list[RunRecord]  # unfinished runs not in the means
     stats: dict[str, tuple[float | None, float | None, int]] = field(default_factory=dict)
+    cis: dict[str, Interval | None] = field(default_factory=dict)  # 95 % bootstrap, headline metrics
 
     @property
     def partial(self) -> bool:
@@ -58,6 +59,7 @@ def summarize(runs: Sequence[RunRecord]) -> list[VariantSummary]:
         summary = VariantSummary(label, members[0].paradigm, kept, left_out)
         for key in HEADLINE_METRICS:
             summary.stats[key] = mean_std(r.metrics.get(key) for r in kept)
+            summary.cis[key] = mean_ci([r.metrics.get(key) for r in kept])
         for key in COMPUTE:
             summary.stats[key] = mean_std(getattr(r.compute, key, None) for r in kept)
         out.append(summary)
@@ -88,66 +90,14 @@ def stage_curve(runs: Sequence[RunRecord]) -> list[tuple[int, float, float | Non
     return [(t, *mean_std(v)[:2]) for t, v in sorted(per_stage.items())]
 
 
-# --- pure logic: frontier and matched gain ----------------------------------------------------
-
-
-def pareto_frontier(points: Sequence[tuple[float, float]], minimize_y: bool = True) -> list[int]:
-    """Indices of the points not dominated in (higher x, lower y) — or (higher x, higher y)
-    with minimize_y=False — sorted by x. Exact duplicates are all kept."""
-    sign = 1 if minimize_y else -1
-    pts = [(x, sign * y) for x, y in points]  # now always: higher x, lower y is better
-
-    def dominated(i: int) -> bool:
-        xi, yi = pts[i]
-        return any(xj >= xi and yj <= yi and (xj, yj) != (xi, yi) for xj, yj in pts)
-
-    return sorted((i for i in range(len(pts)) if not dominated(i)), key=lambda i: (pts[i][0], pts[i][1]))
-
-
-def _interp(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Piecewise-linear y(x) for x within [xs[0], xs[-1]], xs ascending."""
-    for (x0, y0), (x1, y1) in itertools.pairwise(zip(xs, ys)):
-        if x0 <= x <= x1:
-            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-    if math.isclose(x, xs[-1]) or len(xs) == 1:
-        return ys[-1]
-    raise ValueError(f"{x} outside [{xs[0]}, {xs[-1]}]")
-
-
-def matched_gain(a: Sequence[tuple[float, float]], b: Sequence[tuple[float, float]],
-                 n: int = MATCHED_POINTS, minimize_y: bool = True) -> list[tuple[float, float, float, float]]:
-    """Compare two paradigms' (gain, y) run points at equal gain.
-
-    Each side's Pareto frontier, sorted by gain, is linearly interpolated at `n` evenly
-    spaced gains spanning the range both frontiers cover. Returns (gain, y_a, y_b, y_a - y_b)
-    rows; [] when the gain ranges do not overlap (or a side has no points).
-    """
-    curves = []
-    for pts in (a, b):
-        front = sorted({pts[i] for i in pareto_frontier(pts, minimize_y)})
-        if not front:
-            return []
-        curves.append(([x for x, _ in front], [y for _, y in front]))
-    lo = max(xs[0] for xs, _ in curves)
-    hi = min(xs[-1] for xs, _ in curves)
-    if lo > hi:
-        return []
-    gains = [lo] if math.isclose(lo, hi) or n < 2 else [lo + (hi - lo) * k / (n - 1) for k in range(n - 1)] + [hi]
-    rows = []
-    for g in gains:
-        ya, yb = (_interp(g, xs, ys) for xs, ys in curves)
-        rows.append((g, ya, yb, ya - yb))
-    return rows
-
-
-def frontier_series(runs: Sequence[RunRecord], key: str) -> dict[str, list[tuple[float, float]]]:
-    """(gain, key) per run, by paradigm. Joint runs are a multi-task reference, not a point
-    on a paradigm's sequential trade-off, so they stay out of frontiers."""
-    out: dict[str, list[tuple[float, float]]] = {}
+def run_points(runs: Sequence[RunRecord], key: str) -> dict[str, list[RunPoint]]:
+    """Each sequential run's (gain, key) with its variant and base model, by paradigm: what the
+    matched-gain bootstrap resamples."""
+    out: dict[str, list[RunPoint]] = {}
     for run in sorted(runs, key=lambda r: _paradigm_key(r.paradigm)):
         gain, y = run.metrics.get("gain"), run.metrics.get(key)
         if not run.joint and gain is not None and y is not None:
-            out.setdefault(run.paradigm, []).append((gain, y))
+            out.setdefault(run.paradigm, []).append(RunPoint(run.variant, base_model(run.config), gain, y))
     return out
 
 
