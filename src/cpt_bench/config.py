@@ -290,6 +290,25 @@ class OrderConfig:
 
 
 @dataclass
+class FormatAlignment:
+    """The short format-alignment step of `builtin=smollm2_135m_aligned` (builtin/aligned.py).
+
+    SFT on the natural benchmark's *format* tasks only (twice N, letters in a word, next day,
+    next month, last word of a list), disjoint from every CPT and general task, so the base
+    learns to answer in the paper's format (a bare short answer; with CoT `<think>` then
+    `\\boxed{}`) without being taught any task it is later tested on. Part of the base's recipe:
+    its cache folder is keyed by these values.
+    """
+
+    items_per_task: int = 48
+    cot_share: float = 0.5  # share of items in the CoT format
+    learning_rate: float = 5e-5
+    batch_size: int = 8
+    epochs: float = 1.0
+    seed: int = 0
+
+
+@dataclass
 class ModelConfig:
     name: str = MISSING
     # a local folder or a hub id; null for a model cpt-bench builds itself (`builtin`)
@@ -301,6 +320,7 @@ class ModelConfig:
     # builtin=tiny: load the base shipped in the package while the recipe matches it (the same
     # model on every machine); false builds it from the recipe on this machine instead
     shipped: bool = True
+    align: FormatAlignment = field(default_factory=FormatAlignment)  # builtin=smollm2_135m_aligned
 
     def validate(self, at: str = "model") -> None:
         if self.path is None and self.builtin is None:

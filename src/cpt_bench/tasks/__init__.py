@@ -31,13 +31,24 @@ def _toy(cfg) -> Benchmark:
     return Benchmark("toy", tasks, list(cfg.tasks), list(cfg.general), COT_INSTRUCTION, DIRECT_INSTRUCTION)
 
 
+def _natural(cfg) -> Benchmark:
+    from cpt_bench.tasks.natural import COT_INSTRUCTION, SHORT_ANSWER, natural_tasks
+
+    tasks = natural_tasks(seed=cfg.seed, train_size=cfg.train_size, test_size=cfg.test_size)
+    missing = [t for t in [*cfg.tasks, *cfg.general] if t not in tasks]
+    if missing:
+        raise ConfigError(f"benchmark natural has no task {missing[0]!r}; its tasks: {', '.join(tasks)}")
+    return Benchmark("natural", tasks, list(cfg.tasks), list(cfg.general), COT_INSTRUCTION, SHORT_ANSWER,
+                     separator="\n")
+
+
 def _mllm_cl7(cfg) -> Benchmark:
     from cpt_bench.tasks.mllm import build_mllm_cl7
 
     return build_mllm_cl7(cfg)
 
 
-BENCHMARKS: dict[str, Callable[..., Benchmark]] = {"toy": _toy, "mllm_cl7": _mllm_cl7}
+BENCHMARKS: dict[str, Callable[..., Benchmark]] = {"toy": _toy, "natural": _natural, "mllm_cl7": _mllm_cl7}
 
 
 def build_benchmark(cfg) -> Benchmark:

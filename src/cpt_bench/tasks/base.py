@@ -66,9 +66,12 @@ def sample_split(
     task: str,
     unique: bool = True,
     max_tries_per_item: int = 200,
+    split_key: Callable[[Example], str] = lambda ex: ex.prompt,
 ) -> list[Example]:
     """Draw `n` examples of `split` from the generator `make`, distinct when `unique`.
 
+    `split_key` is what `split_of` hashes: the prompt, or for a task of facts the fact itself,
+    so that one fact asked in several phrasings stays on one side.
     Raises ValueError when the instance space of the split is too small for `n`.
     """
     seen: set[str] = set()
@@ -82,7 +85,7 @@ def sample_split(
                 f"lower benchmark.{split}_size"
             )
         ex = make(rng)
-        if (unique and ex.prompt in seen) or split_of(ex.prompt) != split:
+        if (unique and ex.prompt in seen) or split_of(split_key(ex)) != split:
             continue
         seen.add(ex.prompt)
         out.append(ex)
