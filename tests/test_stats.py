@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_report import config, metrics, write_run
 
 from cpt_bench import report
 from cpt_bench.report.stats import Interval, RunPoint, matched_gain_ci, mean_ci, variant_means
-from tests.test_report import config, metrics, write_run
 
 
 def test_mean_ci_covers_the_known_mean_at_its_nominal_rate():

@@ -1,0 +1,160 @@
+"""benchmark=natural (the toy tasks in plain questions), its answer format and grading, the
+format-alignment step of model=smollm2_135m_aligned, and the SmolLM2 study preset."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from cpt_bench.grading import cot_target
+from cpt_bench.prompts import PromptStyle
+from cpt_bench.tasks import build_benchmark
+from cpt_bench.tasks.natural import (
+    COT_INSTRUCTION,
+    CPT_GENERATORS,
+    FORMAT_GENERATORS,
+    GENERAL_GENERATORS,
+    SHORT_ANSWER,
+    grade_phrase,
+    natural_tasks,
+)
+
+from conftest import compose_config
+
+
+def bench(**over):
+    cfg = OmegaConf.create({"name": "natural", "seed": 0, "train_size": 64, "test_size": 16,
+                            "tasks": ["add", "capital", "largest", "antonym"], "general": ["successor", "smaller"],
+                            **over})
+    return build_benchmark(cfg)
+
+
+def test_splits_are_disjoint_deterministic_and_fact_tasks_split_by_fact():
+    b = bench()
+    for name, task in b.tasks.items():
+        train, test = task.train(), task.test()
+        assert len(train) == 64 and len(test) == 16
+        assert not {e.prompt for e in train} & {e.prompt for e in test}
+        assert [e.prompt for e in test] == [e.prompt for e in bench().tasks[name].test()]
+    for name in ("capital", "antonym"):  # a country asked in another phrasing is still a test country
+        task = b.tasks[name]
+        assert not {e.meta["split_key"] for e in task.train()} & {e.meta["split_key"] for e in task.test()}
+    ex = b.tasks["capital"].test()[0]
+    assert ex.answer and ex.answer in ex.rationale and ex.meta["split_key"] in ex.prompt
+
+
+def test_format_tasks_share_no_question_type_with_tested_tasks():
+    # the alignment step may teach the format only: no format question starts like a tested one
+    def openings(generators):
+        tasks = natural_tasks(generators=generators)
+        return {" ".join(e.prompt.split()[:4]) for t in tasks.values() for e in t.items(50, stream="probe")}
+
+    assert not set(FORMAT_GENERATORS) & (set(CPT_GENERATORS) | set(GENERAL_GENERATORS))
+    assert not openings(FORMAT_GENERATORS) & openings({**CPT_GENERATORS, **GENERAL_GENERATORS})
+
+
+@pytest.mark.parametrize("response, cot, score", [
+    ("Paris", False, 1.0), ("paris.", False, 1.0), ("The capital of France is Paris.", False, 0.0),
+    ("Paris, of course", False, 0.0), ("", False, 0.0),
+    ("<think> The capital of France is Paris. </think> \\boxed{Paris}", True, 1.0),
+    ("<think> The capital of France is Paris. </think> Paris", True, 0.0),  # no box: no answer
+    ("\\boxed{Lyon} then \\boxed{Paris}", True, 1.0),  # the last box counts
+])
+def test_one_strict_grader_for_every_paradigm(response, cot, score):
+    task = natural_tasks()["capital"]
+    ex = next(e for e in task.test() + task.train() if e.answer == "Paris")
+    style = PromptStyle(cot, COT_INSTRUCTION, SHORT_ANSWER, "\n")
+    assert task.grade(style.extract(response), ex) == score
+    assert grade_phrase("The Dog", "dog") == 1.0 and grade_phrase("seven", "7") == 1.0
+
+
+def test_prompts_and_targets_follow_the_paper_format():
+    b = bench()
+    ex = b.tasks["add"].train()[0]
+    direct = PromptStyle.for_benchmark(b, cot=False)
+    cot = PromptStyle.for_benchmark(b, cot=True)
+    assert direct.user_text(ex) == f"{ex.prompt}\n{SHORT_ANSWER}" and direct.target(ex) == ex.answer
+    assert cot.user_text(ex) == f"{ex.prompt}\n{COT_INSTRUCTION}"
+    assert cot.target(ex) == cot_target(ex.rationale, ex.answer)
+    assert cot.target(ex) == f"<think> {ex.rationale} </think> \\boxed{{{ex.answer}}}"
+
+
+def test_unknown_task_is_one_line_error():
+    from cpt_bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="benchmark natural has no task 'capitals'; its tasks: add, capital"):
+        bench(tasks=["capitals"])
+
+
+def test_study_preset_composes_both_paradigms_sized_for_two_cores():
+    from cpt_bench.continual import plan
+
+    cfgs = {p: compose_config("+experiment=smollm2_study", f"paradigm={p}") for p in ("sft_smollm2", "rft_smollm2")}
+    sft, rft = cfgs["sft_smollm2"], cfgs["rft_smollm2"]
+    assert (sft.paradigm.name, rft.paradigm.name) == ("sft", "rft")  # reported under the paradigms' names
+    assert (rft.model.name, rft.benchmark.name, rft.cot) == ("smollm2_135m_aligned", "natural", True)
+    assert list(rft.order.tasks) == ["add", "capital", "largest", "antonym"]
+    # as many optimizer steps per stage: 16 items / batch 8 x 2 epochs = 16 prompts / 4 per step
+    assert sft.benchmark.train_size / sft.paradigm.per_device_batch_size * sft.paradigm.epochs == 4
+    assert rft.benchmark.train_size / (rft.paradigm.per_device_batch_size / rft.paradigm.num_generations) == 4
+    assert rft.paradigm.kl_coef == 0.0 and rft.checkpoint.keep == "last"
+    params = compose_config("+experiment=smollm2_study", hydra=True).hydra.sweeper.params
+    assert params["paradigm"] == "sft_smollm2,rft_smollm2" and params["seed"] == "0,1"
+    for cfg in cfgs.values():
+        plan(cfg)
+
+
+def chat_tokenizer():
+    """The shipped tiny tokenizer with a minimal chat template: prompts render as chat turns."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    import cpt_bench.builtin
+
+    tok = AutoTokenizer.from_pretrained(Path(cpt_bench.builtin.__file__).parent / "tiny_base")
+    tok.chat_template = ("{% for m in messages %}<|user|>{{ m['content'] }}{% endfor %}"
+                         "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    return tok
+
+
+def test_alignment_rows_render_like_sft_and_evaluation():
+    from cpt_bench.builtin.aligned import aligned_key, alignment_rows
+    from cpt_bench.config import FormatAlignment
+    from cpt_bench.prompts import completion_text, format_prompt
+
+    tok = chat_tokenizer()
+    recipe = FormatAlignment(items_per_task=10, cot_share=0.5, seed=3)
+    rows = alignment_rows(tok, recipe)
+    assert len(rows) == 10 * len(FORMAT_GENERATORS)
+    cot_rows = [r for r in rows if COT_INSTRUCTION in r["prompt"]]
+    assert 0.25 < len(cot_rows) / len(rows) < 0.75
+    # each row is exactly what SFT trains on and evaluation asks: format_prompt + completion_text
+    for row in rows:
+        cot = row in cot_rows
+        question = row["prompt"].removeprefix("<|user|>").split("\n")[0]
+        answer = row["completion"].removesuffix(tok.eos_token)
+        style = PromptStyle(cot, COT_INSTRUCTION, SHORT_ANSWER, "\n")
+        assert row["prompt"] == format_prompt(tok, f"{question}\n{COT_INSTRUCTION if cot else SHORT_ANSWER}")
+        assert row["completion"] == completion_text(tok, answer)
+        assert ("\\boxed{" in answer) == cot and style.extract(answer)
+    assert alignment_rows(tok, recipe) == rows  # deterministic
+    base = type("P", (), {"name": "smollm2-x"})()
+    assert aligned_key(base, recipe, rows) != aligned_key(base, FormatAlignment(items_per_task=10, seed=4), rows)
+
+
+@pytest.mark.slow
+def test_aligned_build_is_cached_and_recorded(tmp_path):
+    from cpt_bench.builtin.aligned import build_aligned_smollm2
+    from cpt_bench.config import FormatAlignment
+
+    recipe = FormatAlignment(items_per_task=2, batch_size=5, epochs=1.0)  # 10 items, 2 steps
+    path = build_aligned_smollm2(recipe, tmp_path)
+    build = json.loads((path / "build.json").read_text())
+    assert build["recipe"]["items_per_task"] == 2 and build["items"] == 10 and build["optimizer_steps"] == 2
+    assert build["base"].startswith("smollm2-135m-instruct-") and build["train_loss"] > 0
+    stamp = (path / "build.json").stat().st_mtime_ns
+    assert build_aligned_smollm2(recipe, tmp_path) == path  # cached, not retrained
+    assert (path / "build.json").stat().st_mtime_ns == stamp
