@@ -11,6 +11,7 @@ export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
 .PHONY: help install run compare test test-fast lint lock tiny-base reference bench bench-sweep multirun clean \
+        study-toy study-smollm2 \
         paper-sft paper-rft paper-joint paper-ablations
 
 help: ## list the targets
@@ -63,6 +64,18 @@ bench: $(STAMP) ## sequence wall times (SFT, RFT, RIF) and RFT's overhead over a
 
 bench-sweep: $(STAMP) ## the 20-run pareto sweep, sequential vs 2 parallel joblib jobs (~20 min on 2 cores)
 	$(BIN)/python benchmarks/bench_parallel_sweep.py
+
+# --- the study's answers on 2 CPU cores (docs/study.md) ---------------------------------------
+STUDY ?= multirun/study
+study-toy: $(STAMP) ## toy: pareto over 3 base models x 3 seeds, both paradigms, one report (~45 min)
+	$(BIN)/cpt-bench -m +experiment=pareto_bases paradigm=sft paradigm.learning_rate=1e-6,3e-6,1e-5,3e-5 \
+		hydra/launcher=joblib hydra.sweep.dir=$(STUDY)/toy/sft $(ARGS)
+	$(BIN)/cpt-bench -m +experiment=pareto_bases paradigm=rft paradigm.learning_rate=1e-5,3e-5,1e-4,3e-4 \
+		hydra/launcher=joblib hydra.sweep.dir=$(STUDY)/toy/rft $(ARGS)
+	$(BIN)/cpt-bench-report $(STUDY)/toy
+
+study-smollm2: $(STAMP) ## real LM: SFT vs GRPO on format-aligned SmolLM2-135M, natural tasks (docs/study.md)
+	$(BIN)/cpt-bench -m +experiment=smollm2_study hydra.sweep.dir=$(STUDY)/smollm2 $(ARGS)
 
 multirun: $(STAMP) ## example sweep: two seeds x two orders = four sequences
 	$(BIN)/cpt-bench -m seed=1,2 order=default,reverse $(ARGS)

@@ -7,7 +7,7 @@ import pytest
 from test_report import config, metrics, write_run
 
 from cpt_bench import report
-from cpt_bench.report.stats import Interval, RunPoint, matched_gain_ci, mean_ci, variant_means
+from cpt_bench.report.stats import Interval, RunPoint, diff_ci, gain_rule, matched_gain_ci, mean_ci, variant_means
 
 
 def test_mean_ci_covers_the_known_mean_at_its_nominal_rate():
@@ -98,6 +98,12 @@ def test_report_prints_intervals_run_counts_and_verdicts(tmp_path):
     assert forgetting.count("| sft forgets more |") == 4 + 1  # every matched gain and the mean
     general = text.split("### general change: sft vs rft")[1]
     assert general.count("| sft loses more general ability |") == 5
+    rule = report.render.gain_rule_section(runs)
+    # the best mean gain is 15 at lr 1e-3 for both; 90 % of it (13.5) is reached only there
+    assert "| sft | 0.001 | 3 | +15.0 [+14.0, +16.0] | +35.0 [+33.5, +36.5] |" in rule
+    assert "| rft | 0.001 | 3 | +15.0 [+14.0, +16.0] | +15.0 [+13.5, +16.5] |" in rule
+    assert "| gain | +0.0 |" in rule and "| not distinguishable |" in rule
+    assert "| forgetting | +20.0 |" in rule and "| sft forgets more |" in rule
     table = report.variant_table(report.summarize(runs))
     # sft at lr 1e-5 forgot 0.235, 0.25, 0.265: with 3 runs, a resample of 3 equal values has
     # probability 1/27 > 2.5 %, so the percentile interval is exactly the range of the runs
@@ -114,3 +120,12 @@ def test_runs_from_several_base_models_pool_into_one_variant(tmp_path):
     summaries = report.summarize(report.load_runs([tmp_path]))
     assert len(summaries) == 1 and len(summaries[0].runs) == 6
     assert summaries[0].stats["forgetting"][0] == pytest.approx(0.1)
+
+
+def test_gain_rule_and_difference_interval():
+    assert gain_rule({1e-5: 0.02, 1e-4: 0.095, 1e-3: 0.10}) == 1e-4  # 0.095 >= 0.9 * 0.10
+    assert gain_rule({1e-5: 0.02, 1e-4: 0.08, 1e-3: 0.10}) == 1e-3
+    rng = np.random.default_rng(0)
+    ci = diff_ci(rng.normal(0.5, 0.05, 30), rng.normal(0.3, 0.05, 30))
+    assert ci.covers(0.2) and not ci.covers(0.0) and ci.n == 60
+    assert diff_ci([0.1], [0.2, 0.3]) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,10 +13,13 @@ from cpt_bench.report.frontier import MATCHED_POINTS
 from cpt_bench.report.runs import COMPUTE, RunRecord
 from cpt_bench.report.stats import (
     CONFIDENCE,
+    GAIN_SHARE,
     MATCHED_RESAMPLES,
     Interval,
     MatchedComparison,
+    diff_ci,
     matched_gain_ci,
+    mean_ci,
     variant_means,
 )
 from cpt_bench.report.summary import (
@@ -23,6 +27,7 @@ from cpt_bench.report.summary import (
     VariantSummary,
     analysed_runs,
     compute_series,
+    gain_rule_choices,
     matched_compute,
     run_points,
 )
@@ -162,6 +167,41 @@ def matched_gain_section(runs: Sequence[RunRecord]) -> str:
     return "\n".join(parts)
 
 
+def gain_rule_section(runs: Sequence[RunRecord]) -> str:
+    """The paradigms compared at the learning rates a gain-only rule picks (no forgetting consulted)."""
+    choices = gain_rule_choices(runs)
+    if len(choices) < 2:
+        return ""
+    rows = []
+    for paradigm, (lr, members) in choices.items():
+        cells = []
+        for key in ("gain", "forgetting", "general_delta"):
+            values = [r.metrics.get(key) for r in members if r.metrics.get(key) is not None]
+            cells.append(f"{_pts(statistics.fmean(values))} {_ci(mean_ci(values))}".strip() if values else "n/a")
+        rows.append([paradigm, f"{lr:g}", len(members), *cells])
+    parts = ["## At the learning rates a gain-only rule picks", "",
+             f"Per paradigm, the smallest learning rate whose mean gain reaches {100 * GAIN_SHARE:.0f} % of the best "
+             "mean gain on its grid (the rule of docs/hyperparameters.md; forgetting is never consulted). "
+             f"Means over the runs at that rate with {100 * CONFIDENCE:.0f} % bootstrap intervals; percentage points.",
+             "", _table(["paradigm", "lr", "n", "gain", "forgetting", "general change"], rows)]
+    for pa, pb in itertools.combinations(choices, 2):
+        diff_rows = []
+        for key, what, minimize in (("gain", "gain", None), ("forgetting", "forgetting", True),
+                                    ("general_delta", "general change", False)):
+            a = [r.metrics[key] for r in choices[pa][1] if r.metrics.get(key) is not None]
+            b = [r.metrics[key] for r in choices[pb][1] if r.metrics.get(key) is not None]
+            if not a or not b:
+                continue
+            ci = diff_ci(a, b)
+            verdict = ("not distinguishable" if ci is not None and ci.covers(0.0) else "no interval" if ci is None
+                       else f"{pa if ci.low > 0 else pb} gains more") if minimize is None \
+                else _verdict(ci, pa, pb, minimize)
+            diff_rows.append([what, _pts(statistics.fmean(a) - statistics.fmean(b)), _ci(ci), verdict])
+        parts += ["", f"Difference {pa} − {pb} (two-sample bootstrap over runs):", "",
+                  _table(["outcome", "difference", f"{100 * CONFIDENCE:.0f} % CI", "verdict"], diff_rows)]
+    return "\n".join(parts)
+
+
 def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummary], base: Path | None,
                     figures: Sequence[str], drift: str = "") -> str:
     compute = matched_compute_section(analysed_runs(runs))
@@ -176,6 +216,7 @@ def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummar
         variant_table(summaries), "",
         NOTE, "",
         matched_gain_section(analysed_runs(runs)), "",
+        *([rule, ""] if (rule := gain_rule_section(analysed_runs(runs))) else []),
         *([compute, ""] if compute else []),
         *([drift, ""] if drift else []),
         "## Figures", "",

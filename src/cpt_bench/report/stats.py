@@ -162,3 +162,30 @@ def _at(x: float, xs: list[float], ys: list[float]) -> float | None:
     if not xs or (x < xs[0] and not math.isclose(x, xs[0])) or (x > xs[-1] and not math.isclose(x, xs[-1])):
         return None
     return float(np.interp(x, xs, ys))
+
+
+def diff_ci(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE,
+            n_resamples: int = MEAN_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Interval | None:
+    """Percentile bootstrap interval of mean(a) - mean(b), the two samples drawn independently."""
+    from scipy.stats import bootstrap
+
+    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(xa) < 2 or len(xb) < 2:
+        return None
+    if np.all(xa == xa[0]) and np.all(xb == xb[0]):
+        d = float(xa[0] - xb[0])
+        return Interval(d, d, len(xa) + len(xb))
+    res = bootstrap((xa, xb), lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis), vectorized=True,
+                    confidence_level=confidence, n_resamples=n_resamples, method="percentile",
+                    rng=np.random.default_rng(seed))
+    return Interval(float(res.confidence_interval.low), float(res.confidence_interval.high), len(xa) + len(xb))
+
+
+GAIN_SHARE = 0.9  # docs/hyperparameters.md: the smallest lr reaching 90 % of the best gain
+
+
+def gain_rule(mean_gain_by_lr: dict[float, float], share: float = GAIN_SHARE) -> float:
+    """The learning rate the gain-only rule picks: the smallest whose mean gain is at least
+    `share` of the best mean gain on the grid (forgetting is never consulted)."""
+    best = max(mean_gain_by_lr.values())
+    return min(lr for lr, g in mean_gain_by_lr.items() if g >= share * best)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from cpt_bench.metrics import HEADLINE_METRICS
 from cpt_bench.report.frontier import MATCHED_POINTS, _interp
 from cpt_bench.report.runs import COMPUTE, RunRecord, _natural_key, _paradigm_key, base_model
-from cpt_bench.report.stats import Interval, RunPoint, mean_ci
+from cpt_bench.report.stats import Interval, RunPoint, gain_rule, mean_ci
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:
@@ -98,6 +98,23 @@ def run_points(runs: Sequence[RunRecord], key: str) -> dict[str, list[RunPoint]]
         gain, y = run.metrics.get("gain"), run.metrics.get(key)
         if not run.joint and gain is not None and y is not None:
             out.setdefault(run.paradigm, []).append(RunPoint(run.variant, base_model(run.config), gain, y))
+    return out
+
+
+def gain_rule_choices(runs: Sequence[RunRecord]) -> dict[str, tuple[float, list[RunRecord]]]:
+    """Per paradigm, the learning rate the gain-only rule picks among its sequential runs, and
+    those runs. Only for a paradigm whose variants differ in the learning rate alone (else
+    the rule has no single grid to pick from) and that has at least two learning rates."""
+    out = {}
+    by_paradigm: dict[str, dict[float, list[RunRecord]]] = {}
+    for run in runs:
+        if not run.joint and run.lr is not None and run.metrics.get("gain") is not None:
+            by_paradigm.setdefault(run.paradigm, {}).setdefault(float(run.lr), []).append(run)
+    for paradigm, grid in sorted(by_paradigm.items(), key=lambda kv: _paradigm_key(kv[0])):
+        if len(grid) < 2 or any(len({r.variant for r in members}) > 1 for members in grid.values()):
+            continue
+        lr = gain_rule({lr: statistics.fmean(r.metrics["gain"] for r in members) for lr, members in grid.items()})
+        out[paradigm] = (lr, grid[lr])
     return out
 
 
