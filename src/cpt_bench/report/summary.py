@@ -63,7 +63,13 @@ def summarize(runs: Sequence[RunRecord]) -> list[VariantSummary]:
         for key in COMPUTE:
             summary.stats[key] = mean_std(getattr(r.compute, key, None) for r in kept)
         out.append(summary)
-    return sorted(out, key=lambda s: (_paradigm_key(s.paradigm), s.runs[0].joint, _natural_key(s.label)))
+    return sorted(out, key=lambda s: (_paradigm_key(s.paradigm), s.runs[0].joint, _natural_key(_label_without_lr(s)),
+                                      float(s.runs[0].lr or 0.0)))
+
+
+def _label_without_lr(s: VariantSummary) -> str:
+    """Variants that differ only in learning rate are listed by its value, not its spelling."""
+    return " ".join(part for part in s.label.split() if not part.startswith("learning_rate="))
 
 
 def analysed_runs(runs: Sequence[RunRecord]) -> list[RunRecord]:
