@@ -7,7 +7,16 @@ import pytest
 from test_report import config, metrics, write_run
 
 from cpt_bench import report
-from cpt_bench.report.stats import Interval, RunPoint, diff_ci, gain_rule, matched_gain_ci, mean_ci, variant_means
+from cpt_bench.report.stats import (
+    Interval,
+    RunPoint,
+    diff_ci,
+    gain_rule,
+    matched_gain_across_bases,
+    matched_gain_ci,
+    mean_ci,
+    variant_means,
+)
 
 
 def test_mean_ci_covers_the_known_mean_at_its_nominal_rate():
@@ -59,19 +68,34 @@ def test_matched_gain_without_a_gap_is_not_distinguishable():
     assert abs(cmp.mean_diff) < 0.01
 
 
-def test_matched_gain_resamples_base_models_as_a_whole():
+def test_across_bases_compares_within_each_base_and_resamples_base_models():
     # within a base model the gap is exact, but it is +0.08, 0.0 or -0.08 depending on the base:
     # seeds alone would give a narrow interval around 0; resampling base models must widen it
     shift = {0: 0.08, 1: 0.0, 2: -0.08}
     a = _line(0.0, bases=(0, 1, 2), noise=0.0, base_shift=shift)
     b = _line(0.0, bases=(0, 1, 2), noise=0.0)
-    cmp = matched_gain_ci(a, b)
-    assert cmp.clusters == 3 and cmp.mean_diff == pytest.approx(0.0, abs=1e-9)
-    assert cmp.mean_ci.covers(0.0) and cmp.mean_ci.high - cmp.mean_ci.low > 0.08
+    res = matched_gain_across_bases(a, b)
+    assert [round(res.per_base[k].mean_diff, 9) for k in (0, 1, 2)] == [0.08, 0.0, -0.08]
+    assert res.per_base[0].mean_ci == Interval(pytest.approx(0.08), pytest.approx(0.08), 24)  # exact within a base
+    assert res.mean_diff == pytest.approx(0.0, abs=1e-9) and res.runs == (36, 36)
+    assert res.mean_ci.covers(0.0) and res.mean_ci.high - res.mean_ci.low > 0.08
     # a shift common to both paradigms cancels: the interval stays at the true gap
-    same = matched_gain_ci(_line(0.03, bases=(0, 1, 2), noise=0.0, base_shift=shift),
-                           _line(0.0, bases=(0, 1, 2), noise=0.0, base_shift=shift))
+    same = matched_gain_across_bases(_line(0.03, bases=(0, 1, 2), noise=0.0, base_shift=shift),
+                                     _line(0.0, bases=(0, 1, 2), noise=0.0, base_shift=shift))
     assert same.mean_ci.low == pytest.approx(0.03, abs=1e-6) and same.mean_ci.high == pytest.approx(0.03, abs=1e-6)
+
+
+def test_across_bases_never_pools_frontiers_of_different_bases():
+    # base 1's learning rates reach twice base 0's gains; within each base a forgets 0.02 more.
+    # Averaging the variants over bases would put a's and b's means on mismatched curves.
+    pts = {"a": [], "b": []}
+    for base, scale in ((0, 1.0), (1, 2.0)):
+        for lr, gain in (("lo", 0.02), ("mid", 0.05), ("hi", 0.08)):
+            for side, extra, g in (("a", 0.02, gain * scale), ("b", 0.0, gain * scale * 1.1)):
+                pts[side].append(RunPoint(lr, base, g, g ** 2 * 5 + extra))
+    res = matched_gain_across_bases(pts["a"], pts["b"])
+    assert all(0.01 < c.mean_diff < 0.03 for c in res.per_base.values())
+    assert 0.01 < res.mean_diff < 0.03
 
 
 def test_matched_gain_is_none_without_overlap():
@@ -109,6 +133,23 @@ def test_report_prints_intervals_run_counts_and_verdicts(tmp_path):
     # probability 1/27 > 2.5 %, so the percentile interval is exactly the range of the runs
     row = next(line for line in table.splitlines() if "paradigm=sft" in line and "1e-05" in line)
     assert "| 3 |" in row and "| +25.0 ± 1.5 [+23.5, +26.5] |" in row
+
+
+def test_report_compares_each_base_model_then_their_mean(tmp_path):
+    for base, gap in ((0, 0.05), (1, 0.03), (2, 0.04)):
+        for paradigm, offset in (("sft", gap), ("rft", 0.0)):
+            for lr, gain in ((1e-5, 0.05), (1e-4, 0.10)):
+                for seed, jitter in enumerate((-0.005, 0.005)):
+                    cfg = config(paradigm, lr, seed)
+                    cfg["model"]["recipe"] = {"seed": base}
+                    g = gain + jitter
+                    write_run(tmp_path / f"{paradigm}-{base}-{lr}-{seed}", cfg,
+                              metrics=metrics(0.5, g / 2 + offset, g, -g))
+    text = report.matched_gain_section(report.load_runs([tmp_path]))
+    forgetting = text.split("### forgetting: sft vs rft")[1].split("###")[0]
+    assert "Each base model (`model.recipe.seed`) on its own frontiers" in forgetting
+    assert "| 0 | 4 + 4 | +5.0 to +10.0 | +8.8 / +3.8 | +5.0 | [+5.0, +5.0] | sft forgets more |" in forgetting
+    assert "| mean over base models | 12 + 12 |  |  | +4.0 | [+3.0, +5.0] | sft forgets more |" in forgetting
 
 
 def test_runs_from_several_base_models_pool_into_one_variant(tmp_path):

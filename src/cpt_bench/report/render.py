@@ -10,14 +10,16 @@ from pathlib import Path
 from cpt_bench.metrics import HEADLINE_METRICS, SIGN_NOTE
 from cpt_bench.report.drift import SHORT, StagePoint, correlations, pairs
 from cpt_bench.report.frontier import MATCHED_POINTS
-from cpt_bench.report.runs import COMPUTE, RunRecord
+from cpt_bench.report.runs import BASE_KEY, COMPUTE, RunRecord
 from cpt_bench.report.stats import (
     CONFIDENCE,
     GAIN_SHARE,
     MATCHED_RESAMPLES,
     Interval,
     MatchedComparison,
+    RunPoint,
     diff_ci,
+    matched_gain_across_bases,
     matched_gain_ci,
     mean_ci,
     variant_means,
@@ -134,6 +136,31 @@ def matched_gain_table(cmp: MatchedComparison, pa: str, pb: str, what: str, mini
                    f"{100 * CONFIDENCE:.0f} % CI", "resamples reaching it", "verdict"], rows)
 
 
+def across_bases_table(a: Sequence[RunPoint], b: Sequence[RunPoint], pa: str, pb: str, what: str,
+                       minimize: bool) -> str:
+    """One row per base model (its own frontiers, intervals over its seeds) and their mean."""
+    res = matched_gain_across_bases(a, b, minimize_y=minimize)
+    if res is None:
+        return "On no base model do the paradigms' gain ranges overlap, so there is no matched-gain comparison."
+    rows = []
+    for base, cmp in res.per_base.items():
+        n = f"{sum(p.cluster == base for p in a)} + {sum(p.cluster == base for p in b)}"
+        if cmp is None:
+            rows.append([base, n, "no overlap", "", "", "", ""])
+            continue
+        ya, yb = (statistics.fmean(getattr(r, y) for r in cmp.rows) for y in ("y_a", "y_b"))
+        rows.append([base, n, f"{_pts(cmp.rows[0].gain)} to {_pts(cmp.rows[-1].gain)}", f"{_pts(ya)} / {_pts(yb)}",
+                     _pts(cmp.mean_diff), _ci(cmp.mean_ci), _verdict(cmp.mean_ci, pa, pb, minimize)])
+    rows.append(["mean over base models", f"{res.runs[0]} + {res.runs[1]}", "", "", _pts(res.mean_diff),
+                 _ci(res.mean_ci), _verdict(res.mean_ci, pa, pb, minimize)])
+    return "\n".join([
+        f"Each base model (`{BASE_KEY}`) on its own frontiers, at {MATCHED_POINTS} gains across the range both "
+        "paradigms reach on it; the difference is the mean over those gains, its interval a bootstrap over that "
+        "base's seeds. The last row averages the base models; its interval resamples base models, then seeds.", "",
+        _table(["base model", f"runs ({pa} + {pb})", "matched gains (pts)", f"mean {what} ({pa} / {pb})",
+                f"difference ({pa} − {pb})", f"{100 * CONFIDENCE:.0f} % CI", "verdict"], rows)])
+
+
 def matched_gain_section(runs: Sequence[RunRecord]) -> str:
     parts = ["## Matched gain", "",
              "At equal learning rate GRPO often learns less and so forgets less, so the paradigms are also "
@@ -141,8 +168,8 @@ def matched_gain_section(runs: Sequence[RunRecord]) -> str:
              "dominated in higher gain and lower forgetting, or higher gain and higher general change) is linearly "
              f"interpolated at {MATCHED_POINTS} evenly spaced gains inside the gain range both paradigms reach. "
              f"The {100 * CONFIDENCE:.0f} % interval of each difference is a bootstrap over runs "
-             f"({MATCHED_RESAMPLES} resamples, both frontiers refitted on each; base models are resampled as a whole, "
-             "then each variant's seeds within them); where it covers 0 the paradigms are not distinguishable. "
+             f"({MATCHED_RESAMPLES} resamples, each variant's seeds redrawn and both frontiers refitted on each); "
+             "where it covers 0 the paradigms are not distinguishable. "
              "Joint-schedule runs are left out. Percentage points."]
     for key, what, minimize in (("forgetting", "forgetting", True), ("general_delta", "general change", False)):
         series = run_points(runs, key)
@@ -151,8 +178,11 @@ def matched_gain_section(runs: Sequence[RunRecord]) -> str:
                           f"({', '.join(series) or 'none'}): nothing to compare."]
             continue
         for pa, pb in itertools.combinations(series, 2):
-            cmp = matched_gain_ci(series[pa], series[pb], minimize_y=minimize)
             parts += ["", f"### {what}: {pa} vs {pb}", ""]
+            if len({p.cluster for p in (*series[pa], *series[pb])}) > 1:
+                parts.append(across_bases_table(series[pa], series[pb], pa, pb, what, minimize))
+                continue
+            cmp = matched_gain_ci(series[pa], series[pb], minimize_y=minimize)
             if cmp is None:
                 gains = {p: [g for g, _ in variant_means(series[p])] for p in (pa, pb)}
                 parts.append("The gain ranges of the variants' means do not overlap (" + "; ".join(

@@ -3,11 +3,11 @@
 Two kinds, both 95 % percentile bootstrap intervals:
 
 - a variant's metric: the mean over its runs, resampled with `scipy.stats.bootstrap`;
-- the paradigms' difference at matched gain: a cluster bootstrap over runs that refits both
-  frontiers on every resample. Runs are grouped by base model (`model.recipe.seed`, when the
-  runs differ in it): a resample draws base models with replacement, then each variant's runs
-  within every drawn base model, so the interval covers both sources of variation. With one
-  base model it is the usual bootstrap over each variant's seeds.
+- the paradigms' difference at matched gain: a bootstrap over each variant's runs that refits
+  both frontiers on every resample. With several base models (`model.recipe.seed`) each base
+  is compared on its own frontiers and the headline is their mean, with a two-level bootstrap
+  (base models with replacement, then seeds within each), so its interval covers both sources
+  of variation.
 
 With few runs a percentile interval is narrower than the truth (with 3 seeds it can only
 span the values seen), so the report prints the number of runs next to every interval.
@@ -93,17 +93,12 @@ def variant_means(points: Sequence[RunPoint]) -> list[tuple[float, float]]:
     return [(statistics.fmean(p.gain for p in ps), statistics.fmean(p.y for p in ps)) for ps in by_variant.values()]
 
 
-def _resample(points: Sequence[RunPoint], picked: Sequence[Hashable], rng: np.random.Generator) -> list[RunPoint]:
-    """Each variant's runs within each drawn cluster, drawn again with replacement."""
-    cells: dict[tuple[str, Hashable], list[RunPoint]] = {}
+def _resample(points: Sequence[RunPoint], rng: np.random.Generator) -> list[RunPoint]:
+    """Each variant's runs drawn again with replacement (as many as it has)."""
+    by_variant: dict[str, list[RunPoint]] = {}
     for p in points:
-        cells.setdefault((p.variant, p.cluster), []).append(p)
-    out = []
-    for cluster in picked:
-        for (_, c), members in cells.items():
-            if c == cluster:
-                out += [members[i] for i in rng.integers(len(members), size=len(members))]
-    return out
+        by_variant.setdefault(p.variant, []).append(p)
+    return [members[i] for members in by_variant.values() for i in rng.integers(len(members), size=len(members))]
 
 
 def _percentile_interval(samples: np.ndarray, confidence: float, n: int) -> Interval | None:
@@ -117,11 +112,11 @@ def _percentile_interval(samples: np.ndarray, confidence: float, n: int) -> Inte
 def matched_gain_ci(a: Sequence[RunPoint], b: Sequence[RunPoint], minimize_y: bool = True,
                     n: int = MATCHED_POINTS, confidence: float = CONFIDENCE,
                     n_resamples: int = MATCHED_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> MatchedComparison | None:
-    """Paradigm a minus paradigm b at matched gain, with bootstrap intervals.
+    """Paradigm a minus paradigm b at matched gain on one base model, with bootstrap intervals.
 
     The point estimate interpolates each side's frontier of variant means (`matched_gain`) at
-    `n` gains spanning the range both reach. Every resample redraws the runs (see the module
-    docstring), refits both frontiers and evaluates them at those same gains; a gain outside
+    `n` gains spanning the range both reach. Every resample redraws each variant's runs with
+    replacement, refits both frontiers and evaluates them at those same gains; a gain outside
     a resample's common range is left out of that resample and the share that reached it is
     reported. None when the gain ranges do not overlap.
     """
@@ -129,17 +124,8 @@ def matched_gain_ci(a: Sequence[RunPoint], b: Sequence[RunPoint], minimize_y: bo
     if not point:
         return None
     gains = [g for g, *_ in point]
-    clusters = sorted({p.cluster for p in (*a, *b)}, key=repr)
     rng = np.random.default_rng(seed)
-    diffs = np.full((n_resamples, len(gains)), np.nan)
-    for r in range(n_resamples):
-        picked = [clusters[i] for i in rng.integers(len(clusters), size=len(clusters))] if len(clusters) > 1 \
-            else clusters
-        fronts = [_frontier(variant_means(_resample(side, picked, rng)), minimize_y) for side in (a, b)]
-        for k, g in enumerate(gains):
-            ya, yb = (_at(g, *front) for front in fronts)
-            if ya is not None and yb is not None:
-                diffs[r, k] = ya - yb
+    diffs = np.stack([_diffs_at(gains, _resample(a, rng), _resample(b, rng), minimize_y) for _ in range(n_resamples)])
     n_runs = len(a) + len(b)
     rows = [MatchedRow(g, ya, yb, d, _percentile_interval(diffs[:, k], confidence, n_runs),
                        float(np.mean(~np.isnan(diffs[:, k]))))
@@ -149,7 +135,62 @@ def matched_gain_ci(a: Sequence[RunPoint], b: Sequence[RunPoint], minimize_y: bo
         rows=rows, mean_diff=statistics.fmean(r.diff for r in rows),
         mean_ci=_percentile_interval(complete.mean(axis=1), confidence, n_runs) if len(complete) else None,
         runs=(len(a), len(b)), variants=(len({p.variant for p in a}), len({p.variant for p in b})),
-        clusters=len(clusters))
+        clusters=len({p.cluster for p in (*a, *b)}))
+
+
+@dataclass(frozen=True)
+class AcrossBases:
+    """The matched-gain comparison on each base model, and their mean."""
+
+    per_base: dict[Hashable, MatchedComparison | None]  # None: the gain ranges do not overlap there
+    mean_diff: float  # mean over the base models with an overlap of their mean differences
+    mean_ci: Interval | None  # base models resampled, then each variant's seeds within them
+    runs: tuple[int, int]
+
+
+def matched_gain_across_bases(a: Sequence[RunPoint], b: Sequence[RunPoint], minimize_y: bool = True,
+                              n: int = MATCHED_POINTS, confidence: float = CONFIDENCE,
+                              n_resamples: int = MATCHED_RESAMPLES,
+                              seed: int = BOOTSTRAP_SEED) -> AcrossBases | None:
+    """Paradigm a minus b at matched gain within each base model, averaged over base models.
+
+    Frontiers are never pooled across base models: one base's learning rates can reach other
+    gains than another's, and a frontier through their averages belongs to no model. Each base
+    model is compared on its own (`matched_gain_ci`, intervals over its seeds); the headline is
+    the mean of their mean differences, its interval a two-level bootstrap: draw base models
+    with replacement, redraw each variant's runs within each, recompute every drawn base's
+    difference at its own matched gains, average. None when no base model has an overlap.
+    """
+    bases = sorted({p.cluster for p in (*a, *b)}, key=repr)
+    side = {c: ([p for p in a if p.cluster == c], [p for p in b if p.cluster == c]) for c in bases}
+    per_base = {c: matched_gain_ci(*side[c], minimize_y=minimize_y, n=n, confidence=confidence,
+                                   n_resamples=n_resamples, seed=seed) for c in bases}
+    compared = [c for c in bases if per_base[c] is not None]
+    if not compared:
+        return None
+    gains = {c: [r.gain for r in per_base[c].rows] for c in compared}
+    rng = np.random.default_rng(seed)
+    means = np.full(n_resamples, np.nan)
+    for r in range(n_resamples):
+        picked = [compared[i] for i in rng.integers(len(compared), size=len(compared))]
+        per = [np.nanmean(d) if not np.isnan(d).all() else np.nan
+               for c in picked for d in [_diffs_at(gains[c], _resample(side[c][0], rng), _resample(side[c][1], rng),
+                                                   minimize_y)]]
+        if not np.isnan(per).all():
+            means[r] = np.nanmean(per)
+    return AcrossBases(per_base, statistics.fmean(per_base[c].mean_diff for c in compared),
+                       _percentile_interval(means, confidence, len(a) + len(b)), (len(a), len(b)))
+
+
+def _diffs_at(gains: Sequence[float], a: Sequence[RunPoint], b: Sequence[RunPoint], minimize_y: bool) -> np.ndarray:
+    """a's frontier minus b's at each gain (nan where either frontier does not reach it)."""
+    fa, fb = (_frontier(variant_means(side), minimize_y) for side in (a, b))
+    out = np.full(len(gains), np.nan)
+    for k, g in enumerate(gains):
+        ya, yb = _at(g, *fa), _at(g, *fb)
+        if ya is not None and yb is not None:
+            out[k] = ya - yb
+    return out
 
 
 def _frontier(points: list[tuple[float, float]], minimize_y: bool) -> tuple[list[float], list[float]]:
