@@ -67,7 +67,7 @@ bench-sweep: $(STAMP) ## the 20-run pareto sweep, sequential vs 2 parallel jobli
 
 # --- the study's answers on 2 CPU cores (docs/study.md) ---------------------------------------
 STUDY ?= multirun/study
-study-toy: $(STAMP) ## toy: pareto over 3 base models x 3 seeds, both paradigms, one report (~45 min)
+study-toy: $(STAMP) ## toy: pareto over 3 base models x 3 seeds, both paradigms, one report (~50 min)
 	$(BIN)/cpt-bench -m +experiment=pareto_bases paradigm=sft paradigm.learning_rate=1e-6,3e-6,1e-5,3e-5 \
 		hydra/launcher=joblib hydra.sweep.dir=$(STUDY)/toy/sft $(ARGS)
 	$(BIN)/cpt-bench -m +experiment=pareto_bases paradigm=rft paradigm.learning_rate=1e-5,3e-5,1e-4,3e-4 \
