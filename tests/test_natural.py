@@ -145,16 +145,55 @@ def test_alignment_rows_render_like_sft_and_evaluation():
     assert aligned_key(base, recipe, rows) != aligned_key(base, FormatAlignment(items_per_task=10, seed=4), rows)
 
 
-@pytest.mark.slow
-def test_aligned_build_is_cached_and_recorded(tmp_path):
+# a format-alignment recipe small enough for a test: 10 items, 2 optimizer steps
+SMALL_ALIGN = {"items_per_task": 2, "batch_size": 5, "epochs": 1.0}
+
+
+@pytest.fixture(scope="module")
+def aligned(tmp_path_factory):
     from cpt_bench.builtin.aligned import build_aligned_smollm2
     from cpt_bench.config import FormatAlignment
 
-    recipe = FormatAlignment(items_per_task=2, batch_size=5, epochs=1.0)  # 10 items, 2 steps
-    path = build_aligned_smollm2(recipe, tmp_path)
+    cache = tmp_path_factory.mktemp("aligned-cache")
+    return cache, build_aligned_smollm2(FormatAlignment(**SMALL_ALIGN), cache)
+
+
+@pytest.mark.slow
+def test_aligned_build_is_cached_and_recorded(aligned):
+    from cpt_bench.builtin.aligned import build_aligned_smollm2
+    from cpt_bench.config import FormatAlignment
+
+    cache, path = aligned
     build = json.loads((path / "build.json").read_text())
     assert build["recipe"]["items_per_task"] == 2 and build["items"] == 10 and build["optimizer_steps"] == 2
     assert build["base"].startswith("smollm2-135m-instruct-") and build["train_loss"] > 0
     stamp = (path / "build.json").stat().st_mtime_ns
-    assert build_aligned_smollm2(recipe, tmp_path) == path  # cached, not retrained
+    assert build_aligned_smollm2(FormatAlignment(**SMALL_ALIGN), cache) == path  # cached, not retrained
     assert (path / "build.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_grpo_on_the_aligned_model_through_the_cli(aligned, tmp_path):
+    """The real-LM track end to end: the aligned SmolLM2, a natural task in the CoT format,
+    GRPO rewarded by the task's grader, the matrix and metrics written."""
+    from cpt_bench.rundir import read_matrix_csv
+
+    from conftest import run_cli
+
+    cache, _ = aligned
+    run_dir = tmp_path / "run"
+    res = run_cli("+experiment=smollm2_study", "paradigm=rft_smollm2", "order.tasks=[add]",
+                  "benchmark.general=[smaller]", "benchmark.train_size=2", "benchmark.test_size=2",
+                  "paradigm.num_generations=2",
+                  "paradigm.per_device_batch_size=4", "paradigm.max_completion_length=8", "eval.max_new_tokens=8",
+                  "eval.kl_samples=2", "logger=none", "checkpoint.keep=none", "threads=2",
+                  *[f"model.align.{k}={v}" for k, v in SMALL_ALIGN.items()], f"model.cache_dir={cache}",
+                  f"hydra.run.dir={run_dir}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = read_matrix_csv(run_dir / "matrix.csv")
+    assert {(r["stage"], r["eval_task"]) for r in rows} == {(s, t) for s in (0, 1) for t in ("add", "smaller")}
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "finished" and run["config"]["model"]["name"] == "smollm2_135m_aligned"
+    assert run["compute"]["generated_tokens"] > 0 and run["compute"]["optimizer_steps"] == 1
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["gain"] is not None and metrics["general_delta"] is not None
