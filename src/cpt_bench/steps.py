@@ -12,6 +12,7 @@ shared files belong to the stage loop.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import math
@@ -135,27 +136,38 @@ def test_sets(benchmark: Benchmark, order: list[str], general: list[str]) -> dic
     return {t: benchmark.tasks[t].test() for t in [*order, *general]}
 
 
+@functools.lru_cache(maxsize=1)
+def reference_model(base_path: str, dtype: torch.dtype):
+    """The base model output drift compares against, loaded once per process: every stage of a
+    sequence asks for the same one. It stays on the CPU between stages (see output_drift)."""
+    model, _ = load_checkpoint(base_path, dtype=dtype)
+    return model.eval()
+
+
 def output_drift(cfg, model, processing_class, base_path: str, style: PromptStyle, test_sets: dict[str, list[Example]],
                  order: list[str], general: list[str], task: str) -> dict[str, float]:
     """KL to the base model on the trained task's test prompts (all CPT tasks' for the joint
     stage) and on the general suite's (`eval.kl_samples` each, `eval.kl_seed`); with the
     seconds it took. Only the chosen items' images are read."""
     start = time.time()
-    base, _ = load_checkpoint(base_path, dtype=resolve_dtype(cfg.model.dtype))
-    base.to(model.device)
+    base = reference_model(str(base_path), resolve_dtype(cfg.model.dtype))
+    base.to(model.device)  # and back to the CPU below, so it holds no accelerator memory while training
     groups = {"task": [ex for t in (order if task == JOINT else [task]) for ex in test_sets[t]],
               "general": [ex for t in general for ex in test_sets[t]]}
     out: dict[str, float] = {}
-    for name, items in groups.items():
-        if not items:
-            continue
-        chosen = random.Random(cfg.eval.kl_seed).sample(items, min(cfg.eval.kl_samples, len(items)))
-        prompts = [format_prompt(processing_class, style.user_text(ex), len(ex.images)) for ex in chosen]
-        images = [load_images(ex.images) for ex in chosen] if any(ex.images for ex in chosen) else None
-        est = output_kl(model, base, processing_class, prompts, images, samples=len(chosen),
-                        max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.eval.kl_seed)
-        out.update({f"kl_to_base_{name}": est.kl, f"kl_to_base_{name}_se": est.kl_se,
-                    f"kl_to_base_{name}_per_token": est.kl_per_token})
+    try:
+        for name, items in groups.items():
+            if not items:
+                continue
+            chosen = random.Random(cfg.eval.kl_seed).sample(items, min(cfg.eval.kl_samples, len(items)))
+            prompts = [format_prompt(processing_class, style.user_text(ex), len(ex.images)) for ex in chosen]
+            images = [load_images(ex.images) for ex in chosen] if any(ex.images for ex in chosen) else None
+            est = output_kl(model, base, processing_class, prompts, images, samples=len(chosen),
+                            max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.eval.kl_seed)
+            out.update({f"kl_to_base_{name}": est.kl, f"kl_to_base_{name}_se": est.kl_se,
+                        f"kl_to_base_{name}_per_token": est.kl_per_token})
+    finally:
+        base.to("cpu")
     out["kl_to_base_seconds"] = round(time.time() - start, 3)
     return out
 
