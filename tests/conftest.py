@@ -44,6 +44,17 @@ def model_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory) -> Path:
+    """A model cache holding SmolLM2-135M-Instruct, converted once per session (~15-30 s) and
+    shared by the tests of the conversion and of the format-aligned model built on it."""
+    from cpt_bench.builtin.smollm2 import build_smollm2
+
+    cache = tmp_path_factory.mktemp("smollm2-cache")
+    build_smollm2(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
 def tiny_base() -> Path:
     """The embedded base model's folder (the one shipped in the package)."""
     from cpt_bench.builtin.tiny import build_tiny_base

@@ -150,12 +150,11 @@ SMALL_ALIGN = {"items_per_task": 2, "batch_size": 5, "epochs": 1.0}
 
 
 @pytest.fixture(scope="module")
-def aligned(tmp_path_factory):
+def aligned(smollm2_cache):
     from cpt_bench.builtin.aligned import build_aligned_smollm2
     from cpt_bench.config import FormatAlignment
 
-    cache = tmp_path_factory.mktemp("aligned-cache")
-    return cache, build_aligned_smollm2(FormatAlignment(**SMALL_ALIGN), cache)
+    return smollm2_cache, build_aligned_smollm2(FormatAlignment(**SMALL_ALIGN), smollm2_cache)
 
 
 @pytest.mark.slow

@@ -18,8 +18,8 @@ from cpt_bench.prompts import encode_prompts, format_prompt
 
 
 @pytest.fixture(scope="session")
-def smollm2(tmp_path_factory) -> Path:
-    return build_smollm2(tmp_path_factory.mktemp("zoo-cache"))
+def smollm2(smollm2_cache) -> Path:
+    return build_smollm2(smollm2_cache)
 
 
 @pytest.mark.slow
