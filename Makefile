@@ -74,8 +74,12 @@ study-toy: $(STAMP) ## toy: pareto over 3 base models x 3 seeds, both paradigms,
 		hydra/launcher=joblib hydra.sweep.dir=$(STUDY)/toy/rft $(ARGS)
 	$(BIN)/cpt-bench-report $(STUDY)/toy
 
-study-smollm2: $(STAMP) ## real LM: SFT vs GRPO on format-aligned SmolLM2-135M, natural tasks (docs/study.md)
-	$(BIN)/cpt-bench -m +experiment=smollm2_study hydra.sweep.dir=$(STUDY)/smollm2 $(ARGS)
+study-smollm2: $(STAMP) ## real LM: SFT vs GRPO on format-aligned SmolLM2-135M, natural tasks (~55 min)
+	$(BIN)/cpt-bench -m +experiment=smollm2_study paradigm=sft_smollm2 paradigm.learning_rate=1e-6,5e-6,2e-5,1e-4 \
+		hydra.sweep.dir=$(STUDY)/smollm2/sft $(ARGS)
+	$(BIN)/cpt-bench -m +experiment=smollm2_study paradigm=rft_smollm2 paradigm.learning_rate=2e-5,1e-4 \
+		hydra.sweep.dir=$(STUDY)/smollm2/rft $(ARGS)
+	$(BIN)/cpt-bench-report $(STUDY)/smollm2
 
 multirun: $(STAMP) ## example sweep: two seeds x two orders = four sequences
 	$(BIN)/cpt-bench -m seed=1,2 order=default,reverse $(ARGS)

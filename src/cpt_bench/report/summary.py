@@ -69,7 +69,7 @@ def summarize(runs: Sequence[RunRecord]) -> list[VariantSummary]:
 
 def _label_without_lr(s: VariantSummary) -> str:
     """Variants that differ only in learning rate are listed by its value, not its spelling."""
-    return " ".join(part for part in s.label.split() if not part.startswith("learning_rate="))
+    return " ".join(part for part in s.label.split() if not part.split("=")[0].endswith("learning_rate"))
 
 
 def analysed_runs(runs: Sequence[RunRecord]) -> list[RunRecord]:
