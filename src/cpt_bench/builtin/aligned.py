@@ -8,7 +8,7 @@ SFTTrainer, loss on the answer) on the benchmark's format tasks, which share no 
 with any CPT or general task, half of the items in the CoT format. It is part of the base's
 recipe: the cache folder is keyed by the recipe, and build.json records it with the loss.
 
-    model=smollm2_135m_aligned   ->   <cache>/smollm2-135m-aligned-<hash>/   (~2 min on 2 cores, once)
+    model=smollm2_135m_aligned   ->   <cache>/smollm2-135m-aligned-<hash>/   (once; 30 optimizer steps)
 """
 
 from __future__ import annotations
