@@ -1,8 +1,10 @@
 """Confidence intervals for the report. Pure functions of plain values.
 
-Two kinds, both 95 % percentile bootstrap intervals:
+All are 95 % percentile bootstrap intervals:
 
 - a variant's metric: the mean over its runs, resampled with `scipy.stats.bootstrap`;
+- two groups of runs (the paradigms at the learning rates a gain-only rule picks): the
+  difference of their means, the groups resampled independently (`diff_ci`);
 - the paradigms' difference at matched gain: a bootstrap over each variant's runs that refits
   both frontiers on every resample. With several base models (`model.recipe.seed`) each base
   is compared on its own frontiers and the headline is their mean, with a two-level bootstrap
