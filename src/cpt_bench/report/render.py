@@ -118,11 +118,14 @@ def _relative(path: Path, base: Path | None) -> str:
     return str(path)
 
 
-def _verdict(ci: Interval | None, pa: str, pb: str, minimize: bool) -> str:
+def _verdict(ci: Interval | None, pa: str, pb: str, minimize: bool | None) -> str:
+    """What an interval of (a − b) says; minimize: forgetting (True), general change (False), gain (None)."""
     if ci is None:
         return "no interval"
     if ci.covers(0.0):
         return "not distinguishable"
+    if minimize is None:
+        return f"{pa if ci.low > 0 else pb} gains more"
     worse_a = ci.low > 0 if minimize else ci.high < 0  # a forgets more / keeps less general ability
     return f"{pa if worse_a else pb} {'forgets more' if minimize else 'loses more general ability'}"
 
@@ -223,10 +226,8 @@ def gain_rule_section(runs: Sequence[RunRecord]) -> str:
             if not a or not b:
                 continue
             ci = diff_ci(a, b)
-            verdict = ("not distinguishable" if ci is not None and ci.covers(0.0) else "no interval" if ci is None
-                       else f"{pa if ci.low > 0 else pb} gains more") if minimize is None \
-                else _verdict(ci, pa, pb, minimize)
-            diff_rows.append([what, _pts(statistics.fmean(a) - statistics.fmean(b)), _ci(ci), verdict])
+            diff_rows.append([what, _pts(statistics.fmean(a) - statistics.fmean(b)), _ci(ci),
+                              _verdict(ci, pa, pb, minimize)])
         parts += ["", f"Difference {pa} − {pb} (two-sample bootstrap over runs):", "",
                   _table(["outcome", "difference", f"{100 * CONFIDENCE:.0f} % CI", "verdict"], diff_rows)]
     return "\n".join(parts)
