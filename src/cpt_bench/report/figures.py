@@ -22,6 +22,14 @@ def _colors(names: Iterable[str]) -> dict[str, str]:
     return {name: f"C{i}" for i, name in enumerate(sorted(set(names), key=_paradigm_key))}
 
 
+def _save(fig, path: Path, dpi: int, tight: bool = False) -> Path:
+    """Lay out, write and close a figure (closed, so a report of many figures holds no memory)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi, **({"bbox_inches": "tight"} if tight else {}))
+    pyplot().close(fig)
+    return path
+
+
 def plot_heatmaps(runs: Sequence[RunRecord], path: Path) -> Path:
     plt = pyplot()
     shown = runs[:MAX_HEATMAPS]
@@ -44,10 +52,7 @@ def plot_heatmaps(runs: Sequence[RunRecord], path: Path) -> Path:
         ax.set_title(textwrap.fill(f"{run.variant} seed={run.seed}{status}", 55), fontsize=8)
     note = f" (first {MAX_HEATMAPS} of {len(runs)} runs)" if len(runs) > MAX_HEATMAPS else ""
     fig.suptitle(f"accuracy (%) after each stage; * = general suite{note}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=90)
 
 
 def plot_curves(summaries: Sequence[VariantSummary], path: Path) -> Path:
@@ -70,10 +75,7 @@ def plot_curves(summaries: Sequence[VariantSummary], path: Path) -> Path:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:  # runs without metrics draw no curve
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below: labels can be long
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=110, tight=True)
 
 
 def plot_pareto(runs: Sequence[RunRecord], path: Path) -> Path:
@@ -105,10 +107,7 @@ def plot_pareto(runs: Sequence[RunRecord], path: Path) -> Path:
         ax.set_ylabel(ylabel)
         ax.set_title(f"gain vs {key.replace('_delta', ' change')}: runs and variant means")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=110)
 
 
 def plot_drift(points: Sequence[StagePoint], path: Path) -> Path:
@@ -137,10 +136,7 @@ def plot_drift(points: Sequence[StagePoint], path: Path) -> Path:
                 ax.legend(fontsize=7, loc="best")
     fig.suptitle("what each stage forgot against how far it had moved from the base (one dot per run and stage)",
                  fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)
 
 
 def plot_compute(runs: Sequence[RunRecord], path: Path) -> Path:
@@ -161,7 +157,4 @@ def plot_compute(runs: Sequence[RunRecord], path: Path) -> Path:
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7, loc="best")
     fig.suptitle("what each run learned and forgot against the compute it used (one dot per run)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)
