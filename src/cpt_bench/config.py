@@ -155,6 +155,9 @@ class RFTParadigm(StageTraining):
     vllm_gpu_memory_utilization: float = 0.3  # colocate: the share of each GPU vLLM may take
     vllm_enable_sleep_mode: bool = False  # colocate: offload vLLM's weights during the optimizer step
     vllm_tensor_parallel_size: int = 1  # colocate: must divide the number of processes
+    # colocate: the context vLLM sizes its KV cache for; null = the stage's longest prompt
+    # (text and image tokens) + max_completion_length, not the model's whole context
+    vllm_max_model_length: int | None = None
     logging_steps: int = 1
 
     def validate(self, at: str = "paradigm") -> None:
@@ -172,6 +175,9 @@ class RFTParadigm(StageTraining):
             require(getattr(self, key) >= 0, f"{at}.{key}", getattr(self, key), ">= 0")
         require(0 < self.vllm_gpu_memory_utilization <= 1, f"{at}.vllm_gpu_memory_utilization",
                 self.vllm_gpu_memory_utilization, "in (0, 1]")
+        require(self.vllm_max_model_length is None or self.vllm_max_model_length > self.max_completion_length,
+                f"{at}.vllm_max_model_length", self.vllm_max_model_length,
+                f"> max_completion_length ({self.max_completion_length}) or null")
         if self.use_vllm:
             from cpt_bench.vllm_engine import require_vllm
 
@@ -316,6 +322,10 @@ class ModelConfig:
     builtin: str | None = None
     cache_dir: str | None = None  # default: $CPT_BENCH_CACHE or ~/.cache/cpt-bench
     dtype: DType = DType.auto
+    # vision-language models: the pixel range every image is resized into (processing.PixelBounds),
+    # the same for training, evaluation, RIF and vLLM; null = the checkpoint's processor config
+    min_pixels: int | None = None
+    max_pixels: int | None = None
     recipe: TinyRecipe = field(default_factory=TinyRecipe)
     # builtin=tiny: load the base shipped in the package while the recipe matches it (the same
     # model on every machine); false builds it from the recipe on this machine instead
@@ -325,6 +335,12 @@ class ModelConfig:
     def validate(self, at: str = "model") -> None:
         if self.path is None and self.builtin is None:
             raise ConfigError(f"{at} needs a `path` (local folder or hub id) or a `builtin` name")
+        for key in ("min_pixels", "max_pixels"):
+            require(getattr(self, key) is None or getattr(self, key) > 0, f"{at}.{key}", getattr(self, key),
+                    "> 0 or null")
+        if self.min_pixels and self.max_pixels:
+            require(self.min_pixels <= self.max_pixels, f"{at}.min_pixels", self.min_pixels,
+                    f"<= {at}.max_pixels ({self.max_pixels})")
 
 
 @dataclass

@@ -3,8 +3,9 @@ what it says (output drift, the KL divergence to the base on given prompts).
 
 Output drift follows RL's Razor (Shenfeld et al. 2025), which finds forgetting predicted by
 KL(pi_t || pi_0) on the new task's inputs. Estimator, per prompt x: one response y sampled from
-the stage's model pi_t (temperature 1, no top-k/top-p, at most `max_new_tokens`, through the
-first end-of-sequence token), and log pi_t(y|x) - log pi_0(y|x) summed over y's tokens, an
+the stage's model pi_t (temperature 1, no top-k/top-p and none of the checkpoint's generation-config
+processors, never a placeholder token, at most `max_new_tokens`, through the first
+end-of-sequence token), and log pi_t(y|x) - log pi_0(y|x) summed over y's tokens, an
 unbiased Monte Carlo estimate of the sequence-level KL(pi_t(.|x) || pi_0(.|x)). The reported
 value is the mean over `samples` prompts drawn with a fixed seed, with its standard error
 (sample standard deviation / sqrt(samples)), and the same sum divided by the tokens (per token).
@@ -87,16 +88,62 @@ def _extend(value, prompt_shape, new_tokens: int):
     return value
 
 
-def _token_logprobs(model, ids, attention, extras: dict, prompt_len: int, text_only: bool):
-    """log p(token) of every response token (positions prompt_len..) under `model`."""
+LOGIT_CHUNK = 2**26  # logits (rows x positions x vocabulary) scored at once: 256 MiB in float32
+
+
+def response_logprobs(model, ids, attention, extras: dict, prompt_len: int, text_only: bool):
+    """log p(token) of every response token (positions prompt_len..) under `model`.
+
+    Only the response's positions reach the output head, a slice of positions at a time
+    (`LOGIT_CHUNK`), so memory holds one hidden state per token and one slice of logits rather
+    than full-vocabulary float logits for every position (about 20 GB per copy for a 7B model
+    with a 152k vocabulary at batch 32 x 2k tokens). Models whose head is not a plain linear
+    layer on the decoder's output (logit soft-capping or scaling) are scored through their own
+    forward, on the response positions only."""
     kwargs = dict(extras)
     if text_only:  # left padding: positions count from each row's first real token, as generate did
         kwargs["position_ids"] = (attention.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=attention, **kwargs).logits[:, prompt_len - 1 : -1].float()
-    return torch.log_softmax(logits, -1).gather(-1, ids[:, prompt_len:].unsqueeze(-1)).squeeze(-1)
+    targets = ids[:, prompt_len:]
+    head, decoder = model.get_output_embeddings(), getattr(model, "model", None)
+    plain_head = not any(getattr(model.config, k, None) for k in ("final_logit_softcapping", "logit_scale"))
+    if decoder is None or head is None or not plain_head:
+        logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=targets.shape[1] + 1,
+                       **kwargs).logits[:, :-1].float()
+        return torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    hidden = decoder(input_ids=ids, attention_mask=attention, **kwargs).last_hidden_state[:, prompt_len - 1 : -1]
+    step = max(1, LOGIT_CHUNK // (ids.shape[0] * head.weight.shape[0]))
+    parts = []
+    for start in range(0, hidden.shape[1], step):
+        logits = head(hidden[:, start : start + step]).float()
+        parts.append(torch.log_softmax(logits, -1).gather(-1, targets[:, start : start + step, None]).squeeze(-1))
+    return torch.cat(parts, 1)
 
 
-@torch.no_grad()
+def placeholder_tokens(config) -> list[int]:
+    """A vision-language model's image/video placeholder ids: a response must never contain
+    them (scoring it would ask the model for pixels that do not exist)."""
+    keys = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    return sorted({v for k in keys if isinstance(v := getattr(config, k, None), int)})
+
+
+def sample_responses(model, enc: dict, tok, *, max_new_tokens: int, temperature: float = 1.0):
+    """Responses sampled from the model's own distribution at `temperature` (no top-k or top-p),
+    with none of the checkpoint's generation-config processors (repetition penalty, n-gram
+    bans, ...), which would make the samples come from another distribution than the one the
+    estimator scores; placeholder tokens are never sampled."""
+    from transformers import GenerationConfig
+
+    own = model.generation_config
+    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                                               bos_token_id=own.bos_token_id)
+    try:
+        return model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                              max_new_tokens=max_new_tokens, suppress_tokens=placeholder_tokens(model.config) or None)
+    finally:
+        model.generation_config = own
+
+
+@torch.inference_mode()
 def output_kl(model, base, processing_class, prompts: list[str], images: list[list] | None = None, *,
               samples: int, max_new_tokens: int, seed: int, batch_size: int = 32) -> OutputDrift:
     """KL(model || base) on `prompts` (formatted, as evaluation renders them): see the module doc."""
@@ -116,17 +163,15 @@ def output_kl(model, base, processing_class, prompts: list[str], images: list[li
             idx = chosen[start : start + batch_size]
             batch_images = [images[i] for i in idx] if images is not None and any(images[i] for i in idx) else None
             enc = encode_prompts(processing_class, [prompts[i] for i in idx], batch_images, model.device)
-            out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                                 max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=tok.eos_token_id)
+            out = sample_responses(model, enc, tok, max_new_tokens=max_new_tokens)
             prompt_len = enc["input_ids"].shape[1]
             is_eos = out[:, prompt_len:] == tok.eos_token_id
             mask = (is_eos.long().cumsum(-1) - is_eos.long()) == 0  # up to and including the first EOS
             attention = torch.cat([enc["attention_mask"], mask.long()], -1)
             extras = {k: _extend(v, enc["input_ids"].shape, out.shape[1] - prompt_len)
                       for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
-            ratio = (_token_logprobs(model, out, attention, extras, prompt_len, text_only)
-                     - _token_logprobs(base, out, attention, extras, prompt_len, text_only)) * mask
+            ratio = (response_logprobs(model, out, attention, extras, prompt_len, text_only)
+                     - response_logprobs(base, out, attention, extras, prompt_len, text_only)) * mask
             per_seq += ratio.sum(-1).tolist()
             tokens += int(mask.sum())
     n = len(per_seq)

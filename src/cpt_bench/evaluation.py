@@ -1,7 +1,10 @@
 """Batched greedy evaluation of every task: one row of the accuracy matrix per call.
 
 Prompts are left-padded (right padding silently corrupts batched generation of a causal
-LM) and sorted by length so a batch wastes little padding. Items with images go through the
+LM) and sorted by length so a batch wastes little padding: items with images by their
+tokens, image tokens included (a photo can be thousands of tokens under a one-line
+question), text-only items by their characters (a close proxy, and the order the pinned
+reference matrices were made with). Items with images go through the
 model's processor (their images loaded a batch at a time); text-only items take the plain
 tokenizer path. Every generation is kept with its score, so a matrix entry can always be
 traced back to the responses behind it.
@@ -14,10 +17,10 @@ from dataclasses import dataclass
 import torch
 
 from cpt_bench.grading import format_ok
-from cpt_bench.processing import text_tokenizer
+from cpt_bench.processing import image_tokens, text_tokenizer
 from cpt_bench.prompts import PromptStyle, encode_prompts, format_prompt
 from cpt_bench.tasks.base import Example, Task
-from cpt_bench.tasks.images import load_images
+from cpt_bench.tasks.images import image_size, load_images
 
 
 @dataclass
@@ -40,9 +43,12 @@ def generate(model, processing_class, prompts: list[str], batch_size: int, max_n
     images), one per placeholder in the prompt; they are loaded a batch at a time and go
     through the processor with the text.
     """
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    out: list[str] = [""] * len(prompts)
+    if not prompts:
+        return []
     tok = text_tokenizer(processing_class)
+    cost = prompt_tokens(processing_class, prompts, images) if images is not None else [len(p) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: cost[i])
+    out: list[str] = [""] * len(prompts)
     model.eval()
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
@@ -59,6 +65,15 @@ def generate(model, processing_class, prompts: list[str], batch_size: int, max_n
         for i, text in zip(idx, texts):
             out[i] = text
     return out
+
+
+def prompt_tokens(processing_class, prompts: list[str], images: list) -> list[int]:
+    """Each prompt's length in tokens with its images' tokens (at the processor's resolution
+    bounds; an image's size is read from its header, its pixels are not decoded)."""
+    tok = text_tokenizer(processing_class)
+    lengths = [len(ids) for ids in tok(prompts, add_special_tokens=False)["input_ids"]]
+    return [n + sum(image_tokens(processing_class, image_size(ref)) for ref in refs)
+            for n, refs in zip(lengths, images)]
 
 
 def evaluate_tasks(

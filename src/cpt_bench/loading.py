@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from cpt_bench.processing import load_processor, text_tokenizer
+from cpt_bench.processing import PixelBounds, load_processor, text_tokenizer
 
 DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
 
@@ -30,13 +30,13 @@ def is_vision_language(config) -> bool:
     return getattr(config, "vision_config", None) is not None
 
 
-def load_processing_class(path: str | Path):
+def load_processing_class(path: str | Path, pixels: PixelBounds | None = None):
     """Only the checkpoint's processing class (for a step whose generation engine is not the model)."""
     from transformers import AutoConfig, AutoTokenizer
 
     config = AutoConfig.from_pretrained(str(path))
     if is_vision_language(config):
-        processing_class = load_processor(path, config)
+        processing_class = load_processor(path, config, pixels)
     else:
         processing_class = AutoTokenizer.from_pretrained(str(path))
     tok = text_tokenizer(processing_class)
@@ -45,18 +45,19 @@ def load_processing_class(path: str | Path):
     return processing_class
 
 
-def load_checkpoint(path: str | Path, dtype: torch.dtype = torch.float32):
+def load_checkpoint(path: str | Path, dtype: torch.dtype = torch.float32, pixels: PixelBounds | None = None):
     """The model and its processing class, chosen by the checkpoint's config.
 
     A vision-language checkpoint: AutoModelForImageTextToText and its processor (checked to
-    be one). Anything else: AutoModelForCausalLM and AutoTokenizer. A missing pad token falls
-    back to EOS. (Padding sides are chosen per call where batches are built, never here.)
+    be one; `pixels` bounds its image resolution). Anything else: AutoModelForCausalLM and
+    AutoTokenizer. A missing pad token falls back to EOS. (Padding sides are chosen per call
+    where batches are built, never here.)
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
     config = AutoConfig.from_pretrained(str(path))
     if is_vision_language(config):
-        processing_class = load_processor(path, config)
+        processing_class = load_processor(path, config, pixels)
         model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=dtype)
     else:
         processing_class = AutoTokenizer.from_pretrained(str(path))

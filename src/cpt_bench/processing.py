@@ -9,6 +9,7 @@ image-only processor workaround described below.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from cpt_bench.errors import ModelLoadError
@@ -112,8 +113,9 @@ def check_processor(processor, path, config=None):
     return processor
 
 
-def load_processor(path: str | Path, config=None):
-    """AutoProcessor for a vision-language checkpoint, working without torchvision."""
+def load_processor(path: str | Path, config=None, pixels: PixelBounds | None = None):
+    """AutoProcessor for a vision-language checkpoint, working without torchvision; with
+    `pixels`, its images are resized into those bounds."""
     from transformers import AutoConfig, AutoProcessor
     from transformers.utils import is_torchvision_available
 
@@ -126,5 +128,57 @@ def load_processor(path: str | Path, config=None):
             raise
         processor = variants[config.model_type].from_pretrained(str(path))
     check_processor(processor, path, config)
+    if pixels is not None:
+        pixels.apply(processor)
     return processor
 
+
+
+# --- image resolution ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PixelBounds:
+    """`model.min_pixels` / `model.max_pixels`: the resolution every image is resized into
+    (Qwen2-VL-style processors keep the aspect ratio and scale the pixel count into the range).
+
+    One setting for every path an image takes: applied to the processor each checkpoint loads
+    with (training, evaluation, RIF, output drift) and saved with every stage's checkpoint,
+    and passed to vLLM's own processor (`mm_processor_kwargs`). Unset = the checkpoint's own
+    processor config (Qwen2.5-VL's allows about 16k visual tokens per image)."""
+
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+
+    @classmethod
+    def of(cls, model_cfg) -> PixelBounds:
+        return cls(model_cfg.get("min_pixels"), model_cfg.get("max_pixels"))
+
+    def kwargs(self) -> dict[str, int]:
+        return {k: v for k, v in (("min_pixels", self.min_pixels), ("max_pixels", self.max_pixels)) if v is not None}
+
+    def apply(self, processor) -> None:
+        """Set the bounds on a processor's image processor (its `size` holds them in transformers 5)."""
+        image_processor = getattr(processor, "image_processor", None)
+        if image_processor is None or not self.kwargs():
+            return
+        size = dict(getattr(image_processor, "size", None) or {})
+        if self.min_pixels is not None:
+            size["shortest_edge"] = self.min_pixels
+        if self.max_pixels is not None:
+            size["longest_edge"] = self.max_pixels
+        image_processor.size = size
+        for key, value in self.kwargs().items():  # the attribute older versions read
+            if hasattr(image_processor, key):
+                setattr(image_processor, key, value)
+
+
+def image_tokens(processing_class, size: tuple[int, int]) -> int:
+    """The tokens one image of `size` (width, height) becomes in the prompt, under the
+    processor's resolution bounds; 0 for a processor that cannot say."""
+    image_processor = getattr(processing_class, "image_processor", None)
+    count = getattr(image_processor, "get_number_of_image_patches", None)
+    if count is None:
+        return 0
+    merge = getattr(image_processor, "merge_size", 1) or 1
+    return count(size[1], size[0], {}) // (merge * merge)

@@ -3,19 +3,23 @@
 Optional (`pip install 'cpt-bench[vllm]'`); asking for it where it is not installed is a
 one-line error when the config is validated, never a silent fall-back to Hugging Face
 generation. The engine loads a checkpoint *folder* (each stage's saved model), so it is
-built per step and freed with it: one `LLM` per process, tensor parallel size 1 (each rank of
-a sharded evaluation holds its own replica). Greedy decoding is `temperature=0`; vLLM's
+built per step and freed with it (`close`): one `LLM` per process, tensor parallel size 1
+(each rank of a sharded evaluation holds its own replica, on the one GPU the worker leaves it
+visible). Images are resized by vLLM's own processor into `model.min_pixels/max_pixels`, the
+bounds every other path uses (`mm_processor_kwargs`). Greedy decoding is `temperature=0`; vLLM's
 greedy output is not bit-identical to Hugging Face's, which is why the backend is recorded in
 `run.json`. Images go in as `multi_modal_data`, prompts already rendered by `format_prompt`.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 
 from cpt_bench.distributed import LAUNCH_VARS
 from cpt_bench.errors import ConfigError
+from cpt_bench.processing import PixelBounds
 
 
 def require_vllm(what: str) -> None:
@@ -28,16 +32,26 @@ class VLLMEngine:
     """Generation from one checkpoint folder through vLLM's offline `LLM`."""
 
     def __init__(self, path: str, *, seed: int = 0, gpu_memory_utilization: float = 0.9,
-                 max_model_len: int | None = None):
+                 max_model_len: int | None = None, pixels: PixelBounds | None = None):
         # torchrun's variables would be read by vLLM as its own distributed set-up
         saved = {k: os.environ.pop(k) for k in LAUNCH_VARS if k in os.environ}
         try:
             from vllm import LLM
 
+            extra = {"mm_processor_kwargs": pixels.kwargs()} if pixels and pixels.kwargs() else {}
             self.llm = LLM(model=str(path), tensor_parallel_size=1, seed=seed,
-                           gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len)
+                           gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, **extra)
         finally:
             os.environ.update(saved)
+
+    def close(self) -> None:
+        """Let the engine go and give its GPU memory back before the step loads a model."""
+        self.llm = None
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def generate(self, prompts: list[str], images: list[list] | None = None, *, num_samples: int = 1,
                  temperature: float = 0.0, max_new_tokens: int = 32) -> list[list[str]]:

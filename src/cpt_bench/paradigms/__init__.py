@@ -36,6 +36,10 @@ class StageContext:
     bf16: bool
     deepspeed: dict | None = None
     peft: dict | None = None  # config.PeftConfig as a dict when peft=lora; None = full fine-tuning
+    # ZeRO-3 over several ranks with a vision-language model: every model the trainer runs
+    # forward passes through (the policy, GRPO's KL reference) runs its vision tower on
+    # text-only batches too (vision_zero3.py)
+    align_vision: bool = False
     # called with (global_step, max_steps, logs) on every trainer log event
     on_log: Callable[[int, int, dict[str, float]], None] = lambda step, total, logs: None
 

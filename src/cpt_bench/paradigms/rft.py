@@ -39,10 +39,38 @@ from cpt_bench.paradigms.sft import ForwardLogs
 from cpt_bench.prompts import format_prompt, user_message
 from cpt_bench.tasks.base import Example
 from cpt_bench.tasks.images import load_images
+from cpt_bench.vision_zero3 import align_vision_tower
 
 log = logging.getLogger(__name__)
 DIAGNOSTICS = ["reward", "reward_std", "frac_reward_zero_std", "kl", "entropy",
                "completions/mean_length", "rewards/accuracy/mean", "rewards/format/mean"]
+
+
+def partition_note(model) -> str:
+    """How much of `model` this process holds: under ZeRO-3 a partition (DeepSpeed's
+    `ds_numel` is a parameter's full size, `ds_tensor` this rank's share), else all of it."""
+    full = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
+    held = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in model.parameters())
+    return f"this rank holds {held} of {full} parameters ({100 * held / max(full, 1):.0f} %)"
+
+
+def vllm_model_length(processing_class, examples: list[Example], style, completion_length: int,
+                      multiple: int = 256) -> int:
+    """The context colocated vLLM must hold for a stage: its longest prompt in tokens (text and
+    image tokens, at the processor's resolution bounds) plus the completion length, rounded up
+    to `multiple`. Without it vLLM sizes its KV cache for the model's whole context (128k tokens
+    for Qwen2.5-VL), which does not fit in a 0.3 share of a GPU beside the policy."""
+    from cpt_bench.processing import image_tokens, text_tokenizer
+    from cpt_bench.tasks.images import image_size
+
+    tok = text_tokenizer(processing_class)
+    longest = 0
+    for ex in examples:
+        text = format_prompt(processing_class, style.user_text(ex), len(ex.images))
+        tokens = len(tok(text, add_special_tokens=False)["input_ids"])
+        tokens += sum(image_tokens(processing_class, image_size(ref)) for ref in ex.images)
+        longest = max(longest, tokens)
+    return -(-(longest + completion_length) // multiple) * multiple
 
 
 def completion_str(completion) -> str:
@@ -62,6 +90,7 @@ class RFT:
         self.prompts_per_step = cfg.prompts_per_step(world_size)
         self.completions_per_prompt = cfg.num_generations
         self.completion_length = cfg.max_completion_length
+        self.model_length: int | None = None  # colocated vLLM's context, set per stage
 
     def trainer_args(self, ctx: StageContext, reward_weights: list[float]) -> GRPOConfig | RLOOConfig:
         c = self.cfg
@@ -86,6 +115,11 @@ class RFT:
             vllm_gpu_memory_utilization=c.vllm_gpu_memory_utilization,
             vllm_enable_sleep_mode=c.vllm_enable_sleep_mode,
             vllm_tensor_parallel_size=c.vllm_tensor_parallel_size,
+            vllm_max_model_length=self.model_length,
+            # TRL gathers the rollouts' images for its completion log only on ranks whose batch has
+            # images: with a text-only batch on another rank the collectives no longer pair up and
+            # the job hangs (mixed image/text data over several ranks); the log is not used here
+            log_multimodal=False,
         )
 
     def build_trainer(self, model, processing_class, examples: list[Example],
@@ -111,6 +145,9 @@ class RFT:
         if style.cot:
             funcs, weights = [accuracy, format], [self.cfg.reward_accuracy_weight, self.cfg.reward_format_weight]
         data = self.dataset(processing_class, examples, style)
+        self.model_length = self.cfg.vllm_max_model_length or (
+            vllm_model_length(processing_class, examples, style, self.cfg.max_completion_length)
+            if self.cfg.use_vllm else None)
         # which weights the KL reference holds: the original base (paper) or this stage's start
         if self.cfg.kl_coef:
             model.config._name_or_path = ctx.base_path if self.cfg.kl_reference == "base" else ctx.start_path
@@ -125,6 +162,11 @@ class RFT:
             peft_config=lora_config(ctx),
         )
         trainer.remove_callback(PrinterCallback)
+        reference = getattr(getattr(trainer, "ref_model", None), "module", getattr(trainer, "ref_model", None))
+        if reference is not None:
+            if ctx.align_vision:
+                align_vision_tower(reference, processing_class, training_only=False)
+            log.info("KL reference model: %s", partition_note(reference))
         return trainer, logs, counters
 
     @staticmethod

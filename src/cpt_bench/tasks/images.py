@@ -31,6 +31,11 @@ def _header_ok(source: Any) -> bool:
         return False
 
 
+def _header_size(source: Any) -> tuple[int, int]:
+    with Image.open(source) as im:
+        return im.size
+
+
 def _path_problem(path: Path) -> tuple[str, str] | None:
     if not path.is_file():
         return IMAGE_MISSING, str(path)
@@ -78,6 +83,9 @@ class PathImage:
 
     def load(self) -> Image.Image:
         return _open_rgb(self.path)
+
+    def size(self) -> tuple[int, int]:
+        return _header_size(self.path)
 
     def problem(self) -> tuple[str, str] | None:
         """(skip reason, the offending path) when the image cannot be used; reads the header only."""
@@ -141,6 +149,9 @@ class ArrowImage:
     def load(self) -> Image.Image:
         return _open_rgb(self._source())
 
+    def size(self) -> tuple[int, int]:
+        return _header_size(self._source())
+
     def problem(self) -> tuple[str, str] | None:
         """(skip reason, the offending path or cell) when the image cannot be used; header only."""
         try:
@@ -153,6 +164,14 @@ class ArrowImage:
 
     def readable(self) -> bool:
         return self.problem() is None
+
+
+def image_size(ref) -> tuple[int, int]:
+    """(width, height) of an image reference, reading only its header where it can."""
+    if isinstance(ref, Image.Image):
+        return ref.size
+    size = getattr(ref, "size", None)
+    return size() if callable(size) else ref.load().size
 
 
 def load_images(refs) -> list[Image.Image]:
