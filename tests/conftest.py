@@ -107,7 +107,7 @@ def quick_run(model_cache, tmp_path_factory):
     return cli_run(tmp_path_factory, "quick", *QUICK, model_cache=model_cache)
 
 
-# a short GRPO sequence with CoT and RIF (launcher=local in test_rft, torchrun in test_launch)
+# a short GRPO sequence with CoT and RIF (test_rft: its pinned reference)
 RFT_COT_RIF = ["paradigm=rft", "order.tasks=[max,shift]", "benchmark.train_size=64", "benchmark.test_size=30",
                "paradigm.learning_rate=1e-4", "cot=true", "filter=rif", "filter.keep=nonzero_variance",
                "filter.num_rollouts=4", "logger=none"]

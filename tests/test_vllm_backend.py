@@ -8,14 +8,18 @@ import importlib.util
 import json
 import sys
 import types
+from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from cpt_bench.continual import plan
 from cpt_bench.errors import ConfigError
+from cpt_bench.processing import PixelBounds
+from cpt_bench.rank import RankSteps
 from cpt_bench.vllm_engine import VLLMEngine
-from cpt_bench.worker import Worker
+from cpt_bench.wire import EvalSpec, FilterSpec
 
 from conftest import compose_config as composed
 
@@ -80,9 +84,10 @@ def test_engine_requests(fake_vllm, monkeypatch):
     from PIL import Image
 
     monkeypatch.setenv("RANK", "1")  # torchrun's variables are hidden from vLLM's own set-up
-    engine = VLLMEngine("/models/stage-1", seed=3)
+    engine = VLLMEngine("/models/stage-1", seed=3, pixels=PixelBounds(max_pixels=1003520))
     llm = FakeLLM.instances[0]
     assert llm.model == "/models/stage-1" and llm.kwargs["tensor_parallel_size"] == 1 and llm.kwargs["seed"] == 3
+    assert llm.kwargs["mm_processor_kwargs"] == {"max_pixels": 1003520}  # the bound every other path uses
     assert llm.rank_seen is None and __import__("os").environ["RANK"] == "1"
     image = Image.new("RGB", (8, 8))
     out = engine.generate(["a", "b"], [[], [image]], num_samples=4, temperature=1.0, max_new_tokens=5)
@@ -98,29 +103,46 @@ def test_engine_requests(fake_vllm, monkeypatch):
 def test_worker_evaluates_and_rolls_out_through_vllm(fake_vllm, model_cache, tmp_path, monkeypatch):
     """The worker's evaluate and filter steps with eval.backend=vllm: the engine generates, the
     task graders score, the base model's weights are read only for the parameter drift."""
+    import cpt_bench.rank
     from cpt_bench.builtin import base_model_path
 
     cfg = composed("order.tasks=[max]", "benchmark.test_size=20", "benchmark.train_size=16", "eval.general=false",
-                   "eval.backend=vllm", "launcher=torchrun", "filter=rif", f"model.cache_dir={model_cache}")
+                   "eval.backend=vllm", "launcher=torchrun", "filter=rif", "model.dtype=bf16", "eval.kl_samples=4",
+                   f"model.cache_dir={model_cache}")
     base = base_model_path(cfg.model)
-    config = tmp_path / "config.yaml"
-    config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    resolved = OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True))  # what the worker reads
+    closed, close = [], VLLMEngine.close
+    monkeypatch.setattr(VLLMEngine, "close", lambda self: closed.append(self.llm) or close(self))
+    loaded, load = [], cpt_bench.rank.load_model
+
+    def recorded_load(cfg, path, device="cpu"):
+        model, processing_class = load(cfg, path, device)
+        loaded.append((path, str(model.device), model.dtype, bool(closed)))
+        return model, processing_class
+
+    monkeypatch.setattr(cpt_bench.rank, "load_model", recorded_load)
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")
-    spec = tmp_path / "eval.json"
-    spec.write_text(json.dumps({"dir": str(tmp_path / "eval"), "model_path": base, "drift_from": base, "seed": 0}))
-    worker = Worker(str(config), str(spec))
-    worker.evaluate()
-    rows = [json.loads(x) for x in (tmp_path / "eval/shard-0.jsonl").read_text().splitlines()]
-    assert len(rows) == 20 and all(r["response"] == "7" for r in rows)
+    RankSteps(resolved, EvalSpec(dir=str(tmp_path / "eval"), model_path=base, seed=0, drift_from=base,
+                                 task="max")).evaluate()
+    shard = json.loads((tmp_path / "eval/shard-0.json").read_text())
+    rows = shard["records"]
+    assert len(rows) == 20 and shard["indices"] == list(range(20)) and all(r["response"] == "7" for r in rows)
     assert [r["score"] for r in rows] == [float(r["answer"] == "7") for r in rows]
-    assert json.loads((tmp_path / "eval/drift.json").read_text())["param_drift"] == 0.0
-    spec = tmp_path / "filter.json"
-    spec.write_text(json.dumps({"dir": str(tmp_path / "stage"), "model_path": base, "stage": 1, "task": "max",
-                                "seed": 0}))
-    Worker(str(config), str(spec)).filter()
-    rows = [json.loads(x) for x in (tmp_path / "stage/filter-shard-0.jsonl").read_text().splitlines()]
-    assert len(rows) == 17 and rows[-1]["generated_tokens"] > 0  # 16 items, then the token count
-    assert all(len(r["scores"]) == 8 for r in rows[:-1])
+    from safetensors.torch import load_file
+
+    weights = [w for f in Path(base).glob("*.safetensors") for w in load_file(f).values()]
+    rounding = sum(float((w.bfloat16().float() - w.float()).pow(2).sum()) for w in weights) ** 0.5
+    drift = json.loads((tmp_path / "eval/drift.json").read_text())
+    assert drift["param_drift"] == pytest.approx(rounding)  # the base itself, read in bf16: its rounding alone
+    assert closed == [FakeLLM.instances[0]]  # the engine was let go before the weights were read
+    # the stage model and the base, both in the run's dtype on the rank's device, after the engine went
+    assert loaded == [(base, "cpu", torch.bfloat16, True)] * 2
+    assert drift["output_drift"]["kl_to_base_task"] == 0.0  # the base against itself
+    RankSteps(resolved, FilterSpec(stage=1, task="max", dir=str(tmp_path / "stage"), seed=0,
+                                   model_path=base)).filter()
+    shard = json.loads((tmp_path / "stage/filter-shard-0.json").read_text())
+    assert shard["indices"] == list(range(16)) and shard["generated_tokens"] > 0
+    assert all(len(s) == 8 for s in shard["scores"])
     _, params = FakeLLM.instances[-1].calls[0]
     assert params.kwargs["n"] == 8 and params.kwargs["temperature"] == 1.0

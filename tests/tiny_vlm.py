@@ -120,3 +120,37 @@ def build_tiny_vlm(out_dir: str | Path, texts: list[str] = (), seed: int = 0, vo
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def write_mixed_mllm_data(data: Path, items: int = 8) -> dict[str, Path]:
+    """Local MLLM-CL files in the authors' ShareGPT format: ScienceQA items, each with a red or
+    blue square and the colour as option A or B, and MMLU-Pro-style text-only items. Returns the
+    overrides' paths: the data dir (ScienceQA_{train,test}.json) and MMLU-Pro's two files."""
+    from PIL import Image
+
+    from cpt_bench.tasks.mllm import OPTION_LETTER
+
+    question = f"What colour is the square?\nA. red\nB. blue\n{OPTION_LETTER}"
+    for split in ("train", "test"):
+        image_items, text_items = [], []
+        for i in range(items):
+            answer = "AB"[i % 2]
+            rel = f"ScienceQA/{split}_images/{i}.png"
+            (data / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (56, 56), (220, 30, 30) if answer == "A" else (30, 30, 220)).save(data / rel)
+            image_items.append({"messages": [{"role": "user", "content": "<image>\n" + question},
+                                             {"role": "assistant", "content": answer}], "images": [rel]})
+            text_items.append({"messages": [{"role": "user", "content": f"Is {i} even?\nA. yes\nB. no\n"
+                                                                        f"{OPTION_LETTER}"},
+                                            {"role": "assistant", "content": "AB"[i % 2]}]})
+        (data / f"ScienceQA_{split}.json").write_text(json.dumps(image_items))
+        (data / f"mmlu_{split}.json").write_text(json.dumps(text_items))
+    return {"data_dir": data, "mmlu_train": data / "mmlu_train.json", "mmlu_test": data / "mmlu_test.json"}
+
+
+def mixed_mllm_overrides(paths: dict[str, Path], base: Path) -> list[str]:
+    """cpt-bench overrides that run benchmark=mllm_cl7 on `write_mixed_mllm_data`'s files with
+    ScienceQA (images) and MMLU-Pro (text only) as the CPT tasks, on the tiny VLM at `base`."""
+    return ["benchmark=mllm_cl7", f"benchmark.data_dir={paths['data_dir']}", "benchmark.tasks=[scienceqa,mmlu_pro]",
+            "benchmark.general=[]", f"benchmark.sources.mmlu_pro.train.path={paths['mmlu_train']}",
+            f"benchmark.sources.mmlu_pro.test.path={paths['mmlu_test']}", f"model.path={base}", "model.builtin=null"]

@@ -14,19 +14,10 @@ from omegaconf import DictConfig, open_dict
 
 from cpt_bench import requeue
 from cpt_bench.config import register_configs
+from cpt_bench.quiet import quiet_libraries
 
 register_configs()
 log = logging.getLogger("cpt_bench")
-
-
-def quiet_libraries() -> None:
-    """Keep the terminal to cpt-bench's own progress lines: no per-map or per-shard bars."""
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
 
 
 def _sweep_group() -> str | None:

@@ -13,11 +13,14 @@ the same files a single process writes), training as its checkpoint, a streamed
 `train_log.jsonl` and `result.json`. A worker that fails or is killed fails the stage with the
 tail of its log; earlier stages stay complete and resumable. Children start in their own
 process group with SIGUSR2 ignored (SLURM's pre-emption warning is the controller's), and
-are stopped whenever the controller stops.
+are stopped whenever the controller stops: by the controller itself when it can, and by the
+kernel when it cannot (`kill -9`, an OOM kill): torchrun is started with the parent-death
+signal set to SIGTERM, on which it stops its ranks.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -26,16 +29,27 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from cpt_bench.distributed import LAUNCH_VARS
+from cpt_bench.distributed import LAUNCH_VARS, available_cpus
 from cpt_bench.errors import ConfigError
 from cpt_bench.paradigms.filtering import keep_item
-from cpt_bench.records import TrainStats
-from cpt_bench.rundir import read_json, read_jsonl, write_json, write_jsonl
+from cpt_bench.rundir import write_jsonl
 from cpt_bench.steps import Evaluation, Filtered, OnLog, StageSpec, Trained, record_filter, write_eval_records
+from cpt_bench.wire import (
+    Drift,
+    EvalShard,
+    EvalSpec,
+    FilterSpec,
+    RolloutShard,
+    TrainResult,
+    TrainSpec,
+    read_record,
+    write_record,
+)
 
 log = logging.getLogger("cpt_bench")
 
@@ -49,8 +63,48 @@ class StepFailed(RuntimeError):
     """A launched step exited non-zero (or was killed)."""
 
 
-def _ignore_usr2() -> None:  # runs in the child before exec: SIG_IGN survives exec
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> bool:
+    """Ask the kernel to send this process `sig` when its parent dies, however it dies (Linux;
+    False elsewhere). Survives exec, so the launched torchrun gets it."""
+    if not sys.platform.startswith("linux"):
+        return False
+    return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0
+
+
+def _child_setup(parent: int):
+    """What a step's child does between fork and exec."""
+
+    def setup() -> None:
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # SLURM's warning is the controller's; SIG_IGN survives exec
+        die_with_parent()
+        if os.getppid() != parent:  # the controller died before the line above took effect
+            os._exit(1)
+
+    return setup
+
+
+def rendezvous(launcher, env: Mapping[str, str] = os.environ) -> str:
+    """host:port of a multi-node rendezvous: the config's, $MASTER_ADDR's, or the SLURM job's
+    first host; a ConfigError when none is known (checked when the run is planned)."""
+    if launcher.rdzv_endpoint:
+        return launcher.rdzv_endpoint
+    host = env.get("MASTER_ADDR")
+    if not host and env.get("SLURM_JOB_NODELIST"):
+        out = subprocess.run(["scontrol", "show", "hostnames", env["SLURM_JOB_NODELIST"]],
+                             capture_output=True, text=True, check=False).stdout.split()
+        host = out[0] if out else None
+    if not host:
+        raise ConfigError("launcher.nnodes > 1 needs launcher.rdzv_endpoint=host:port (or MASTER_ADDR, "
+                          "or a SLURM job)")
+    return f"{host}:{env.get('MASTER_PORT', '29500')}"
+
+
+def rank_threads(threads: int | None, nproc_per_node: int, cpus: int) -> int:
+    """Torch threads per rank: `threads` when set, else this job's CPUs shared by its ranks."""
+    return threads or max(1, cpus // nproc_per_node)
 
 
 class TorchrunSteps:
@@ -73,29 +127,29 @@ class TorchrunSteps:
     def evaluate(self, out_dir: Path, drift_from: str | None = None, task: str | None = None) -> Evaluation:
         start = time.time()
         out_dir.mkdir(parents=True, exist_ok=True)
-        self._run("evaluate", {"dir": str(out_dir), "model_path": self.model_path, "drift_from": drift_from,
-                               "task": task}, out_dir)
+        self._run("evaluate", EvalSpec(dir=str(out_dir), model_path=self.model_path, seed=self.cfg.seed,
+                                       drift_from=drift_from, task=task), out_dir)
         records = merge_eval_shards(out_dir, self.test_sets)
         write_eval_records(out_dir, records)
-        drift = read_json(out_dir / "drift.json") if drift_from else {}
+        drift = read_record(out_dir / "drift.json", Drift) if drift_from else Drift()
         (out_dir / "drift.json").unlink(missing_ok=True)
-        return Evaluation.of(records, time.time() - start, drift.get("param_drift"), drift.get("output_drift"))
+        return Evaluation.of(records, time.time() - start, drift.param_drift, drift.output_drift)
 
     def filter(self, spec: StageSpec) -> Filtered:
         start = time.time()
         f = self.cfg.filter
-        self._run("filter", {**self._stage(spec), "model_path": self.model_path}, spec.dir)
-        shards = sorted(spec.dir.glob("filter-shard-*.jsonl"))
-        rows = [r for p in shards for r in read_jsonl(p)]
-        scores = {r["index"]: r["scores"] for r in rows if "index" in r}
-        tokens = sum(r["generated_tokens"] for r in rows if "generated_tokens" in r)
+        self._run("filter", FilterSpec(stage=spec.stage, task=spec.task, dir=str(spec.dir), seed=spec.seed,
+                                       model_path=self.model_path), spec.dir)
+        paths = sorted(spec.dir.glob("filter-shard-*.json"))
+        shards = [read_record(p, RolloutShard) for p in paths]
+        scores = {i: sc for shard in shards for i, sc in zip(shard.indices, shard.scores)}
         if len(scores) != len(spec.items):
             raise StepFailed(f"RIF shards in {spec.dir} cover {len(scores)} of {len(spec.items)} items")
-        for path in shards:
+        for path in paths:
             path.unlink()
         ordered = [scores[i] for i in range(len(spec.items))]
         return record_filter(spec, f, ordered, [keep_item(sc, f.keep) for sc in ordered],
-                             seconds=time.time() - start, tokens=tokens)
+                             seconds=time.time() - start, tokens=sum(s.generated_tokens for s in shards))
 
     def train(self, spec: StageSpec, items: list, on_log: OnLog) -> Trained:
         position = {id(ex): i for i, ex in enumerate(spec.items)}
@@ -104,21 +158,15 @@ class TorchrunSteps:
         (spec.dir / "result.json").unlink(missing_ok=True)
         shutil.rmtree(spec.partial_model_dir, ignore_errors=True)  # a killed attempt's leftovers
         tail = _LogTail(log_path, on_log)
-        self._run("train", {**self._stage(spec), "base_path": spec.base_path, "start_path": spec.start_path,
-                            "item_indices": [position[id(ex)] for ex in items]}, spec.dir, tail.poll)
+        self._run("train", TrainSpec(stage=spec.stage, task=spec.task, dir=str(spec.dir), seed=spec.seed,
+                                     base_path=spec.base_path, start_path=spec.start_path,
+                                     item_indices=[position[id(ex)] for ex in items]), spec.dir, tail.poll)
         tail.poll()
         write_jsonl(log_path, tail.rows)  # the same format a single process writes
-        result = read_json(spec.dir / "result.json")
         self.model_path = str(spec.model_dir)
-        return Trained(train=TrainStats(items=len(items), optimizer_steps=result["optimizer_steps"],
-                                        generated_tokens=result["generated_tokens"]),
-                       diagnostics=result["metrics"], train_seconds=result["train_seconds"],
-                       save_seconds=result["save_seconds"], log=tail.rows)
+        return Trained.of(read_record(spec.dir / "result.json", TrainResult), len(items), tail.rows)
 
     # --- launching ---------------------------------------------------------------------------
-
-    def _stage(self, spec: StageSpec) -> dict:
-        return {"stage": spec.stage, "task": spec.task, "dir": str(spec.dir), "seed": spec.seed}
 
     def command(self, step: str, spec_path: Path) -> list[str]:
         """The torchrun command line of one step (through srun on a multi-node SLURM job)."""
@@ -128,7 +176,7 @@ class TorchrunSteps:
         if lc.nnodes == 1:
             cmd.append("--standalone")
         else:
-            cmd += ["--rdzv_backend=c10d", f"--rdzv_endpoint={self.rendezvous()}",
+            cmd += ["--rdzv_backend=c10d", f"--rdzv_endpoint={rendezvous(lc)}",
                     f"--rdzv_id={os.environ.get('SLURM_JOB_ID', 'cpt-bench')}"]
         cmd += ["-m", "cpt_bench.worker", step, str(self.config_path), str(spec_path)]
         if lc.srun:
@@ -136,34 +184,21 @@ class TorchrunSteps:
             cmd = ["srun", "--overlap", f"--nodes={lc.nnodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1", *cmd]
         return cmd
 
-    def rendezvous(self) -> str:
-        """host:port of the multi-node rendezvous: the config's, $MASTER_ADDR's, or the SLURM job's first host."""
-        if self.launcher.rdzv_endpoint:
-            return self.launcher.rdzv_endpoint
-        host = os.environ.get("MASTER_ADDR")
-        if not host and os.environ.get("SLURM_JOB_NODELIST"):
-            out = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
-                                 capture_output=True, text=True, check=False).stdout.split()
-            host = out[0] if out else None
-        if not host:
-            raise ConfigError("launcher.nnodes > 1 needs launcher.rdzv_endpoint=host:port (or MASTER_ADDR, "
-                              "or a SLURM job)")
-        return f"{host}:{os.environ.get('MASTER_PORT', '29500')}"
-
     def child_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in CHILD_DROP}
-        threads = self.cfg.threads or max(1, (os.cpu_count() or 1) // self.launcher.nproc_per_node)
+        threads = rank_threads(self.cfg.threads, self.launcher.nproc_per_node, available_cpus())
         env.update(WANDB_MODE="disabled", PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads))
         return env
 
-    def _run(self, step: str, spec: dict, folder: Path, poll=None) -> None:
+    def _run(self, step: str, spec, folder: Path, poll=None) -> None:
         """Run one step to completion; raise StepFailed with its log's tail if it fails."""
         folder.mkdir(parents=True, exist_ok=True)
         spec_path, log_path = folder / f"{step}-spec.json", folder / f"{step}.log"
-        write_json(spec_path, {**spec, "step": step, "seed": spec.get("seed", self.cfg.seed)})
+        write_record(spec_path, spec)
         with open(log_path, "w") as out:
             proc = subprocess.Popen(self.command(step, spec_path), stdout=out, stderr=subprocess.STDOUT,
-                                    env=self.child_env(), start_new_session=True, preexec_fn=_ignore_usr2)
+                                    env=self.child_env(), start_new_session=True,
+                                    preexec_fn=_child_setup(os.getpid()))
             try:
                 while proc.poll() is None:
                     if poll:
@@ -179,18 +214,25 @@ class TorchrunSteps:
 
 
 def merge_eval_shards(out_dir: Path, test_sets: dict[str, list]) -> dict[str, list[dict]]:
-    """The ranks' `shard-<rank>.jsonl` as one record list per task, in item order (as one
+    """The ranks' `shard-<rank>.json` as one record list per task, in item order (as one
     process evaluates them); the shard files are removed once merged."""
-    shards = sorted(out_dir.glob("shard-*.jsonl"))
+    paths = sorted(out_dir.glob("shard-*.json"))
+    rows = sorted((pair for p in paths for pair in zip(*_shard_columns(read_record(p, EvalShard)))),
+                  key=lambda pair: pair[0])
     records: dict[str, list[dict]] = {task: [] for task in test_sets}
-    for row in sorted((r for p in shards for r in read_jsonl(p)), key=lambda r: r["index"]):
-        row.pop("index")
+    for _, row in rows:
         records[row["task"]].append(row)
     if any(len(records[t]) != len(items) for t, items in test_sets.items()):
         raise StepFailed(f"the evaluation shards in {out_dir} do not cover every test item")
-    for path in shards:
+    for path in paths:
         path.unlink()
     return records
+
+
+def _shard_columns(shard: EvalShard) -> tuple[list[int], list[dict]]:
+    if len(shard.indices) != len(shard.records):
+        raise StepFailed(f"an evaluation shard holds {len(shard.records)} records for {len(shard.indices)} items")
+    return shard.indices, shard.records
 
 
 def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:

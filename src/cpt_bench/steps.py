@@ -33,7 +33,8 @@ from cpt_bench.errors import TrainingDiverged
 from cpt_bench.evaluation import evaluate_tasks
 from cpt_bench.loading import load_checkpoint, resolve_dtype
 from cpt_bench.paradigms import Paradigm, StageContext
-from cpt_bench.paradigms.filtering import filter_items
+from cpt_bench.paradigms.filtering import keep_item, rollout_scores
+from cpt_bench.processing import PixelBounds
 from cpt_bench.prompts import PromptStyle, format_prompt
 from cpt_bench.records import FilterStats, TrainStats
 from cpt_bench.results import JOINT
@@ -41,6 +42,7 @@ from cpt_bench.rundir import write_jsonl
 from cpt_bench.tasks import Benchmark
 from cpt_bench.tasks.base import Example
 from cpt_bench.tasks.images import load_images
+from cpt_bench.wire import Drift, TrainResult
 
 log = logging.getLogger("cpt_bench")
 
@@ -136,40 +138,93 @@ def test_sets(benchmark: Benchmark, order: list[str], general: list[str]) -> dic
     return {t: benchmark.tasks[t].test() for t in [*order, *general]}
 
 
+def load_model(cfg, path: str | Path, device: str | torch.device = "cpu"):
+    """A checkpoint as every step loads it: the run's dtype, its image resolution, on `device`."""
+    model, processing_class = load_checkpoint(path, dtype=resolve_dtype(cfg.model.dtype),
+                                              pixels=PixelBounds.of(cfg.model))
+    return model.to(device), processing_class
+
+
 @functools.lru_cache(maxsize=1)
-def reference_model(base_path: str, dtype: torch.dtype):
+def reference_model(cfg_dtype: str, base_path: str):
     """The base model output drift compares against, loaded once per process: every stage of a
-    sequence asks for the same one. It stays on the CPU between stages (see output_drift)."""
-    model, _ = load_checkpoint(base_path, dtype=dtype)
+    sequence run in this process asks for the same one. It stays on the CPU between stages
+    (see `LocalSteps.evaluate`)."""
+    model, _ = load_checkpoint(base_path, dtype=resolve_dtype(cfg_dtype))
     return model.eval()
 
 
-def output_drift(cfg, model, processing_class, base_path: str, style: PromptStyle, test_sets: dict[str, list[Example]],
-                 order: list[str], general: list[str], task: str) -> dict[str, float]:
+def measure_drift(cfg, model, processing_class, base_path: str, style: PromptStyle, test_sets: dict[str, list[Example]],
+                  general: list[str], task: str | None, base=None) -> Drift:
+    """The evaluated model's drift from the base: its weights always; with the trained `task`
+    and `eval.kl_samples` > 0 its outputs too (KL to `base`, the base model on the same device)."""
+    drift = Drift(param_drift=param_drift(model, base_path))
+    if task and cfg.eval.kl_samples and base is not None:
+        drift.output_drift = output_drift(cfg, model, base, processing_class, style, test_sets, general, task)
+    return drift
+
+
+def output_drift(cfg, model, base, processing_class, style: PromptStyle, test_sets: dict[str, list[Example]],
+                 general: list[str], task: str) -> dict[str, float]:
     """KL to the base model on the trained task's test prompts (all CPT tasks' for the joint
     stage) and on the general suite's (`eval.kl_samples` each, `eval.kl_seed`); with the
     seconds it took. Only the chosen items' images are read."""
     start = time.time()
-    base = reference_model(str(base_path), resolve_dtype(cfg.model.dtype))
-    base.to(model.device)  # and back to the CPU below, so it holds no accelerator memory while training
+    order = [t for t in test_sets if t not in general]
     groups = {"task": [ex for t in (order if task == JOINT else [task]) for ex in test_sets[t]],
               "general": [ex for t in general for ex in test_sets[t]]}
     out: dict[str, float] = {}
-    try:
-        for name, items in groups.items():
-            if not items:
-                continue
-            chosen = random.Random(cfg.eval.kl_seed).sample(items, min(cfg.eval.kl_samples, len(items)))
-            prompts = [format_prompt(processing_class, style.user_text(ex), len(ex.images)) for ex in chosen]
-            images = [load_images(ex.images) for ex in chosen] if any(ex.images for ex in chosen) else None
-            est = output_kl(model, base, processing_class, prompts, images, samples=len(chosen),
-                            max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.eval.kl_seed)
-            out.update({f"kl_to_base_{name}": est.kl, f"kl_to_base_{name}_se": est.kl_se,
-                        f"kl_to_base_{name}_per_token": est.kl_per_token})
-    finally:
-        base.to("cpu")
+    for name, items in groups.items():
+        if not items:
+            continue
+        chosen = random.Random(cfg.eval.kl_seed).sample(items, min(cfg.eval.kl_samples, len(items)))
+        prompts = [format_prompt(processing_class, style.user_text(ex), len(ex.images)) for ex in chosen]
+        images = [load_images(ex.images) for ex in chosen] if any(ex.images for ex in chosen) else None
+        est = output_kl(model, base, processing_class, prompts, images, samples=len(chosen),
+                        max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.eval.kl_seed)
+        out.update({f"kl_to_base_{name}": est.kl, f"kl_to_base_{name}_se": est.kl_se,
+                    f"kl_to_base_{name}_per_token": est.kl_per_token})
     out["kl_to_base_seconds"] = round(time.time() - start, 3)
     return out
+
+
+def rif_rollouts(cfg, model, processing_class, items: list[Example], *, benchmark: Benchmark, style: PromptStyle,
+                 completion_length: int | None, engine=None) -> tuple[list[list[float]], int]:
+    """RIF's K rollouts per item (`filter.*`) at the paradigm's completion length: the scores
+    in item order and the tokens generated. The same call in one process and on each rank."""
+    f = cfg.filter
+    return rollout_scores(model, processing_class, items, tasks=benchmark.tasks, style=style,
+                          num_rollouts=f.num_rollouts, temperature=f.temperature,
+                          max_new_tokens=completion_length or cfg.eval.max_new_tokens,
+                          batch_size=max(1, f.batch_size // f.num_rollouts), engine=engine)
+
+
+def train_step(paradigm: Paradigm, model, processing_class, items: list[Example], ctx: StageContext,
+               spec: StageSpec, *, main: bool = True) -> tuple[TrainResult, object]:
+    """The body of a training step, in one process or on every rank of a launched one: train
+    on `items` (or, when RIF kept none, keep the model unchanged), then on the `main` process
+    write the checkpoint's processing class and publish `model/`. Returns what the step
+    reports and the model the stage ends with."""
+    if main:
+        shutil.rmtree(spec.partial_model_dir, ignore_errors=True)  # a killed attempt's leftovers
+    if items:
+        result = paradigm.train_stage(model, processing_class, items, ctx)
+        out = TrainResult(optimizer_steps=result.optimizer_steps, generated_tokens=result.generated_tokens,
+                          train_seconds=result.train_seconds, save_seconds=result.save_seconds,
+                          metrics=dict(result.metrics))
+        model = result.model
+        del result
+    else:
+        log.warning("stage %d: no training items left, skipping training", spec.stage)
+        start = time.time()
+        if main:
+            model.save_pretrained(spec.partial_model_dir)
+        out = TrainResult(optimizer_steps=0, generated_tokens=0, train_seconds=0.0, save_seconds=time.time() - start)
+    if main:
+        processing_class.save_pretrained(spec.partial_model_dir)
+        publish_checkpoint(spec)
+        shutil.rmtree(spec.dir / "trainer", ignore_errors=True)
+    return out, model
 
 
 @dataclass
@@ -185,6 +240,22 @@ class Trained:
     train_seconds: float
     save_seconds: float
     log: list[dict] = field(default_factory=list)  # every trainer log event
+
+    @classmethod
+    def of(cls, result: TrainResult, items: int, log: list[dict]) -> Trained:
+        return cls(train=TrainStats(items=items, optimizer_steps=result.optimizer_steps,
+                                    generated_tokens=result.generated_tokens),
+                   diagnostics=dict(result.metrics), train_seconds=result.train_seconds,
+                   save_seconds=result.save_seconds, log=log)
+
+
+def evaluate_sets(cfg, model, processing_class, benchmark: Benchmark, test_sets: dict[str, list[Example]],
+                  style: PromptStyle, engine=None) -> dict[str, list[dict]]:
+    """Greedy evaluation of `test_sets` (every test item, or a rank's share of them), graded:
+    each task's records as dicts (`EvalRecord`). The same call in one process and on each rank."""
+    records = evaluate_tasks(model, processing_class, benchmark.tasks, test_sets, style,
+                             batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens, engine=engine)
+    return {name: [asdict(r) for r in recs] for name, recs in records.items()}
 
 
 def write_eval_records(out_dir: Path, records: dict[str, list[dict]]) -> None:
@@ -251,47 +322,49 @@ class LocalSteps:
                  paradigm: Paradigm, run_dir: Path | None = None):
         # run_dir: the executors share one signature; a launched one keeps its config there
         self.cfg, self.benchmark, self.style, self.test_sets, self.paradigm = cfg, benchmark, style, test_sets, paradigm
+        self.general = [t for t in test_sets if t in benchmark.general]
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = self.processing_class = None
 
     def load(self, path: str | Path) -> None:
         """Hold the checkpoint at `path` (and its processing class) as the current model."""
         self.model = self.processing_class = None
         gc.collect()
-        self.model, self.processing_class = load_checkpoint(path, dtype=resolve_dtype(self.cfg.model.dtype))
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-            self.model.to("cuda")
+        self.model, self.processing_class = load_model(self.cfg, path, self.device)
 
     def evaluate(self, out_dir: Path, drift_from: str | None = None, task: str | None = None) -> Evaluation:
         """Greedy evaluation of every test set; each task's records go to `out_dir/<task>.jsonl`.
         With `drift_from` (the base model), also the parameter drift from it, and with the
         trained `task` and `eval.kl_samples` > 0 the output drift (KL to the base)."""
         start = time.time()
-        records = evaluate_tasks(self.model, self.processing_class, self.benchmark.tasks, self.test_sets, self.style,
-                                 batch_size=self.cfg.eval.batch_size, max_new_tokens=self.cfg.eval.max_new_tokens)
-        rows = {name: [asdict(r) for r in recs] for name, recs in records.items()}
+        rows = evaluate_sets(self.cfg, self.model, self.processing_class, self.benchmark, self.test_sets, self.style)
         write_eval_records(out_dir, rows)
         seconds = time.time() - start
-        drift = param_drift(self.model, drift_from) if drift_from else None
-        kl = {}
-        if drift_from and task and self.cfg.eval.kl_samples:
-            order = [t for t in self.test_sets if t not in self.benchmark.general]
-            general = [t for t in self.test_sets if t in self.benchmark.general]
-            kl = output_drift(self.cfg, self.model, self.processing_class, drift_from, self.style, self.test_sets,
-                              order, general, task)
-        return Evaluation.of(rows, seconds, drift, kl)
+        drift = Drift()
+        if drift_from:
+            base = reference_model(str(self.cfg.model.dtype), str(drift_from)) if task and self.cfg.eval.kl_samples \
+                else None
+            try:  # the cached base visits the accelerator for this step only
+                drift = measure_drift(self.cfg, self.model, self.processing_class, drift_from, self.style,
+                                      self.test_sets, self.general, task, base.to(self.device) if base else None)
+            finally:
+                if base is not None:
+                    base.to("cpu")
+        return Evaluation.of(rows, seconds, drift.param_drift, drift.output_drift)
 
     def filter(self, spec: StageSpec) -> Filtered:
         """RIF: keep the items the current model can learn from; record what it cost."""
         from transformers import set_seed
 
         set_seed(spec.seed)  # the stage's own sampling seed: a resumed run draws the same rollouts
-        f = self.cfg.filter
-        res = filter_items(self.model, self.processing_class, spec.items, tasks=self.benchmark.tasks,
-                           style=self.style, rule=f.keep, num_rollouts=f.num_rollouts, temperature=f.temperature,
-                           max_new_tokens=self.paradigm.completion_length or self.cfg.eval.max_new_tokens,
-                           batch_size=f.batch_size)
-        return record_filter(spec, f, res.scores, res.keep, seconds=res.seconds, tokens=res.generated_tokens)
+        start = time.time()
+        scores, tokens = rif_rollouts(self.cfg, self.model, self.processing_class, spec.items,
+                                      benchmark=self.benchmark, style=self.style,
+                                      completion_length=self.paradigm.completion_length)
+        keep = [keep_item(sc, self.cfg.filter.keep) for sc in scores]
+        return record_filter(spec, self.cfg.filter, scores, keep, seconds=time.time() - start, tokens=tokens)
 
     def train(self, spec: StageSpec, items: list[Example], on_log: OnLog) -> Trained:
         """Train one stage on `items`, leave its Hugging Face checkpoint in `spec.model_dir` and
@@ -302,28 +375,12 @@ class LocalSteps:
             logs.append({"step": step, **row})
             on_log(step, total, row)
 
-        shutil.rmtree(spec.partial_model_dir, ignore_errors=True)  # a killed attempt's leftovers
-        if items:
-            ctx = stage_context(self.cfg, self.benchmark, self.style, spec, forward)
-            result = self.paradigm.train_stage(self.model, self.processing_class, items, ctx)
-            steps, tokens, metrics = result.optimizer_steps, result.generated_tokens, result.metrics
-            train_seconds, save_seconds, model = result.train_seconds, result.save_seconds, result.model
-            del result
-        else:  # RIF kept nothing: the stage trains nothing, the model is unchanged
-            log.warning("stage %d: no training items left, skipping training", spec.stage)
-            start = time.time()
-            self.model.save_pretrained(spec.partial_model_dir)
-            steps, tokens, metrics, train_seconds, model = 0, 0, {}, 0.0, self.model
-            save_seconds = time.time() - start
+        ctx = stage_context(self.cfg, self.benchmark, self.style, spec, forward)
+        result, self.model = train_step(self.paradigm, self.model, self.processing_class, items, ctx, spec)
         write_jsonl(spec.dir / "train_log.jsonl", logs)
-        self.processing_class.save_pretrained(spec.partial_model_dir)
-        publish_checkpoint(spec)
-        shutil.rmtree(spec.dir / "trainer", ignore_errors=True)
-        self.model = model
         if self.cfg.deepspeed.config:
             self._reload_from_deepspeed(spec.model_dir)
-        return Trained(train=TrainStats(items=len(items), optimizer_steps=steps, generated_tokens=tokens),
-                       diagnostics=dict(metrics), train_seconds=train_seconds, save_seconds=save_seconds, log=logs)
+        return Trained.of(result, len(items), logs)
 
     def _reload_from_deepspeed(self, model_dir: Path) -> None:
         """DeepSpeed still holds the trained model (under ZeRO-3 its weights are partitioned

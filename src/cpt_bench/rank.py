@@ -1,0 +1,175 @@
+"""The steps as one rank of a launched step runs them (worker.py starts the rank first).
+
+The worker uses no Hydra and no W&B: it rebuilds the benchmark from the config,
+deterministically, so items cross the process boundary as indices. Each step's body is the
+one the in-process launcher runs (steps.py: `evaluate_sets`, `measure_drift`, `rif_rollouts`,
+`train_step`); a rank only adds its share of the items and the files the controller reads.
+
+    train     every rank trains (one process group; DeepSpeed ZeRO when configured); the
+              checkpoint is saved through the trainer (ZeRO-3 gathers it); rank 0 streams
+              `train_log.jsonl` (one line per log event, flushed) and writes `result.json`
+    evaluate  each rank holds a full replica on its own device and greedily evaluates the test
+              items i with i % world == rank into `shard-<rank>.json`; rank 0 also measures
+              the drift from the base model when asked (`drift.json`)
+    filter    RIF rollouts, sharded the same way, into `filter-shard-<rank>.json`
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from transformers import set_seed
+
+from cpt_bench.config import PARADIGM_SCHEMAS
+from cpt_bench.distributed import zero_stage
+from cpt_bench.loading import load_processing_class
+from cpt_bench.paradigms import build_paradigm
+from cpt_bench.processing import PixelBounds
+from cpt_bench.prompts import PromptStyle
+from cpt_bench.steps import (
+    StageSpec,
+    evaluate_sets,
+    load_model,
+    measure_drift,
+    rif_rollouts,
+    stage_context,
+    stage_items,
+    test_sets,
+    train_step,
+)
+from cpt_bench.tasks import build_benchmark, resolve_order
+from cpt_bench.vision_zero3 import align_vision_tower, needs_alignment
+from cpt_bench.wire import SPECS, EvalShard, EvalSpec, FilterSpec, RolloutShard, TrainSpec, read_record, write_record
+
+log = logging.getLogger("cpt_bench.worker")
+
+
+def policy_device(device: str, zero: int | None) -> str:
+    """Where the policy is loaded before training: under ZeRO-3 it stays on the CPU and
+    DeepSpeed moves only this rank's partition to the GPU (a full 7B replica per rank on the
+    GPU first would need the memory ZeRO-3 is there to save); otherwise on the rank's device."""
+    return "cpu" if zero == 3 else device
+
+
+class RankSteps:
+    def __init__(self, cfg, spec: EvalSpec | FilterSpec | TrainSpec, device: str = "cpu"):
+        self.cfg, self.spec, self.device = cfg, spec, device
+        self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.benchmark = build_benchmark(cfg.benchmark)
+        self.order = resolve_order(self.benchmark, cfg.order)
+        self.general = list(self.benchmark.general) if cfg.eval.general else []
+        self.style = PromptStyle.for_benchmark(self.benchmark, cfg.cot)
+        schema = OmegaConf.merge(OmegaConf.structured(PARADIGM_SCHEMAS[cfg.paradigm.name]), cfg.paradigm)
+        self.paradigm = build_paradigm(OmegaConf.to_object(schema), self.world)
+        self.dir = Path(spec.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def from_files(cls, step: str, config_path: str, spec_path: str, device: str = "cpu") -> RankSteps:
+        return cls(OmegaConf.load(config_path), read_record(Path(spec_path), SPECS[step]), device)
+
+    def sum(self, value: int) -> int:
+        """`value` summed over the ranks (each rank counts its own rollouts)."""
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()):
+            return value
+        total = torch.tensor([value], device=self.device)
+        dist.all_reduce(total)
+        return int(total.item())
+
+    def items(self, stage: int) -> list:
+        return stage_items(self.benchmark, self.order, self.cfg.schedule, self.cfg.seed, self.cfg.replay)[stage - 1][1]
+
+    def generator(self, path: str, seed: int):
+        """(model, processing class, engine) for generating from `path`: the model itself, or
+        with `eval.backend=vllm` a vLLM engine (and no model on the GPU beside it)."""
+        if str(self.cfg.eval.backend) != "vllm":
+            return (*load_model(self.cfg, path, self.device), None)
+        from cpt_bench.vllm_engine import VLLMEngine
+
+        pixels = PixelBounds.of(self.cfg.model)
+        return None, load_processing_class(path, pixels), VLLMEngine(path, seed=seed + self.rank, pixels=pixels)
+
+    def mine(self, n: int) -> list[int]:
+        """This rank's share of n items: every world-th, starting at its rank."""
+        return list(range(self.rank, n, self.world))
+
+    # --- the steps ---------------------------------------------------------------------------
+
+    def evaluate(self) -> None:
+        spec, cfg = self.spec, self.cfg
+        sets = test_sets(self.benchmark, self.order, self.general)
+        flat = [(task, ex) for task, items in sets.items() for ex in items]  # the global item order
+        indices: dict[str, list[int]] = {task: [] for task in sets}
+        for i in self.mine(len(flat)):
+            indices[flat[i][0]].append(i)
+        model, processing_class, engine = self.generator(spec.model_path, spec.seed)
+        rows = evaluate_sets(cfg, model, processing_class, self.benchmark,
+                             {task: [flat[i][1] for i in idx] for task, idx in indices.items()}, self.style, engine)
+        write_record(self.dir / f"shard-{self.rank}.json",
+                     EvalShard(indices=[i for task in sets for i in indices[task]],
+                               records=[r for task in sets for r in rows[task]]))
+        if self.rank != 0 or not spec.drift_from:
+            return
+        if engine is not None:  # the engine gives its GPU back; the drift reads real weights
+            engine.close()
+            engine = model = None
+            gc.collect()
+            model, processing_class = load_model(cfg, spec.model_path, self.device)
+        base = None
+        if spec.task and cfg.eval.kl_samples:
+            base = load_model(cfg, spec.drift_from, self.device)[0].eval()  # the run's dtype, this rank's device
+        drift = measure_drift(cfg, model, processing_class, spec.drift_from, self.style, sets, self.general,
+                              spec.task, base)
+        write_record(self.dir / "drift.json", drift)
+
+    def filter(self) -> None:
+        spec = self.spec
+        set_seed(spec.seed + self.rank)  # each rank samples its own rollouts
+        items = self.items(spec.stage)
+        idx = self.mine(len(items))
+        model, processing_class, engine = self.generator(spec.model_path, spec.seed)
+        scores, tokens = rif_rollouts(self.cfg, model, processing_class, [items[i] for i in idx],
+                                      benchmark=self.benchmark, style=self.style,
+                                      completion_length=self.paradigm.completion_length, engine=engine)
+        write_record(self.dir / f"filter-shard-{self.rank}.json",
+                     RolloutShard(indices=idx, scores=scores, generated_tokens=tokens))
+
+    def train(self) -> None:
+        spec = self.spec
+        set_seed(spec.seed)
+        items = [self.items(spec.stage)[i] for i in spec.item_indices]
+        device = policy_device(self.device, zero_stage(self.cfg))
+        model, processing_class = load_model(self.cfg, spec.start_path, device)
+        main = self.rank == 0
+        log_file = open(self.dir / "train_log.jsonl", "w") if main else None  # noqa: SIM115
+
+        def on_log(step: int, total: int, logs: dict) -> None:
+            if log_file:
+                log_file.write(json.dumps({"step": step, "max_steps": total, **logs}) + "\n")
+                log_file.flush()
+
+        stage = StageSpec(stage=spec.stage, task=spec.task, items=items, base_path=spec.base_path,  # the kept ones
+                          start_path=spec.start_path, dir=self.dir, seed=spec.seed)
+        ctx = stage_context(self.cfg, self.benchmark, self.style, stage, on_log)
+        if needs_alignment(model, ctx.deepspeed, self.world):
+            align_vision_tower(model, processing_class)
+            ctx.align_vision = True  # and the trainer's KL reference (paradigms/rft.py)
+        try:
+            result, _ = train_step(self.paradigm, model, processing_class, items, ctx, stage, main=main)
+        finally:
+            if log_file:
+                log_file.close()
+        result.generated_tokens = self.sum(result.generated_tokens)
+        if torch.cuda.is_available():
+            result.metrics["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30  # rank 0's
+        if main:
+            write_record(self.dir / "result.json", result)  # last: the controller reads it after the exit code

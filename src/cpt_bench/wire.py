@@ -1,0 +1,103 @@
+"""What crosses the process boundary between the controller and a launched step (launch.py ->
+worker.py): one typed spec per step in, typed results out, each as a JSON file.
+
+Every record is a dataclass written by `write_record` and read back by `read_record` into the
+same class, so neither side reads a file by string keys and a field added on one side is seen
+on the other (a missing or unknown field fails loudly instead of reading as a default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TypeVar
+
+from cpt_bench.rundir import read_json, write_json
+
+R = TypeVar("R")
+
+
+@dataclass
+class EvalSpec:
+    """Evaluate `model_path` on every test set; with `drift_from`, also measure the drift from it."""
+
+    dir: str  # the stage's eval/ folder: shard-<rank>.jsonl and drift.json go here
+    model_path: str
+    seed: int
+    drift_from: str | None = None  # the base model
+    task: str | None = None  # the trained task (output drift is measured on its prompts)
+
+
+@dataclass
+class FilterSpec:
+    """RIF rollouts on the stage's training items with `model_path`, the stage's start."""
+
+    stage: int
+    task: str
+    dir: str
+    seed: int
+    model_path: str
+
+
+@dataclass
+class TrainSpec:
+    """Train one stage from `start_path` on the stage's items at `item_indices` (after RIF)."""
+
+    stage: int
+    task: str
+    dir: str
+    seed: int
+    base_path: str
+    start_path: str
+    item_indices: list[int]
+
+
+@dataclass
+class TrainResult:
+    """What a training step reports back (rank 0's, tokens summed over ranks)."""
+
+    optimizer_steps: int
+    generated_tokens: int
+    train_seconds: float
+    save_seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)  # the paradigm's per-stage means
+
+
+@dataclass
+class Drift:
+    """How far the evaluated model is from the base: weights, and outputs (drift.output_kl)."""
+
+    param_drift: float | None = None
+    output_drift: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class EvalShard:
+    """One rank's evaluation: its items' global indices and their graded records (`EvalRecord`)."""
+
+    indices: list[int]
+    records: list[dict]
+
+
+@dataclass
+class RolloutShard:
+    """One rank's RIF rollouts: its items' indices, their K scores each, the tokens generated."""
+
+    indices: list[int]
+    scores: list[list[float]]
+    generated_tokens: int
+
+
+SPECS = {"evaluate": EvalSpec, "filter": FilterSpec, "train": TrainSpec}  # the worker's steps
+
+
+def write_record(path: Path, record) -> None:
+    write_json(path, asdict(record))
+
+
+def read_record(path: Path, cls: type[R]) -> R:
+    data = read_json(path)
+    names = {f.name for f in fields(cls)}
+    if set(data) - names:
+        raise ValueError(f"{path}: fields {sorted(set(data) - names)} are not part of {cls.__name__}")
+    return cls(**data)
