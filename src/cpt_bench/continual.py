@@ -30,7 +30,7 @@ from cpt_bench.choices import KeepCheckpoints, Schedule
 from cpt_bench.config import Config, lora_kl_reference, validate
 from cpt_bench.distributed import ensure_process_group_env
 from cpt_bench.errors import ConfigError, unknown
-from cpt_bench.launch import TorchrunSteps
+from cpt_bench.launch import TorchrunSteps, rendezvous
 from cpt_bench.paradigms import build_paradigm
 from cpt_bench.prompts import PromptStyle
 from cpt_bench.provenance import command_line, hardware, package_versions
@@ -51,6 +51,7 @@ from cpt_bench.rundir import (
     write_matrix_csv,
     write_text,
 )
+from cpt_bench.runlock import RunDirLock
 from cpt_bench.steps import Evaluation, LocalSteps, StageSpec, stage_items, test_sets
 from cpt_bench.tasks import Benchmark, build_benchmark, resolve_order
 from cpt_bench.tracking import LOGGERS, make_tracker
@@ -81,6 +82,8 @@ def plan(cfg: DictConfig) -> Plan:
     benchmark = build_benchmark(cfg.benchmark)
     order = resolve_order(benchmark, cfg.order)
     check_checkpoints(cfg, order)
+    if cfg.launcher.name == "torchrun" and cfg.launcher.nnodes > 1:
+        rendezvous(cfg.launcher)  # where the nodes meet: known now, not after stage 0 has run
     build_paradigm(schema.paradigm, schema.launcher.world_size)  # the paradigm's name, e.g. GRPO's batch
     return Plan(schema, benchmark, order)
 
@@ -195,6 +198,11 @@ class Run:
     # --- setup -> stages -> finish ---------------------------------------------------------
 
     def execute(self) -> dict | None:
+        """Run (or resume) the sequence, holding the run directory for this controller alone."""
+        with RunDirLock(self.run_dir):
+            return self._execute()
+
+    def _execute(self) -> dict | None:
         started = time.time()
         if self.in_sweep and (stored := finished_metrics(self.cfg, self.run_dir)) is not None:
             # a re-submitted sweep (e.g. after some jobs were pre-empted) skips what is done
