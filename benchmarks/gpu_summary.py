@@ -1,4 +1,5 @@
-"""Summarise gpu_check.sh's runs: step time, tokens per second, peak GPU memory (JSON + a table)."""
+"""Summarise gpu_check.sh's runs: step time, tokens per second, peak GPU memory, and the three
+risk checks of gpu_risks.py, as one JSON."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ def summarise(out: Path) -> dict:
                         "token_kind": "generated" if name == "rft" else "trained",
                         "peak_gpu_memory_gb": stage["diagnostics"].get("peak_gpu_memory_gb"),
                         "eval_seconds": stage["timings"].get("eval_seconds")}
+    for risk in ("kl", "eval", "grpo"):  # gpu_risks.py's checks (absent: it ran out of time or failed)
+        path = out / f"risk-{risk}.json"
+        result[f"risk_{risk}"] = json.loads(path.read_text()) if path.exists() else None
     (out / "gpu_check.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
