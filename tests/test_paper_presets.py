@@ -61,6 +61,7 @@ def test_paper_sft():
     assert p.name == "sft"
     assert (p.learning_rate, p.lr_scheduler_type, p.warmup_ratio) == (1e-5, "cosine", 0.1)
     assert (p.per_device_batch_size, p.gradient_accumulation_steps) == (1, 2)
+    assert p.max_length == 7168 and composed("paper_sft").model.max_pixels == 4194304  # LLaMA-Factory's config
     assert composed("paper_sft").cot is False
 
 
@@ -73,6 +74,8 @@ def test_paper_rft():
     assert (p.kl_coef, p.kl_reference) == (0.01, "base")
     assert (p.epsilon, p.epsilon_high) == (0.2, 0.3)
     assert p.max_completion_length == 1024 and p.gradient_checkpointing is True
+    assert p.vllm_max_model_length == 4096 + 1024  # the authors' max prompt + max response
+    assert (cfg.model.min_pixels, cfg.model.max_pixels) == (200704, 1003520)  # EasyR1's data config
     assert cfg.eval.max_new_tokens >= p.max_completion_length
     assert cfg.filter.name == "none"
 

@@ -49,14 +49,17 @@ CASES = {
                                 {"paradigm.estimator": "rloo", "paradigm.kl_coef": 0.01,
                                  "paradigm.kl_reference": "previous"}),
 }
+VLM_SIZES = ["model.min_pixels=3136", "model.max_pixels=12544"]  # 56 x 56 .. 112 x 112: 4 to 16 image tokens
 # the tiny Qwen2.5-VL: ScienceQA items carry images, MMLU-Pro items are text only; the joint
 # schedule (`make paper-joint`: paper_sft schedule=joint) is where the two meet in one
 # optimizer step, one item per rank (ScienceQA's loader keeps only its image questions)
 VLM_CASES = {
-    "paper_joint_vlm": (["+experiment=paper_sft", "schedule=joint"], [*SFT_SIZES, "paradigm.max_length=256"],
+    "paper_joint_vlm": (["+experiment=paper_sft", "schedule=joint"],
+                        [*VLM_SIZES, *SFT_SIZES, "paradigm.max_length=256"],
                         {"paradigm.name": "sft", "schedule": "joint", "cot": False}),
     "paper_rft_vlm": (["+experiment=paper_rft", "schedule=joint"],
-                      [*RFT_SIZES, "paradigm.max_steps=2", "eval.kl_samples=2"], {"paradigm.name": "rft", **KL_BASE}),
+                      [*VLM_SIZES, *RFT_SIZES, "paradigm.max_steps=2", "eval.kl_samples=2"],
+                      {"paradigm.name": "rft", **KL_BASE}),
 }
 
 
