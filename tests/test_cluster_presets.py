@@ -35,6 +35,8 @@ def test_slurm_preset_composes_one_task_per_node_with_requeue():
     assert launcher.timeout_min == 2880 and launcher.signal_delay_s == 300 and launcher.max_num_timeout == 20
     assert launcher.additional_parameters == {"requeue": True}
     assert launcher.partition is None and launcher.account is None and launcher.qos is None
+    # srun steps inside the job keep its CPUs (SLURM >= 22.05 does not pass --cpus-per-task on)
+    assert "export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK" in launcher.setup
     cluster = compose_config("hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.qos=high",
                              "hydra.launcher.gpus_per_node=4", hydra=True).hydra.launcher
     assert (cluster.partition, cluster.qos, cluster.gpus_per_node) == ("gpu", "high", 4)
