@@ -183,10 +183,16 @@ def test_report_md_means_and_spread(sweep, cli_report):
     line = next(ln for ln in md.splitlines() if ln.startswith(f"| {SFT_HI} |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
     # the failed run (seed 2) is listed but not averaged; sample std of two values 10 pts apart = 7.1;
-    # the bootstrap interval of two runs' mean is their range (both resampled values equal: p = 1/2)
-    assert cells[1:8] == ["2 (+1 unfinished)", "35.0 ± 7.1 [30.0, 40.0]", "+45.0 ± 7.1 [+40.0, +50.0]",
-                          "-45.0 ± 7.1 [-50.0, -40.0]", "80.0 ± 14.1 [70.0, 90.0]", "+55.0 ± 7.1 [+50.0, +60.0]",
-                          "-25.0 ± 7.1 [-30.0, -20.0]"]
+    # the 95 % t-interval of two runs' mean is mean ± t(0.975, 1) x std / sqrt(2), 12.7 standard errors
+    from scipy.stats import t
+
+    def cell(mean: float, std: float, signed: bool = True) -> str:
+        half, f = t.ppf(0.975, 1) * std / 2 ** 0.5, (lambda v: f"{v:+.1f}" if signed else f"{v:.1f}")
+        return f"{f(mean)} ± {std:.1f} [{f(mean - half)}, {f(mean + half)}]"
+
+    std = 10 / 2 ** 0.5
+    assert cells[1:8] == ["2 (+1 unfinished)", cell(35, std, False), cell(45, std), cell(-45, std),
+                          cell(80, 2 * std, False), cell(55, std), cell(-25, std)]
     assert cells[8:] == ["20", "0", "6.0 s"]
     joint = next(ln for ln in md.splitlines() if ln.startswith("| paradigm=sft learning_rate=0.0001 schedule=joint |"))
     assert "| 1 | 55.0 ± - | n/a | n/a |" in joint
@@ -245,8 +251,9 @@ def test_matched_gain_section_in_report(sweep, cli_report):
     # (0.35, 0.06); overlap [0.25, 0.35]; rft at 0.25: 0.01 + 0.05 * 0.14 / 0.24 = 0.0392
     assert "### forgetting: sft vs rft" in section
     assert "sft: 4 runs in 2 variants; rft: 4 runs in 2 variants; 1 base model." in section
-    assert "| +25.0 | +15.0 | +3.9 | +11.1 | [" in section
-    assert "| +35.0 | +25.0 | +6.0 | +19.0 | [" in section
+    assert "| +25.0 | +15.0 | +3.9 | +11.1 |" in section and "| +35.0 | +25.0 | +6.0 | +19.0 |" in section
+    # two runs a variant: a quarter of the resamples miss the overlap, so no interval and no verdict
+    assert "| 75 % | not estimable (75 % of resamples reach a common gain) |" in section
     assert "### general change: sft vs rft" in section
 
 

@@ -39,7 +39,7 @@ __all__ = ["ReportCallback", "ReportError", "RunRecord", "analysed_runs", "find_
            "summarize", "variant_labels", "write_report"]
 
 PROG = "cpt-bench-report"
-CSV_COLUMNS = ["run_dir", "variant", "paradigm", "seed", "status", "lr", "schedule",
+CSV_COLUMNS = ["run_dir", "variant", "paradigm", "seed", "base_model", "status", "lr", "schedule",
                "stages_completed", "num_tasks", *HEADLINE_METRICS, *COMPUTE]
 FILES = {"md": "report.md", "csv": "report.csv", "heatmaps": "report_heatmaps.png",
          "curves": "report_curves.png", "pareto": "report_pareto.png", "compute": "report_compute.png",

@@ -10,15 +10,16 @@ from pathlib import Path
 from cpt_bench.metrics import HEADLINE_METRICS, SIGN_NOTE
 from cpt_bench.report.drift import SHORT, StagePoint, correlations, pairs
 from cpt_bench.report.frontier import MATCHED_POINTS
-from cpt_bench.report.runs import BASE_KEY, COMPUTE, RunRecord
+from cpt_bench.report.runs import BASE_KEY, COMPUTE, RunRecord, base_model
 from cpt_bench.report.stats import (
     CONFIDENCE,
     GAIN_SHARE,
     MATCHED_RESAMPLES,
+    REACH,
     Interval,
     MatchedComparison,
     RunPoint,
-    diff_ci,
+    group_diff_ci,
     matched_gain_across_bases,
     matched_gain_ci,
     mean_ci,
@@ -40,7 +41,11 @@ def _pts(value: float, signed: bool = True) -> str:
 
 
 def _ci(ci: Interval | None, signed: bool = True) -> str:
-    return "" if ci is None else f"[{_pts(ci.low, signed)}, {_pts(ci.high, signed)}]"
+    """[low, high], with the number of base models when they, not runs, are its unit."""
+    if ci is None:
+        return ""
+    unit = f" n = {ci.n} {ci.unit}" if ci.unit != "runs" else ""
+    return f"[{_pts(ci.low, signed)}, {_pts(ci.high, signed)}]{unit}"
 
 
 def _pct(mean: float | None, std: float | None, signed: bool, ci: Interval | None = None) -> str:
@@ -80,9 +85,10 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 NOTE = ("Mean ± sample std over a variant's runs (its seeds, and base models where they vary), in percent "
-        f"(accuracies) or percentage points, then the {100 * CONFIDENCE:.0f} % bootstrap confidence interval of "
-        "the mean in brackets (percentile method, scipy.stats.bootstrap; n runs in the n column: with few runs "
-        "it is narrower than the truth). "
+        f"(accuracies) or percentage points, then the {100 * CONFIDENCE:.0f} % Student-t confidence interval of "
+        "the mean in brackets, over the n runs of the n column; where the runs come from several base models, "
+        "over the base models' means (the bracket then says how many). No interval: a single run, or runs "
+        "that agree exactly. "
         "`-` = a single run, n/a = undefined (e.g. BWT and forgetting of a joint run). "
         f"{SIGN_NOTE} Compute columns are means over the same runs.")
 
@@ -130,13 +136,31 @@ def _verdict(ci: Interval | None, pa: str, pb: str, minimize: bool | None) -> st
     return f"{pa if worse_a else pb} {'forgets more' if minimize else 'loses more general ability'}"
 
 
+def _not_estimable(reached: float) -> str:
+    return f"not estimable ({100 * reached:.0f} % of resamples reach a common gain)"
+
+
 def matched_gain_table(cmp: MatchedComparison, pa: str, pb: str, what: str, minimize: bool) -> str:
     rows = [[_pts(r.gain), _pts(r.y_a), _pts(r.y_b), _pts(r.diff), _ci(r.ci), f"{100 * r.reached:.0f} %",
-             _verdict(r.ci, pa, pb, minimize)] for r in cmp.rows]
-    rows.append(["mean over these gains", "", "", _pts(cmp.mean_diff), _ci(cmp.mean_ci), "",
-                 _verdict(cmp.mean_ci, pa, pb, minimize)])
+             _verdict(r.ci, pa, pb, minimize) if r.estimable else _not_estimable(r.reached)] for r in cmp.rows]
+    if cmp.estimable:
+        rows.append([f"mean over the gains {100 * REACH:.1f} % of resamples reach", "", "", _pts(cmp.mean_diff),
+                     _ci(cmp.mean_ci), "", _verdict(cmp.mean_ci, pa, pb, minimize)])
+    else:
+        rows.append(["mean", "", "", "", "", "", _not_estimable(cmp.best_reach)])
     return _table(["gain (pts)", f"{what} ({pa})", f"{what} ({pb})", f"difference ({pa} − {pb})",
                    f"{100 * CONFIDENCE:.0f} % CI", "resamples reaching it", "verdict"], rows)
+
+
+def nearest_line(cmp: MatchedComparison, pa: str, pb: str, what: str, minimize: bool) -> str:
+    """The direct comparison beside the frontiers: the two variants nearest in gain."""
+    near = cmp.nearest
+    if near is None:
+        return ""
+    return (f"Directly, the variants nearest in gain ({pa} `{near.variant_a}` at {_pts(near.gain_a)}, {pb} "
+            f"`{near.variant_b}` at {_pts(near.gain_b)} pts of gain): {what} difference {_pts(near.diff)} "
+            f"{_ci(near.ci) or '(no interval)'} (Welch's t over their runs): "
+            f"{_verdict(near.ci, pa, pb, minimize)}.")
 
 
 def across_bases_table(a: Sequence[RunPoint], b: Sequence[RunPoint], pa: str, pb: str, what: str,
@@ -151,15 +175,23 @@ def across_bases_table(a: Sequence[RunPoint], b: Sequence[RunPoint], pa: str, pb
         if cmp is None:
             rows.append([base, n, "no overlap", "", "", "", ""])
             continue
-        ya, yb = (statistics.fmean(getattr(r, y) for r in cmp.rows) for y in ("y_a", "y_b"))
-        rows.append([base, n, f"{_pts(cmp.rows[0].gain)} to {_pts(cmp.rows[-1].gain)}", f"{_pts(ya)} / {_pts(yb)}",
+        if not cmp.estimable:
+            rows.append([base, n, f"{_pts(cmp.rows[0].gain)} to {_pts(cmp.rows[-1].gain)}", "", "", "",
+                         _not_estimable(cmp.best_reach)])
+            continue
+        kept = [r for r in cmp.rows if r.estimable]
+        ya, yb = (statistics.fmean(getattr(r, y) for r in kept) for y in ("y_a", "y_b"))
+        rows.append([base, n, f"{_pts(kept[0].gain)} to {_pts(kept[-1].gain)}", f"{_pts(ya)} / {_pts(yb)}",
                      _pts(cmp.mean_diff), _ci(cmp.mean_ci), _verdict(cmp.mean_ci, pa, pb, minimize)])
-    rows.append(["mean over base models", f"{res.runs[0]} + {res.runs[1]}", "", "", _pts(res.mean_diff),
-                 _ci(res.mean_ci), _verdict(res.mean_ci, pa, pb, minimize)])
+    counted = len(res.estimable_bases)
+    rows.append([f"mean over {counted} of {len(res.per_base)} base models", f"{res.runs[0]} + {res.runs[1]}", "", "",
+                 _pts(res.mean_diff) if res.mean_diff is not None else "",
+                 _ci(res.mean_ci), _verdict(res.mean_ci, pa, pb, minimize) if counted else "not estimable"])
     return "\n".join([
-        f"Each base model (`{BASE_KEY}`) on its own frontiers, at {MATCHED_POINTS} gains across the range both "
-        "paradigms reach on it; the difference is the mean over those gains, its interval a bootstrap over that "
-        "base's seeds. The last row averages the base models; its interval resamples base models, then seeds.", "",
+        f"Each base model (`{BASE_KEY}`) on its own frontiers, at the gains across the range both paradigms "
+        f"reach on it that {100 * REACH:.1f} % of its resamples reach; the difference is the mean over those gains, "
+        "its interval a bootstrap over that base's seeds. The last row averages the base models where that is "
+        "estimable; its interval is the Student-t interval over their differences, n = those base models.", "",
         _table(["base model", f"runs ({pa} + {pb})", "matched gains (pts)", f"mean {what} ({pa} / {pb})",
                 f"difference ({pa} − {pb})", f"{100 * CONFIDENCE:.0f} % CI", "verdict"], rows)])
 
@@ -171,8 +203,11 @@ def matched_gain_section(runs: Sequence[RunRecord]) -> str:
              "dominated in higher gain and lower forgetting, or higher gain and higher general change) is linearly "
              f"interpolated at {MATCHED_POINTS} evenly spaced gains inside the gain range both paradigms reach. "
              f"The {100 * CONFIDENCE:.0f} % interval of each difference is a bootstrap over runs "
-             f"({MATCHED_RESAMPLES} resamples, each variant's seeds redrawn and both frontiers refitted on each); "
-             "where it covers 0 the paradigms are not distinguishable. "
+             f"({MATCHED_RESAMPLES} resamples, each variant's seeds redrawn and both frontiers refitted on each; a "
+             "frontier that does not reach a gain gives its nearest end, so no resample is dropped). A gain is "
+             f"compared only where at least {100 * REACH:.1f} % of the resamples reach it: elsewhere the comparison "
+             "is not estimable and the share that reaches it is shown. Where an interval covers 0 the paradigms "
+             "are not distinguishable, which is not the same as equal. "
              "Joint-schedule runs are left out. Percentage points."]
     for key, what, minimize in (("forgetting", "forgetting", True), ("general_delta", "general change", False)):
         series = run_points(runs, key)
@@ -195,6 +230,8 @@ def matched_gain_section(runs: Sequence[RunRecord]) -> str:
             parts.append(f"{pa}: {cmp.runs[0]} runs in {cmp.variants[0]} variants; {pb}: {cmp.runs[1]} runs in "
                          f"{cmp.variants[1]} variants; {cmp.clusters} base model{'s' if cmp.clusters > 1 else ''}.\n")
             parts.append(matched_gain_table(cmp, pa, pb, what, minimize))
+            if line := nearest_line(cmp, pa, pb, what, minimize):
+                parts.append("\n" + line)
             better = f"{pa} forgets more" if minimize else f"{pa} keeps more general ability"
             parts.append(f"\nPositive difference = {better} at the same gain.")
     return "\n".join(parts)
@@ -209,26 +246,30 @@ def gain_rule_section(runs: Sequence[RunRecord]) -> str:
     for paradigm, (lr, members) in choices.items():
         cells = []
         for key in ("gain", "forgetting", "general_delta"):
-            values = [r.metrics.get(key) for r in members if r.metrics.get(key) is not None]
-            cells.append(f"{_pts(statistics.fmean(values))} {_ci(mean_ci(values))}".strip() if values else "n/a")
+            have = [r for r in members if r.metrics.get(key) is not None]
+            values = [r.metrics[key] for r in have]
+            ci = mean_ci(values, [base_model(r.config) for r in have])
+            cells.append(f"{_pts(statistics.fmean(values))} {_ci(ci)}".strip() if values else "n/a")
         rows.append([paradigm, f"{lr:g}", len(members), *cells])
     parts = ["## At the learning rates a gain-only rule picks", "",
              f"Per paradigm, the smallest learning rate whose mean gain reaches {100 * GAIN_SHARE:.0f} % of the best "
              "mean gain on its grid (the rule of docs/hyperparameters.md; forgetting is never consulted). "
-             f"Means over the runs at that rate with {100 * CONFIDENCE:.0f} % bootstrap intervals; percentage points.",
+             f"Means over the runs at that rate with {100 * CONFIDENCE:.0f} % Student-t intervals; percentage points.",
              "", _table(["paradigm", "lr", "n", "gain", "forgetting", "general change"], rows)]
     for pa, pb in itertools.combinations(choices, 2):
         diff_rows = []
         for key, what, minimize in (("gain", "gain", None), ("forgetting", "forgetting", True),
                                     ("general_delta", "general change", False)):
-            a = [r.metrics[key] for r in choices[pa][1] if r.metrics.get(key) is not None]
-            b = [r.metrics[key] for r in choices[pb][1] if r.metrics.get(key) is not None]
-            if not a or not b:
+            ra = [r for r in choices[pa][1] if r.metrics.get(key) is not None]
+            rb = [r for r in choices[pb][1] if r.metrics.get(key) is not None]
+            if not ra or not rb:
                 continue
-            ci = diff_ci(a, b)
+            a, b = [r.metrics[key] for r in ra], [r.metrics[key] for r in rb]
+            ci = group_diff_ci(a, b, [base_model(r.config) for r in ra], [base_model(r.config) for r in rb])
             diff_rows.append([what, _pts(statistics.fmean(a) - statistics.fmean(b)), _ci(ci),
                               _verdict(ci, pa, pb, minimize)])
-        parts += ["", f"Difference {pa} − {pb} (two-sample bootstrap over runs):", "",
+        parts += ["", f"Difference {pa} − {pb} (Welch's t-interval over runs; with several base models, the "
+                  "t-interval over each base's own difference):", "",
                   _table(["outcome", "difference", f"{100 * CONFIDENCE:.0f} % CI", "verdict"], diff_rows)]
     return "\n".join(parts)
 
@@ -262,6 +303,7 @@ def csv_rows(runs: Sequence[RunRecord], base: Path | None) -> list[dict]:
 
     return [{
         "run_dir": _relative(r.path, base), "variant": r.variant, "paradigm": r.paradigm, "seed": r.seed,
+        "base_model": base_model(r.config),  # the unit of the across-base intervals
         "status": r.status, "lr": r.lr, "schedule": r.schedule,
         "stages_completed": r.metrics.get("stages_completed"), "num_tasks": r.metrics.get("num_tasks"),
         **{k: num(r.metrics.get(k)) for k in HEADLINE_METRICS},

@@ -1,18 +1,22 @@
 """Confidence intervals for the report. Pure functions of plain values.
 
-All are 95 % percentile bootstrap intervals:
+- A variant's metric: the Student-t interval of the mean over its runs (`mean_ci`). With the
+  2-5 runs a study has per variant, a percentile bootstrap can only span the values seen (it
+  covers a known mean about 52 % of the time at n = 2, 74 % at n = 3); the t-interval has its
+  nominal coverage for normal noise at every n. Runs from several base models are not
+  independent draws of one model: the unit is then the base model (the t-interval over the
+  base models' means, n = the number of bases).
+- Two groups of runs (the paradigms at the learning rates a gain-only rule picks; the two
+  variants nearest in gain): Welch's t-interval of the difference of means (`diff_ci`).
+- The paradigms' difference at matched gain: a bootstrap over each variant's runs that refits
+  both frontiers on every resample. A gain is compared only where at least `REACH` of the
+  resamples' frontiers reach it; where one does not, its frontier's nearest end stands in, so
+  no resample is ever dropped (dropping them would keep exactly those that pull one way).
+  With no such gain the comparison is not estimable, and the share of resamples that reach a
+  common gain is reported instead. Across base models the headline is the t-interval over the
+  bases' own matched-gain differences (n = bases), under the same rule in each.
 
-- a variant's metric: the mean over its runs, resampled with `scipy.stats.bootstrap`;
-- two groups of runs (the paradigms at the learning rates a gain-only rule picks): the
-  difference of their means, the groups resampled independently (`diff_ci`);
-- the paradigms' difference at matched gain: a bootstrap over each variant's runs that refits
-  both frontiers on every resample. With several base models (`model.recipe.seed`) each base
-  is compared on its own frontiers and the headline is their mean, with a two-level bootstrap
-  (base models with replacement, then seeds within each), so its interval covers both sources
-  of variation.
-
-With few runs a percentile interval is narrower than the truth (with 3 seeds it can only
-span the values seen), so the report prints the number of runs next to every interval.
+No interval of zero width is given: where the values do not vary, there is none.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 from cpt_bench.report.frontier import MATCHED_POINTS, matched_gain, pareto_frontier
 
 CONFIDENCE = 0.95
-MEAN_RESAMPLES = 9999  # scipy's default; a mean of a handful of values costs nothing
+REACH = 0.975  # a matched gain is compared only where (nearly) every resample's frontiers reach it
 MATCHED_RESAMPLES = 2000  # each refits two frontiers in Python: ~1 s in all
 BOOTSTRAP_SEED = 0  # the report is a pure function of its runs: same runs, same intervals
 
@@ -36,25 +40,68 @@ BOOTSTRAP_SEED = 0  # the report is a pure function of its runs: same runs, same
 class Interval:
     low: float
     high: float
-    n: int  # the values (runs) behind it
+    n: int  # the values behind it
+    unit: str = "runs"  # what n counts: runs, or base models
 
     def covers(self, value: float = 0.0) -> bool:
         return self.low <= value <= self.high
 
 
-def mean_ci(values: Sequence[float | None], confidence: float = CONFIDENCE,
-            n_resamples: int = MEAN_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Interval | None:
-    """Percentile bootstrap interval of the mean (None with fewer than two values)."""
-    from scipy.stats import bootstrap  # 0.3 s to import; only reports need it
+def _t(confidence: float, df: float) -> float:
+    from scipy.stats import t  # 0.3 s to import; only reports need it
 
-    xs = np.array([v for v in values if v is not None], dtype=float)
-    if len(xs) < 2:
+    return float(t.ppf((1 + confidence) / 2, df))
+
+
+def t_interval(values: Sequence[float], confidence: float = CONFIDENCE, unit: str = "runs") -> Interval | None:
+    """Student-t interval of the mean; None with fewer than two values or no spread."""
+    xs = np.asarray(values, dtype=float)
+    if len(xs) < 2 or np.all(xs == xs[0]):
         return None
-    if np.all(xs == xs[0]):  # every resample has the same mean; scipy warns and returns nan
-        return Interval(float(xs[0]), float(xs[0]), len(xs))
-    res = bootstrap((xs,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
-                    method="percentile", rng=np.random.default_rng(seed))
-    return Interval(float(res.confidence_interval.low), float(res.confidence_interval.high), len(xs))
+    half = _t(confidence, len(xs) - 1) * float(np.std(xs, ddof=1)) / math.sqrt(len(xs))
+    return Interval(float(xs.mean()) - half, float(xs.mean()) + half, len(xs), unit)
+
+
+def cluster_means(values: Sequence[float | None], clusters: Sequence[Hashable]) -> list[float]:
+    """The mean of each cluster's values (None values left out), in first-seen order."""
+    groups: dict[Hashable, list[float]] = {}
+    for v, c in zip(values, clusters):
+        if v is not None:
+            groups.setdefault(c, []).append(float(v))
+    return [statistics.fmean(g) for g in groups.values()]
+
+
+def mean_ci(values: Sequence[float | None], clusters: Sequence[Hashable] | None = None,
+            confidence: float = CONFIDENCE) -> Interval | None:
+    """The interval of a variant's mean: over its runs, or, when `clusters` (each run's base
+    model) holds more than one value, over the base models' means (n = bases)."""
+    if clusters is not None and len({c for v, c in zip(values, clusters) if v is not None}) > 1:
+        return t_interval(cluster_means(values, clusters), confidence, unit="base models")
+    return t_interval([v for v in values if v is not None], confidence)
+
+
+def diff_ci(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Interval | None:
+    """Welch's t-interval of mean(a) - mean(b) (None with fewer than two values a side, or no spread)."""
+    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(xa) < 2 or len(xb) < 2:
+        return None
+    va, vb = np.var(xa, ddof=1) / len(xa), np.var(xb, ddof=1) / len(xb)
+    if va + vb == 0:
+        return None
+    df = (va + vb) ** 2 / (va ** 2 / (len(xa) - 1) + vb ** 2 / (len(xb) - 1))
+    d, half = float(xa.mean() - xb.mean()), _t(confidence, df) * math.sqrt(va + vb)
+    return Interval(d - half, d + half, len(xa) + len(xb))
+
+
+def group_diff_ci(a: Sequence[float], b: Sequence[float], clusters_a: Sequence[Hashable],
+                  clusters_b: Sequence[Hashable], confidence: float = CONFIDENCE) -> Interval | None:
+    """mean(a) - mean(b) over runs (`diff_ci`), or, with several base models, the t-interval
+    over each base's own difference of means (the bases both sides share; n = bases)."""
+    if len({*clusters_a, *clusters_b}) < 2:
+        return diff_ci(a, b, confidence)
+    mean_a = dict(zip(dict.fromkeys(clusters_a), cluster_means(a, clusters_a)))
+    mean_b = dict(zip(dict.fromkeys(clusters_b), cluster_means(b, clusters_b)))
+    return t_interval([mean_a[c] - mean_b[c] for c in mean_a if c in mean_b], confidence, unit="base models")
 
 
 @dataclass(frozen=True)
@@ -62,7 +109,7 @@ class RunPoint:
     """One run on the gain/outcome plane, with what the bootstrap groups it by."""
 
     variant: str  # runs of one variant are averaged (its seeds and base models)
-    cluster: Hashable  # the base model it started from; resampled as a whole
+    cluster: Hashable  # the base model it started from
     gain: float
     y: float
 
@@ -73,42 +120,79 @@ class MatchedRow:
     y_a: float
     y_b: float
     diff: float  # y_a - y_b
-    ci: Interval | None  # of diff; None without resamples that reach this gain
+    ci: Interval | None  # of diff; None where fewer than REACH of the resamples reach this gain
     reached: float  # share of resamples whose frontiers both reach this gain
+
+    @property
+    def estimable(self) -> bool:
+        return self.reached >= REACH
+
+
+@dataclass(frozen=True)
+class Nearest:
+    """The two variants (one per paradigm) whose mean gains are closest, compared directly."""
+
+    variant_a: str
+    variant_b: str
+    gain_a: float
+    gain_b: float
+    diff: float  # mean y of a's runs - mean y of b's runs
+    ci: Interval | None  # Welch's t over the two variants' runs
 
 
 @dataclass(frozen=True)
 class MatchedComparison:
-    rows: list[MatchedRow]
-    mean_diff: float  # the difference averaged over the matched gains
+    rows: list[MatchedRow]  # every candidate gain, estimable or not
+    mean_diff: float | None  # the difference averaged over the estimable gains (None: none is)
     mean_ci: Interval | None
     runs: tuple[int, int]  # runs behind each side
     variants: tuple[int, int]
     clusters: int  # base models
+    nearest: Nearest | None = None
+
+    @property
+    def estimable(self) -> bool:
+        return self.mean_diff is not None
+
+    @property
+    def best_reach(self) -> float:
+        return max(r.reached for r in self.rows)
+
+
+def _by_variant(points: Sequence[RunPoint]) -> dict[str, list[RunPoint]]:
+    by_variant: dict[str, list[RunPoint]] = {}
+    for p in points:
+        by_variant.setdefault(p.variant, []).append(p)
+    return by_variant
 
 
 def variant_means(points: Sequence[RunPoint]) -> list[tuple[float, float]]:
     """(mean gain, mean y) per variant: the points a paradigm's frontier is fitted to."""
-    by_variant: dict[str, list[RunPoint]] = {}
-    for p in points:
-        by_variant.setdefault(p.variant, []).append(p)
-    return [(statistics.fmean(p.gain for p in ps), statistics.fmean(p.y for p in ps)) for ps in by_variant.values()]
+    return [(statistics.fmean(p.gain for p in ps), statistics.fmean(p.y for p in ps))
+            for ps in _by_variant(points).values()]
+
+
+def nearest_variants(a: Sequence[RunPoint], b: Sequence[RunPoint]) -> Nearest | None:
+    """The variant pair nearest in mean gain, and Welch's interval of their outcomes' difference."""
+    va, vb = _by_variant(a), _by_variant(b)
+    if not va or not vb:
+        return None
+    gain = {k: statistics.fmean(p.gain for p in ps) for k, ps in (*va.items(), *vb.items())}
+    ka, kb = min(((x, y) for x in va for y in vb), key=lambda pair: abs(gain[pair[0]] - gain[pair[1]]))
+    ya, yb = [p.y for p in va[ka]], [p.y for p in vb[kb]]
+    return Nearest(ka, kb, gain[ka], gain[kb], statistics.fmean(ya) - statistics.fmean(yb), diff_ci(ya, yb))
 
 
 def _resample(points: Sequence[RunPoint], rng: np.random.Generator) -> list[RunPoint]:
     """Each variant's runs drawn again with replacement (as many as it has)."""
-    by_variant: dict[str, list[RunPoint]] = {}
-    for p in points:
-        by_variant.setdefault(p.variant, []).append(p)
-    return [members[i] for members in by_variant.values() for i in rng.integers(len(members), size=len(members))]
+    return [members[i] for members in _by_variant(points).values()
+            for i in rng.integers(len(members), size=len(members))]
 
 
 def _percentile_interval(samples: np.ndarray, confidence: float, n: int) -> Interval | None:
-    samples = samples[~np.isnan(samples)]
-    if not len(samples):
-        return None
     tail = 100 * (1 - confidence) / 2
-    return Interval(float(np.percentile(samples, tail)), float(np.percentile(samples, 100 - tail)), n)
+    low, high = float(np.percentile(samples, tail)), float(np.percentile(samples, 100 - tail))
+    return Interval(low, high, n) if high > low else None
 
 
 def matched_gain_ci(a: Sequence[RunPoint], b: Sequence[RunPoint], minimize_y: bool = True,
@@ -116,28 +200,31 @@ def matched_gain_ci(a: Sequence[RunPoint], b: Sequence[RunPoint], minimize_y: bo
                     n_resamples: int = MATCHED_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> MatchedComparison | None:
     """Paradigm a minus paradigm b at matched gain on one base model, with bootstrap intervals.
 
-    The point estimate interpolates each side's frontier of variant means (`matched_gain`) at
-    `n` gains spanning the range both reach. Every resample redraws each variant's runs with
-    replacement, refits both frontiers and evaluates them at those same gains; a gain outside
-    a resample's common range is left out of that resample and the share that reached it is
-    reported. None when the gain ranges do not overlap.
+    The candidate gains are `n` points spanning the range both frontiers of variant means
+    reach (`matched_gain`). Every resample redraws each variant's runs with replacement, refits
+    both frontiers and evaluates them at those gains (a frontier that does not reach a gain
+    gives its nearest end). Only gains reached by at least `REACH` of the resamples get an
+    interval and enter the mean. None when the point estimate's gain ranges do not overlap.
     """
     point = matched_gain(variant_means(a), variant_means(b), n=n, minimize_y=minimize_y)
     if not point:
         return None
     gains = [g for g, *_ in point]
     rng = np.random.default_rng(seed)
-    diffs = np.stack([_diffs_at(gains, _resample(a, rng), _resample(b, rng), minimize_y) for _ in range(n_resamples)])
+    diffs, reached = np.empty((n_resamples, len(gains))), np.empty((n_resamples, len(gains)), dtype=bool)
+    for r in range(n_resamples):
+        diffs[r], reached[r] = _diffs_at(gains, _resample(a, rng), _resample(b, rng), minimize_y)
     n_runs = len(a) + len(b)
-    rows = [MatchedRow(g, ya, yb, d, _percentile_interval(diffs[:, k], confidence, n_runs),
-                       float(np.mean(~np.isnan(diffs[:, k]))))
+    share = reached.mean(axis=0)
+    rows = [MatchedRow(g, ya, yb, d, _percentile_interval(diffs[:, k], confidence, n_runs)
+                       if share[k] >= REACH else None, float(share[k]))
             for k, (g, ya, yb, d) in enumerate(point)]
-    complete = diffs[~np.isnan(diffs).any(axis=1)]
+    keep = [k for k in range(len(gains)) if share[k] >= REACH]
     return MatchedComparison(
-        rows=rows, mean_diff=statistics.fmean(r.diff for r in rows),
-        mean_ci=_percentile_interval(complete.mean(axis=1), confidence, n_runs) if len(complete) else None,
-        runs=(len(a), len(b)), variants=(len({p.variant for p in a}), len({p.variant for p in b})),
-        clusters=len({p.cluster for p in (*a, *b)}))
+        rows=rows, mean_diff=statistics.fmean(rows[k].diff for k in keep) if keep else None,
+        mean_ci=_percentile_interval(diffs[:, keep].mean(axis=1), confidence, n_runs) if keep else None,
+        runs=(len(a), len(b)), variants=(len(_by_variant(a)), len(_by_variant(b))),
+        clusters=len({p.cluster for p in (*a, *b)}), nearest=nearest_variants(a, b))
 
 
 @dataclass(frozen=True)
@@ -145,9 +232,13 @@ class AcrossBases:
     """The matched-gain comparison on each base model, and their mean."""
 
     per_base: dict[Hashable, MatchedComparison | None]  # None: the gain ranges do not overlap there
-    mean_diff: float  # mean over the base models with an overlap of their mean differences
-    mean_ci: Interval | None  # base models resampled, then each variant's seeds within them
+    mean_diff: float | None  # mean over the base models where it is estimable
+    mean_ci: Interval | None  # t-interval over those bases' differences (n = bases)
     runs: tuple[int, int]
+
+    @property
+    def estimable_bases(self) -> list[Hashable]:
+        return [c for c, cmp in self.per_base.items() if cmp is not None and cmp.estimable]
 
 
 def matched_gain_across_bases(a: Sequence[RunPoint], b: Sequence[RunPoint], minimize_y: bool = True,
@@ -159,69 +250,37 @@ def matched_gain_across_bases(a: Sequence[RunPoint], b: Sequence[RunPoint], mini
     Frontiers are never pooled across base models: one base's learning rates can reach other
     gains than another's, and a frontier through their averages belongs to no model. Each base
     model is compared on its own (`matched_gain_ci`, intervals over its seeds); the headline is
-    the mean of their mean differences, its interval a two-level bootstrap: draw base models
-    with replacement, redraw each variant's runs within each, recompute every drawn base's
-    difference at its own matched gains, average. None when no base model has an overlap.
+    the mean of the differences of the bases where it is estimable, its interval the t-interval
+    over them: the base model is the unit, n the number of bases. None when no base overlaps.
     """
     bases = sorted({p.cluster for p in (*a, *b)}, key=repr)
-    side = {c: ([p for p in a if p.cluster == c], [p for p in b if p.cluster == c]) for c in bases}
-    per_base = {c: matched_gain_ci(*side[c], minimize_y=minimize_y, n=n, confidence=confidence,
-                                   n_resamples=n_resamples, seed=seed) for c in bases}
-    compared = [c for c in bases if per_base[c] is not None]
-    if not compared:
+    per_base = {c: matched_gain_ci([p for p in a if p.cluster == c], [p for p in b if p.cluster == c],
+                                   minimize_y=minimize_y, n=n, confidence=confidence, n_resamples=n_resamples,
+                                   seed=seed) for c in bases}
+    if all(cmp is None for cmp in per_base.values()):
         return None
-    gains = {c: [r.gain for r in per_base[c].rows] for c in compared}
-    rng = np.random.default_rng(seed)
-    means = np.full(n_resamples, np.nan)
-    for r in range(n_resamples):
-        picked = [compared[i] for i in rng.integers(len(compared), size=len(compared))]
-        per = [np.nanmean(d) if not np.isnan(d).all() else np.nan
-               for c in picked for d in [_diffs_at(gains[c], _resample(side[c][0], rng), _resample(side[c][1], rng),
-                                                   minimize_y)]]
-        if not np.isnan(per).all():
-            means[r] = np.nanmean(per)
-    return AcrossBases(per_base, statistics.fmean(per_base[c].mean_diff for c in compared),
-                       _percentile_interval(means, confidence, len(a) + len(b)), (len(a), len(b)))
+    diffs = [cmp.mean_diff for cmp in per_base.values() if cmp is not None and cmp.estimable]
+    return AcrossBases(per_base, statistics.fmean(diffs) if diffs else None,
+                       t_interval(diffs, confidence, unit="base models"), (len(a), len(b)))
 
 
-def _diffs_at(gains: Sequence[float], a: Sequence[RunPoint], b: Sequence[RunPoint], minimize_y: bool) -> np.ndarray:
-    """a's frontier minus b's at each gain (nan where either frontier does not reach it)."""
-    fa, fb = (_frontier(variant_means(side), minimize_y) for side in (a, b))
-    out = np.full(len(gains), np.nan)
-    for k, g in enumerate(gains):
-        ya, yb = _at(g, *fa), _at(g, *fb)
-        if ya is not None and yb is not None:
-            out[k] = ya - yb
-    return out
+def _diffs_at(gains: Sequence[float], a: Sequence[RunPoint], b: Sequence[RunPoint],
+              minimize_y: bool) -> tuple[np.ndarray, np.ndarray]:
+    """a's frontier minus b's at each gain (a frontier's nearest end outside its range), and
+    whether both frontiers reach that gain."""
+    (xa, ya), (xb, yb) = (_frontier(variant_means(side), minimize_y) for side in (a, b))
+    g = np.asarray(gains)
+    inside = _within(g, xa) & _within(g, xb)
+    return np.interp(g, xa, ya) - np.interp(g, xb, yb), inside
+
+
+def _within(g: np.ndarray, xs: list[float]) -> np.ndarray:
+    return ((g >= xs[0]) | np.isclose(g, xs[0])) & ((g <= xs[-1]) | np.isclose(g, xs[-1]))
 
 
 def _frontier(points: list[tuple[float, float]], minimize_y: bool) -> tuple[list[float], list[float]]:
     front = sorted({points[i] for i in pareto_frontier(points, minimize_y)})
     return [x for x, _ in front], [y for _, y in front]
-
-
-def _at(x: float, xs: list[float], ys: list[float]) -> float | None:
-    """The frontier's value at gain x, None outside its range."""
-    if not xs or (x < xs[0] and not math.isclose(x, xs[0])) or (x > xs[-1] and not math.isclose(x, xs[-1])):
-        return None
-    return float(np.interp(x, xs, ys))
-
-
-def diff_ci(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE,
-            n_resamples: int = MEAN_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Interval | None:
-    """Percentile bootstrap interval of mean(a) - mean(b), the two samples drawn independently."""
-    from scipy.stats import bootstrap
-
-    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(xa) < 2 or len(xb) < 2:
-        return None
-    if np.all(xa == xa[0]) and np.all(xb == xb[0]):
-        d = float(xa[0] - xb[0])
-        return Interval(d, d, len(xa) + len(xb))
-    res = bootstrap((xa, xb), lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis), vectorized=True,
-                    confidence_level=confidence, n_resamples=n_resamples, method="percentile",
-                    rng=np.random.default_rng(seed))
-    return Interval(float(res.confidence_interval.low), float(res.confidence_interval.high), len(xa) + len(xb))
 
 
 GAIN_SHARE = 0.9  # docs/hyperparameters.md: the smallest lr reaching 90 % of the best gain

@@ -40,7 +40,7 @@ class VariantSummary:
     runs: list[RunRecord]  # the runs in the means
     left_out: list[RunRecord]  # unfinished runs not in the means
     stats: dict[str, tuple[float | None, float | None, int]] = field(default_factory=dict)
-    cis: dict[str, Interval | None] = field(default_factory=dict)  # 95 % bootstrap, headline metrics
+    cis: dict[str, Interval | None] = field(default_factory=dict)  # 95 % t-intervals, headline metrics
 
     @property
     def partial(self) -> bool:
@@ -59,7 +59,8 @@ def summarize(runs: Sequence[RunRecord]) -> list[VariantSummary]:
         summary = VariantSummary(label, members[0].paradigm, kept, left_out)
         for key in HEADLINE_METRICS:
             summary.stats[key] = mean_std(r.metrics.get(key) for r in kept)
-            summary.cis[key] = mean_ci([r.metrics.get(key) for r in kept])
+            # runs of several base models: the base model is the unit (stats.mean_ci)
+            summary.cis[key] = mean_ci([r.metrics.get(key) for r in kept], [base_model(r.config) for r in kept])
         for key in COMPUTE:
             summary.stats[key] = mean_std(getattr(r.compute, key, None) for r in kept)
         out.append(summary)
