@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -24,8 +25,12 @@ VENV = Path(sys.executable).parent.parent  # the environment running the tests (
 
 def make(*args: str) -> subprocess.CompletedProcess:
     """`make` in the repo with this environment as its venv, never (re)installing it."""
-    cmd = ["make", "--no-print-directory", "-C", str(REPO), f"VENV={VENV}", "-o", f"{VENV}/.installed-stamp", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    # ARGS= first: under `make test ARGS=...` the outer make's ARGS reaches this one (its environment,
+    # MAKEFLAGS); a later ARGS=... in `args` still wins
+    cmd = ["make", "--no-print-directory", "-C", str(REPO), f"VENV={VENV}", "-o", f"{VENV}/.installed-stamp",
+           "ARGS=", *args]
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_slurm_preset_composes_one_task_per_node_with_requeue():
