@@ -64,14 +64,14 @@ class StepFailed(RuntimeError):
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# resolved here, in the parent: the child between fork and exec only calls it (no dlopen there)
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> bool:
     """Ask the kernel to send this process `sig` when its parent dies, however it dies (Linux;
     False elsewhere). Survives exec, so the launched torchrun gets it."""
-    if not sys.platform.startswith("linux"):
-        return False
-    return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0
+    return _PRCTL is not None and _PRCTL(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0
 
 
 def _child_setup(parent: int):
