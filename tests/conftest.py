@@ -78,10 +78,14 @@ def compose_config(*overrides: str, hydra: bool = False):
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run the installed `cpt-bench` console script, as a user would (`env`: added variables)."""
+    """Run the installed `cpt-bench` console script, as a user would (`env`: added variables).
+
+    Not attached to this process's W&B service: wandb exports its address (WANDB_SERVICE) once a
+    test here has logged, and a CLI run sharing it would find a killed run's id still in use."""
     exe = Path(sys.executable).with_name("cpt-bench")
+    base = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **env} if env else None)
+                          env={**base, **(env or {})})
 
 
 # a short sequence used by the end-to-end tests: two tasks the base model is partly good at

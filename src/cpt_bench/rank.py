@@ -16,6 +16,7 @@ one the in-process launcher runs (steps.py: `evaluate_sets`, `measure_drift`, `r
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -24,7 +25,6 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from transformers import set_seed
 
 from cpt_bench.config import PARADIGM_SCHEMAS
 from cpt_bench.distributed import zero_stage
@@ -67,10 +67,16 @@ class RankSteps:
         self.order = resolve_order(self.benchmark, cfg.order)
         self.general = list(self.benchmark.general) if cfg.eval.general else []
         self.style = PromptStyle.for_benchmark(self.benchmark, cfg.cot)
-        schema = OmegaConf.merge(OmegaConf.structured(PARADIGM_SCHEMAS[cfg.paradigm.name]), cfg.paradigm)
-        self.paradigm = build_paradigm(OmegaConf.to_object(schema), self.world)
         self.dir = Path(spec.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+
+    @functools.cached_property
+    def paradigm(self):
+        """Built when a step needs it (RIF's completion length, training): building it imports
+        TRL and DeepSpeed, seconds an evaluation step does not have to spend on every rank."""
+        cfg = self.cfg
+        schema = OmegaConf.merge(OmegaConf.structured(PARADIGM_SCHEMAS[cfg.paradigm.name]), cfg.paradigm)
+        return build_paradigm(OmegaConf.to_object(schema), self.world)
 
     @classmethod
     def from_files(cls, step: str, config_path: str, spec_path: str, device: str = "cpu") -> RankSteps:
@@ -132,6 +138,8 @@ class RankSteps:
         write_record(self.dir / "drift.json", drift)
 
     def filter(self) -> None:
+        from transformers import set_seed  # here, not at the top: it imports peft (2-3 s an evaluation skips)
+
         spec = self.spec
         set_seed(spec.seed + self.rank)  # each rank samples its own rollouts
         items = self.items(spec.stage)
@@ -144,6 +152,8 @@ class RankSteps:
                      RolloutShard(indices=idx, scores=scores, generated_tokens=tokens))
 
     def train(self) -> None:
+        from transformers import set_seed
+
         spec = self.spec
         set_seed(spec.seed)
         items = [self.items(spec.stage)[i] for i in spec.item_indices]
