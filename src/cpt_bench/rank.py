@@ -45,7 +45,7 @@ from cpt_bench.steps import (
 )
 from cpt_bench.tasks import build_benchmark, resolve_order
 from cpt_bench.vision_zero3 import align_vision_tower, needs_alignment
-from cpt_bench.wire import SPECS, EvalShard, EvalSpec, FilterSpec, RolloutShard, TrainSpec, read_record, write_record
+from cpt_bench.wire import EvalShard, EvalSpec, FilterSpec, RolloutShard, TrainSpec, write_record
 
 log = logging.getLogger("cpt_bench.worker")
 
@@ -58,6 +58,8 @@ def policy_device(device: str, zero: int | None) -> str:
 
 
 class RankSteps:
+    """One rank's view of a launched step: the run's config, the step's spec, its device."""
+
     def __init__(self, cfg, spec: EvalSpec | FilterSpec | TrainSpec, device: str = "cpu"):
         self.cfg, self.spec, self.device = cfg, spec, device
         self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -77,10 +79,6 @@ class RankSteps:
         cfg = self.cfg
         schema = OmegaConf.merge(OmegaConf.structured(PARADIGM_SCHEMAS[cfg.paradigm.name]), cfg.paradigm)
         return build_paradigm(OmegaConf.to_object(schema), self.world)
-
-    @classmethod
-    def from_files(cls, step: str, config_path: str, spec_path: str, device: str = "cpu") -> RankSteps:
-        return cls(OmegaConf.load(config_path), read_record(Path(spec_path), SPECS[step]), device)
 
     def sum(self, value: int) -> int:
         """`value` summed over the ranks (each rank counts its own rollouts)."""
