@@ -43,7 +43,7 @@ run: $(STAMP) ## the headline command: seven-task RFT (GRPO) sequence on the emb
 compare: $(STAMP) ## SFT vs RFT (same seed and order) and their comparison report
 	$(BIN)/cpt-bench -m paradigm=sft,rft $(ARGS)
 
-test: $(STAMP) ## the whole test suite (CPU; about 13 min on 2 cores)
+test: $(STAMP) ## the whole test suite (CPU; about 20 min on 2 cores)
 	$(BIN)/python -m pytest -q $(ARGS)
 
 test-fast: $(STAMP) ## the tests that build no model (under a minute): the edit-test loop
