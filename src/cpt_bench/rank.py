@@ -3,15 +3,8 @@
 The worker uses no Hydra and no W&B: it rebuilds the benchmark from the config,
 deterministically, so items cross the process boundary as indices. Each step's body is the
 one the in-process launcher runs (steps.py: `evaluate_sets`, `measure_drift`, `rif_rollouts`,
-`train_step`); a rank only adds its share of the items and the files the controller reads.
-
-    train     every rank trains (one process group; DeepSpeed ZeRO when configured); the
-              checkpoint is saved through the trainer (ZeRO-3 gathers it); rank 0 streams
-              `train_log.jsonl` (one line per log event, flushed) and writes `result.json`
-    evaluate  each rank holds a full replica on its own device and greedily evaluates the test
-              items i with i % world == rank into `shard-<rank>.json`; rank 0 also measures
-              the drift from the base model when asked (`drift.json`)
-    filter    RIF rollouts, sharded the same way, into `filter-shard-<rank>.json`
+`train_step`); a rank only adds its share of the items and the files the controller reads
+(what each step writes: worker.py's docstring).
 """
 
 from __future__ import annotations
