@@ -90,9 +90,10 @@ class RFT:
         self.prompts_per_step = cfg.prompts_per_step(world_size)
         self.completions_per_prompt = cfg.num_generations
         self.completion_length = cfg.max_completion_length
-        self.model_length: int | None = None  # colocated vLLM's context, set per stage
 
-    def trainer_args(self, ctx: StageContext, reward_weights: list[float]) -> GRPOConfig | RLOOConfig:
+    def trainer_args(self, ctx: StageContext, reward_weights: list[float],
+                     model_length: int | None = None) -> GRPOConfig | RLOOConfig:
+        """The trainer's config; `model_length`: colocated vLLM's context for this stage."""
         c = self.cfg
         rloo = c.estimator == "rloo"
         # GRPO's own loss aggregation and reward scaling; RLOO's advantages are leave-one-out
@@ -115,7 +116,7 @@ class RFT:
             vllm_gpu_memory_utilization=c.vllm_gpu_memory_utilization,
             vllm_enable_sleep_mode=c.vllm_enable_sleep_mode,
             vllm_tensor_parallel_size=c.vllm_tensor_parallel_size,
-            vllm_max_model_length=self.model_length,
+            vllm_max_model_length=model_length,
             # TRL gathers the rollouts' images for its completion log only on ranks whose batch has
             # images: with a text-only batch on another rank the collectives no longer pair up and
             # the job hangs (mixed image/text data over several ranks); the log is not used here
@@ -145,7 +146,7 @@ class RFT:
         if style.cot:
             funcs, weights = [accuracy, format], [self.cfg.reward_accuracy_weight, self.cfg.reward_format_weight]
         data = self.dataset(processing_class, examples, style)
-        self.model_length = self.cfg.vllm_max_model_length or (
+        model_length = self.cfg.vllm_max_model_length or (
             vllm_model_length(processing_class, examples, style, self.cfg.max_completion_length)
             if self.cfg.use_vllm else None)
         # which weights the KL reference holds: the original base (paper) or this stage's start
@@ -155,7 +156,7 @@ class RFT:
         trainer = (RLOOTrainer if self.cfg.estimator == "rloo" else GRPOTrainer)(
             model=model,
             reward_funcs=funcs,
-            args=self.trainer_args(ctx, weights),
+            args=self.trainer_args(ctx, weights, model_length),
             train_dataset=data,
             processing_class=processing_class,
             callbacks=[logs],
