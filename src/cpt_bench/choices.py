@@ -56,8 +56,8 @@ class PeftMethod(StrEnum):
 
 
 class DType(StrEnum):
-    auto = "auto"  # bf16 on a GPU that supports it, else fp32
-    bf16 = "bf16"
+    auto = "auto"  # bf16 on a GPU that supports it or a CPU with native bf16 (loading.Precision), else fp32
+    bf16 = "bf16"  # on a CPU: float32 weights, bf16 autocast (mixed precision)
     fp16 = "fp16"
     fp32 = "fp32"
 

@@ -31,6 +31,7 @@ from cpt_bench.config import Config, lora_kl_reference, validate
 from cpt_bench.distributed import ensure_process_group_env
 from cpt_bench.errors import ConfigError, unknown
 from cpt_bench.launch import TorchrunSteps, rendezvous
+from cpt_bench.loading import run_precision
 from cpt_bench.paradigms import build_paradigm
 from cpt_bench.prompts import PromptStyle
 from cpt_bench.provenance import command_line, hardware, package_versions
@@ -248,7 +249,7 @@ class Run:
         self.info = {
             "status": "running", "command": command_line(), "config": _comparable(cfg),
             "order": self.order, "general_suite": self.general, "seed": cfg.seed,
-            "versions": package_versions(), "hardware": hardware(),
+            "versions": package_versions(), "hardware": hardware(), "precision": run_precision(cfg).describe(),
             # which engine generated: vLLM's greedy output is not bit-identical to transformers'
             "backends": {"evaluation": str(cfg.eval.backend), "rif_rollouts": str(cfg.eval.backend),
                          "grpo_rollouts": ("vllm" if cfg.paradigm.use_vllm else "hf") if "use_vllm" in cfg.paradigm

@@ -8,21 +8,82 @@ LM with its tokenizer.
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from cpt_bench.processing import PixelBounds, load_processor, text_tokenizer
 
-DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # the CPU multiplies bf16 natively (else bf16 is emulated, slower)
 
 
-def resolve_dtype(name: str) -> torch.dtype:
-    """`model.dtype` as a torch dtype; auto = bf16 on a GPU that supports it, else fp32."""
+@dataclass(frozen=True)
+class Precision:
+    """How `model.dtype` is realised on this machine: the dtype checkpoints are loaded in
+    (`weights`) and the one matrix products run in (`compute`).
+
+    On a GPU both are the chosen dtype (bf16 with `auto` where the GPU supports it). On a CPU,
+    bf16 is mixed precision: the weights stay float32, so an optimizer step smaller than bf16's
+    resolution (lr 1e-6 on a weight of 0.05) is not rounded away, and every forward runs under
+    bf16 autocast: the trainers' own switch (`bf16=True`) in training, `inference()` around
+    evaluation, RIF rollouts and the KL estimate."""
+
+    weights: torch.dtype
+    compute: torch.dtype
+
+    @property
+    def autocast(self) -> bool:
+        return self.compute != self.weights
+
+    @property
+    def trainer_bf16(self) -> bool:
+        return self.compute == torch.bfloat16
+
+    def inference(self):
+        """The context generation and scoring run in: CPU autocast for mixed precision."""
+        return torch.autocast("cpu", dtype=self.compute) if self.autocast else contextlib.nullcontext()
+
+    def describe(self) -> str:
+        names = {v: k for k, v in DTYPES.items()}
+        mixed = f" (weights {names[self.weights]}, autocast)" if self.autocast else ""
+        return names[self.compute] + mixed
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU has native bf16 instructions (AVX512-BF16 or AMX)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = next((line.partition(":")[2].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def resolve_precision(name: str, *, cuda: bool | None = None, deepspeed: bool = False,
+                      cpu_bf16: bool | None = None) -> Precision:
+    """`model.dtype` on this machine. auto = bf16 on a GPU that supports it, or on a CPU with
+    native bf16 (mixed precision, see `Precision`) unless DeepSpeed runs on the CPU (its bf16
+    optimizer is not exercised there); fp32 elsewhere."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if cuda:
+        if name == "auto":
+            name = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return Precision(DTYPES[name], DTYPES[name])
     if name == "auto":
-        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if cuda_bf16 else torch.float32
-    return DTYPES[name]
+        native = cpu_has_bf16() if cpu_bf16 is None else cpu_bf16
+        name = "bf16" if native and not deepspeed else "fp32"
+    if name == "bf16":
+        return Precision(torch.float32, torch.bfloat16)
+    return Precision(DTYPES[name], DTYPES[name])
+
+
+def run_precision(cfg) -> Precision:
+    """A run's precision, from its `model.dtype` and whether it trains under DeepSpeed."""
+    return resolve_precision(str(cfg.model.dtype), deepspeed=bool(cfg.deepspeed.config))
 
 
 def is_vision_language(config) -> bool:

@@ -31,7 +31,7 @@ from cpt_bench.choices import Schedule
 from cpt_bench.drift import output_kl, param_drift
 from cpt_bench.errors import TrainingDiverged
 from cpt_bench.evaluation import evaluate_tasks
-from cpt_bench.loading import load_checkpoint, resolve_dtype
+from cpt_bench.loading import load_checkpoint, run_precision
 from cpt_bench.paradigms import Paradigm, StageContext
 from cpt_bench.paradigms.filtering import keep_item, rollout_scores
 from cpt_bench.processing import PixelBounds
@@ -139,18 +139,17 @@ def test_sets(benchmark: Benchmark, order: list[str], general: list[str]) -> dic
 
 
 def load_model(cfg, path: str | Path, device: str | torch.device = "cpu"):
-    """A checkpoint as every step loads it: the run's dtype, its image resolution, on `device`."""
-    model, processing_class = load_checkpoint(path, dtype=resolve_dtype(cfg.model.dtype),
-                                              pixels=PixelBounds.of(cfg.model))
+    """A checkpoint as every step loads it: the run's weights dtype, its image resolution, on `device`."""
+    model, processing_class = load_checkpoint(path, dtype=run_precision(cfg).weights, pixels=PixelBounds.of(cfg.model))
     return model.to(device), processing_class
 
 
 @functools.lru_cache(maxsize=1)
-def reference_model(cfg_dtype: str, base_path: str):
+def reference_model(dtype: torch.dtype, base_path: str):
     """The base model output drift compares against, loaded once per process: every stage of a
     sequence run in this process asks for the same one. It stays on the CPU between stages
     (see `LocalSteps.evaluate`)."""
-    model, _ = load_checkpoint(base_path, dtype=resolve_dtype(cfg_dtype))
+    model, _ = load_checkpoint(base_path, dtype=dtype)
     return model.eval()
 
 
@@ -160,7 +159,8 @@ def measure_drift(cfg, model, processing_class, base_path: str, style: PromptSty
     and `eval.kl_samples` > 0 its outputs too (KL to `base`, the base model on the same device)."""
     drift = Drift(param_drift=param_drift(model, base_path))
     if task and cfg.eval.kl_samples and base is not None:
-        drift.output_drift = output_drift(cfg, model, base, processing_class, style, test_sets, general, task)
+        with run_precision(cfg).inference():
+            drift.output_drift = output_drift(cfg, model, base, processing_class, style, test_sets, general, task)
     return drift
 
 
@@ -193,10 +193,11 @@ def rif_rollouts(cfg, model, processing_class, items: list[Example], *, benchmar
     """RIF's K rollouts per item (`filter.*`) at the paradigm's completion length: the scores
     in item order and the tokens generated. The same call in one process and on each rank."""
     f = cfg.filter
-    return rollout_scores(model, processing_class, items, tasks=benchmark.tasks, style=style,
-                          num_rollouts=f.num_rollouts, temperature=f.temperature,
-                          max_new_tokens=completion_length or cfg.eval.max_new_tokens,
-                          batch_size=max(1, f.batch_size // f.num_rollouts), engine=engine)
+    with run_precision(cfg).inference():
+        return rollout_scores(model, processing_class, items, tasks=benchmark.tasks, style=style,
+                              num_rollouts=f.num_rollouts, temperature=f.temperature,
+                              max_new_tokens=completion_length or cfg.eval.max_new_tokens,
+                              batch_size=max(1, f.batch_size // f.num_rollouts), engine=engine)
 
 
 def train_step(paradigm: Paradigm, model, processing_class, items: list[Example], ctx: StageContext,
@@ -253,8 +254,9 @@ def evaluate_sets(cfg, model, processing_class, benchmark: Benchmark, test_sets:
                   style: PromptStyle, engine=None) -> dict[str, list[dict]]:
     """Greedy evaluation of `test_sets` (every test item, or a rank's share of them), graded:
     each task's records as dicts (`EvalRecord`). The same call in one process and on each rank."""
-    records = evaluate_tasks(model, processing_class, benchmark.tasks, test_sets, style,
-                             batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens, engine=engine)
+    with run_precision(cfg).inference():
+        records = evaluate_tasks(model, processing_class, benchmark.tasks, test_sets, style,
+                                 batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens, engine=engine)
     return {name: [asdict(r) for r in recs] for name, recs in records.items()}
 
 
@@ -308,7 +310,7 @@ def stage_context(cfg, benchmark: Benchmark, style: PromptStyle, spec: StageSpec
         stage=spec.stage, task_name=spec.task, tasks=benchmark.tasks, style=style,
         base_path=spec.base_path, start_path=spec.start_path, work_dir=spec.dir / "trainer",
         save_dir=spec.partial_model_dir, seed=spec.seed, use_cpu=not torch.cuda.is_available(),
-        bf16=resolve_dtype(cfg.model.dtype) == torch.bfloat16,
+        bf16=run_precision(cfg).trainer_bf16,
         deepspeed=OmegaConf.to_container(cfg.deepspeed.config) if cfg.deepspeed.config else None,
         peft=OmegaConf.to_container(cfg.peft, enum_to_str=True) if cfg.peft.name == "lora" else None,
         on_log=logged,
@@ -344,8 +346,8 @@ class LocalSteps:
         seconds = time.time() - start
         drift = Drift()
         if drift_from:
-            base = reference_model(str(self.cfg.model.dtype), str(drift_from)) if task and self.cfg.eval.kl_samples \
-                else None
+            base = reference_model(run_precision(self.cfg).weights, str(drift_from)) \
+                if task and self.cfg.eval.kl_samples else None
             try:  # the cached base visits the accelerator for this step only
                 drift = measure_drift(self.cfg, self.model, self.processing_class, drift_from, self.style,
                                       self.test_sets, self.general, task, base.to(self.device) if base else None)
