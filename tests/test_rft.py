@@ -185,3 +185,25 @@ def test_rloo_trains_a_stage_on_the_same_rewards(model_cache, tmp_path):
     assert stage["train"]["optimizer_steps"] > 0 and stage["train"]["generated_tokens"] > 0
     assert "reward" in stage["diagnostics"] and "kl" in stage["diagnostics"]
     assert json.loads((run_dir / "run.json").read_text())["config"]["paradigm"]["estimator"] == "rloo"
+
+
+@pytest.mark.slow
+def test_generation_steps_generate_several_optimizer_steps_rollouts_at_once(model_cache, tmp_path):
+    """paradigm.generation_steps=2: TRL's steps_per_generation covers two optimizer steps (counted
+    in micro-steps), the rollouts for both are generated in one batch (the reward is called once
+    per generation batch), and the stage still trains one optimizer step per 16 prompts."""
+    cfg = composed("paradigm=rft", "paradigm.generation_steps=2", "paradigm.gradient_accumulation_steps=2",
+                   "paradigm.per_device_batch_size=64")
+    args = RFT(cfg.paradigm).trainer_args(StageContext(
+        stage=1, task_name="max", tasks={}, style=PromptStyle(False, ""), base_path="b", start_path="b",
+        work_dir=tmp_path, save_dir=tmp_path, seed=0, use_cpu=True, bf16=False), [1.0])
+    assert args.steps_per_generation == 4 and args.generation_batch_size == 256  # 2 steps x 2 micro-steps x 64
+    run_dir = tmp_path / "run"
+    res = run_cli("paradigm=rft", "paradigm.generation_steps=2", "order.tasks=[max]", "benchmark.train_size=64",
+                  "benchmark.test_size=10", "eval.general=false", "logger=none", f"model.cache_dir={model_cache}",
+                  f"hydra.run.dir={run_dir}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    stage = json.loads((run_dir / "stages" / "01-max" / "stage.json").read_text())
+    assert stage["train"]["optimizer_steps"] == 4 and stage["train"]["generated_tokens"] > 0
+    logged = [json.loads(line) for line in (run_dir / "stages/01-max/train_log.jsonl").read_text().splitlines()]
+    assert len([row for row in logged if "loss" in row]) == 4

@@ -147,6 +147,11 @@ class RFTParadigm(StageTraining):
     epsilon: float = 0.2  # PPO clip low (paper 0.2)
     epsilon_high: float = 0.3  # PPO clip high (paper 0.3)
     num_iterations: int = 1
+    # optimizer steps trained on one generation batch (TRL's steps_per_generation, counted in
+    # optimizer steps): 1 = every step on its own fresh rollouts; k > 1 generates k steps' prompts
+    # at once and trains the later steps off-policy, clipped by epsilon (the paper's rollout batch
+    # 512 over global batch 128 is 4); the same prompts and groups either way
+    generation_steps: int = 1
     reward_accuracy_weight: float = 0.9  # with CoT: w_acc * accuracy + w_fmt * format
     reward_format_weight: float = 0.1
     # GRPO rollouts through vLLM (TRL's integration; optional extra `cpt-bench[vllm]`)
@@ -171,6 +176,7 @@ class RFTParadigm(StageTraining):
         require(self.epsilon >= 0, f"{at}.epsilon", self.epsilon, ">= 0")
         require(self.epsilon_high >= 0, f"{at}.epsilon_high", self.epsilon_high, ">= 0")
         require(self.num_iterations > 0, f"{at}.num_iterations", self.num_iterations, "> 0")
+        require(self.generation_steps > 0, f"{at}.generation_steps", self.generation_steps, "> 0")
         for key in ("reward_accuracy_weight", "reward_format_weight"):
             require(getattr(self, key) >= 0, f"{at}.{key}", getattr(self, key), ">= 0")
         require(0 < self.vllm_gpu_memory_utilization <= 1, f"{at}.vllm_gpu_memory_utilization",

@@ -129,6 +129,7 @@ class RFT:
             epsilon=c.epsilon,
             epsilon_high=c.epsilon_high,
             num_iterations=c.num_iterations,
+            steps_per_generation=c.generation_steps * c.gradient_accumulation_steps,
             reward_weights=reward_weights,
             use_vllm=c.use_vllm,
             vllm_mode=str(c.vllm_mode),
@@ -146,11 +147,11 @@ class RFT:
                       ctx: StageContext) -> tuple[GRPOTrainer | RLOOTrainer, ForwardLogs, dict]:
         style, tasks = ctx.style, ctx.tasks
         counters = {"generated_tokens": 0}
-        per_step = self.prompts_per_step
-        if len(examples) < per_step:  # e.g. RIF kept few items: GRPO would form no batch at all
-            log.warning("only %d items for %d prompts per step: repeating them to fill one step",
-                        len(examples), per_step)
-            examples = (examples * math.ceil(per_step / len(examples)))[:per_step]
+        per_batch = self.prompts_per_step * self.cfg.generation_steps  # one generation batch
+        if len(examples) < per_batch:  # e.g. RIF kept few items: GRPO would form no batch at all
+            log.warning("only %d items for %d prompts per generation batch: repeating them to fill one",
+                        len(examples), per_batch)
+            examples = (examples * math.ceil(per_batch / len(examples)))[:per_batch]
 
         def accuracy(completions, idx, completion_ids=None, **_):
             if completion_ids is not None:  # called once per generation batch: count rollout tokens
