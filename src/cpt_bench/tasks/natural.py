@@ -54,6 +54,27 @@ CAPITALS = {
     "Mongolia": "Ulaanbaatar", "Senegal": "Dakar", "Zimbabwe": "Harare", "Jamaica": "Kingston", "Panama": "Panama City",
     "Brazil": "Brasilia", "United Kingdom": "London", "United States": "Washington", "Cambodia": "Phnom Penh",
     "Sri Lanka": "Colombo", "Armenia": "Yerevan", "Georgia": "Tbilisi", "Belarus": "Minsk", "Moldova": "Chisinau",
+    # more countries, so a 64-item test split asks about ~40 countries, not ~17 (one capital each,
+    # no diacritics: a capital with two seats or a common second spelling is left out)
+    "Angola": "Luanda", "Azerbaijan": "Baku", "Bahrain": "Manama", "Belize": "Belmopan", "Bhutan": "Thimphu",
+    "Bosnia and Herzegovina": "Sarajevo", "Botswana": "Gaborone", "Brunei": "Bandar Seri Begawan",
+    "Burkina Faso": "Ouagadougou", "Cyprus": "Nicosia", "Dominican Republic": "Santo Domingo",
+    "El Salvador": "San Salvador", "Eritrea": "Asmara", "Fiji": "Suva", "Gabon": "Libreville", "Gambia": "Banjul",
+    "Guatemala": "Guatemala City", "Guinea": "Conakry", "Guyana": "Georgetown", "Haiti": "Port-au-Prince",
+    "Honduras": "Tegucigalpa", "Kazakhstan": "Astana", "Kuwait": "Kuwait City", "Kyrgyzstan": "Bishkek",
+    "Laos": "Vientiane", "Lesotho": "Maseru", "Liberia": "Monrovia", "Liechtenstein": "Vaduz",
+    "Madagascar": "Antananarivo", "Malawi": "Lilongwe", "Mali": "Bamako", "Malta": "Valletta",
+    "Mauritania": "Nouakchott", "Mauritius": "Port Louis", "Montenegro": "Podgorica", "Mozambique": "Maputo",
+    "Namibia": "Windhoek", "Nicaragua": "Managua", "Niger": "Niamey", "North Macedonia": "Skopje", "Oman": "Muscat",
+    "Papua New Guinea": "Port Moresby", "Rwanda": "Kigali", "Sierra Leone": "Freetown", "Somalia": "Mogadishu",
+    "South Sudan": "Juba", "Suriname": "Paramaribo", "Tajikistan": "Dushanbe", "Tanzania": "Dodoma",
+    "Trinidad and Tobago": "Port of Spain", "Turkmenistan": "Ashgabat", "United Arab Emirates": "Abu Dhabi",
+    "Uzbekistan": "Tashkent", "Zambia": "Lusaka", "Bahamas": "Nassau", "Barbados": "Bridgetown", "Cape Verde": "Praia",
+    "Comoros": "Moroni", "Equatorial Guinea": "Malabo", "Samoa": "Apia", "Vanuatu": "Port Vila",
+    "Solomon Islands": "Honiara", "East Timor": "Dili", "Seychelles": "Victoria", "Saint Lucia": "Castries",
+    "Dominica": "Roseau", "Central African Republic": "Bangui", "Republic of the Congo": "Brazzaville",
+    "Democratic Republic of the Congo": "Kinshasa", "Guinea-Bissau": "Bissau", "Marshall Islands": "Majuro",
+    "Micronesia": "Palikir", "Tuvalu": "Funafuti",
 }
 
 ANTONYMS = {
@@ -71,6 +92,20 @@ ANTONYMS = {
     "wild": "tame", "guilty": "innocent", "visible": "invisible", "possible": "impossible", "correct": "wrong",
     "together": "apart", "top": "bottom", "sunny": "cloudy", "entrance": "exit", "import": "export",
     "lend": "borrow", "sink": "float", "teacher": "student", "king": "queen", "boy": "girl", "man": "woman",
+    # more pairs, neither word used above (no pair is asked both ways across the split)
+    "ancient": "modern", "backward": "forward", "careful": "careless", "difficult": "easy", "evening": "morning",
+    "freeze": "melt", "front": "back", "guest": "host", "hero": "villain", "husband": "wife", "inner": "outer",
+    "less": "more", "loose": "tight", "majority": "minority", "male": "female", "few": "many", "odd": "even",
+    "past": "future", "peace": "war", "plural": "singular", "positive": "negative", "private": "public",
+    "ugly": "beautiful", "vertical": "horizontal", "worst": "best", "yesterday": "tomorrow", "input": "output",
+    "arrival": "departure", "dawn": "dusk", "add": "subtract", "multiply": "divide", "absent": "present",
+    "foolish": "wise", "attack": "defend", "ascend": "descend", "agree": "disagree", "appear": "disappear",
+    "connect": "disconnect", "major": "minor", "encourage": "discourage", "optimist": "pessimist",
+    "offense": "defense", "profit": "loss", "rise": "fall", "solid": "liquid", "superior": "inferior",
+    "temporary": "permanent", "whole": "part", "winter": "summer", "sunrise": "sunset", "mother": "father",
+    "sister": "brother", "uncle": "aunt", "son": "daughter", "black": "white", "obey": "disobey", "birth": "death",
+    "knowledge": "ignorance", "flexible": "rigid", "cause": "effect", "send": "receive", "teach": "learn",
+    "exterior": "interior",
 }
 
 WORDS = ["apple", "garden", "river", "pencil", "window", "orange", "tiger", "mountain", "yellow", "basket",
