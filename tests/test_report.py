@@ -384,3 +384,24 @@ def test_the_report_compares_paradigms_at_equal_compute(tmp_path):
     assert "| 300 | +60.0 | +7.5 | +52.5 |" in text  # forgetting at 300 steps
     assert "### forgetting at equal processed tokens" not in text  # no run recorded tokens: no comparison
     assert paths["compute"].exists()
+
+
+def test_a_varying_setting_besides_the_learning_rate_makes_a_series_of_its_own(tmp_path):
+    """GRPO with and without KL along one learning-rate grid (the SmolLM2 study): each KL
+    setting is its own frontier, compared with SFT's and with the other's; the gain-only rule
+    picks a learning rate in each."""
+    i = 0
+    for (paradigm, lr), seeds in GRID.items():
+        for kl in ((0.0, 0.01) if paradigm == "rft" else (None,)):
+            for seed, (final, forgetting, gain, general) in enumerate(seeds):
+                cfg = config(paradigm, lr, seed)
+                if kl is not None:
+                    cfg["paradigm"]["kl_coef"] = kl
+                write_run(tmp_path / str(i), cfg, metrics=metrics(final, forgetting + (kl or 0), gain, general))
+                i += 1
+    runs = report.load_runs([tmp_path])
+    assert {r.family for r in runs} == {"sft", "rft kl_coef=0.0", "rft kl_coef=0.01"}
+    section = report.matched_gain_section(runs)
+    for pair in ("sft vs rft kl_coef=0.0", "sft vs rft kl_coef=0.01", "rft kl_coef=0.0 vs rft kl_coef=0.01"):
+        assert f"### forgetting: {pair}" in section
+    assert "rft kl_coef=0.0: 4 runs in 2 variants; rft kl_coef=0.01: 4 runs in 2 variants" in section

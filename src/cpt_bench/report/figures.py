@@ -80,7 +80,7 @@ def plot_curves(summaries: Sequence[VariantSummary], path: Path) -> Path:
 
 def plot_pareto(runs: Sequence[RunRecord], path: Path) -> Path:
     plt = pyplot()
-    colors = _colors(r.paradigm for r in runs)
+    colors = _colors([*(r.family for r in runs), *(r.paradigm for r in runs)])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     panels = (("forgetting", "forgetting (pts, positive = lost)", True),
               ("general_delta", "general change (pts, negative = harm)", False))
@@ -140,9 +140,9 @@ def plot_drift(points: Sequence[StagePoint], path: Path) -> Path:
 
 
 def plot_compute(runs: Sequence[RunRecord], path: Path) -> Path:
-    """Gain and forgetting of every sequential run against the compute it used, by paradigm."""
+    """Gain and forgetting of every sequential run against the compute it used, by family."""
     plt = pyplot()
-    colors = _colors(r.paradigm for r in runs)
+    colors = _colors(r.family for r in runs)
     outcomes = (("gain", "gain on the trained task (pts)"), ("forgetting", "forgetting (pts, positive = lost)"))
     fig, axes = plt.subplots(len(outcomes), len(COMPUTE_AXES), figsize=(5.0 * len(COMPUTE_AXES), 4.0 * len(outcomes)),
                              squeeze=False)

@@ -55,6 +55,17 @@ class RunRecord:
         return str(_get(self.config, "paradigm.name") or "unknown")
 
     @property
+    def family(self) -> str:
+        """The series a run belongs to when paradigms are compared along a learning-rate grid:
+        its paradigm and what else sets its variant apart, but not the learning rate nor the
+        schedule (the series hold sequential runs only): "rft kl_coef=0.01"; just the paradigm
+        when nothing else varies."""
+        keys = [(part, part.partition("=")[0]) for part in self.variant.split() if "=" in part]
+        rest = [part for part, key in keys
+                if key not in ("paradigm", "schedule") and not key.endswith("learning_rate")]
+        return " ".join([self.paradigm, *rest])
+
+    @property
     def lr(self) -> float | None:
         return _get(self.config, "paradigm.learning_rate")
 
@@ -255,4 +266,5 @@ def _natural_key(value) -> list:
 
 
 def _paradigm_key(name: str) -> tuple:
-    return PARADIGM_RANK.get(name, len(PARADIGM_RANK)), name
+    """A paradigm, or a family led by its paradigm's name, in table order."""
+    return PARADIGM_RANK.get(name.split(" ")[0], len(PARADIGM_RANK)), name

@@ -98,30 +98,31 @@ def stage_curve(runs: Sequence[RunRecord]) -> list[tuple[int, float, float | Non
 
 
 def run_points(runs: Sequence[RunRecord], key: str) -> dict[str, list[RunPoint]]:
-    """Each sequential run's (gain, key) with its variant and base model, by paradigm: what the
-    matched-gain bootstrap resamples."""
+    """Each sequential run's (gain, key) with its variant and base model, by family (the
+    paradigm, and e.g. its KL setting where that varies): what the matched-gain bootstrap
+    resamples."""
     out: dict[str, list[RunPoint]] = {}
-    for run in sorted(runs, key=lambda r: _paradigm_key(r.paradigm)):
+    for run in sorted(runs, key=lambda r: _paradigm_key(r.family)):
         gain, y = run.metrics.get("gain"), run.metrics.get(key)
         if not run.joint and gain is not None and y is not None:
-            out.setdefault(run.paradigm, []).append(RunPoint(run.variant, base_model(run.config), gain, y))
+            out.setdefault(run.family, []).append(RunPoint(run.variant, base_model(run.config), gain, y))
     return out
 
 
 def gain_rule_choices(runs: Sequence[RunRecord]) -> dict[str, tuple[float, list[RunRecord]]]:
-    """Per paradigm, the learning rate the gain-only rule picks among its sequential runs, and
-    those runs. Only for a paradigm whose variants differ in the learning rate alone (else
-    the rule has no single grid to pick from) and that has at least two learning rates."""
+    """Per family (`RunRecord.family`), the learning rate the gain-only rule picks among its
+    sequential runs, and those runs. Only for a family whose variants differ in the learning
+    rate alone (else the rule has no single grid to pick from) and that has at least two."""
     out = {}
-    by_paradigm: dict[str, dict[float, list[RunRecord]]] = {}
+    by_family: dict[str, dict[float, list[RunRecord]]] = {}
     for run in runs:
         if not run.joint and run.lr is not None and run.metrics.get("gain") is not None:
-            by_paradigm.setdefault(run.paradigm, {}).setdefault(float(run.lr), []).append(run)
-    for paradigm, grid in sorted(by_paradigm.items(), key=lambda kv: _paradigm_key(kv[0])):
+            by_family.setdefault(run.family, {}).setdefault(float(run.lr), []).append(run)
+    for family, grid in sorted(by_family.items(), key=lambda kv: _paradigm_key(kv[0])):
         if len(grid) < 2 or any(len({r.variant for r in members}) > 1 for members in grid.values()):
             continue
         lr = gain_rule({lr: statistics.fmean(r.metrics["gain"] for r in members) for lr, members in grid.items()})
-        out[paradigm] = (lr, grid[lr])
+        out[family] = (lr, grid[lr])
     return out
 
 
@@ -131,13 +132,13 @@ COMPUTE_AXES = {"optimizer_steps": "optimizer steps", "processed_tokens": "proce
 
 
 def compute_series(runs: Sequence[RunRecord], axis: str, key: str) -> dict[str, list[tuple[float, float]]]:
-    """(compute on `axis`, metric `key`) per sequential run, by paradigm."""
+    """(compute on `axis`, metric `key`) per sequential run, by family (`RunRecord.family`)."""
     out: dict[str, list[tuple[float, float]]] = {}
-    for run in sorted(runs, key=lambda r: _paradigm_key(r.paradigm)):
+    for run in sorted(runs, key=lambda r: _paradigm_key(r.family)):
         cost = getattr(run.compute, axis, None) if run.compute else None
         y = run.metrics.get(key)
         if not run.joint and cost and y is not None:
-            out.setdefault(run.paradigm, []).append((float(cost), y))
+            out.setdefault(run.family, []).append((float(cost), y))
     return out
 
 
