@@ -58,9 +58,13 @@ tiny-base: $(STAMP) ## rebuild the shipped embedded base model from its recipe o
 reference: $(STAMP) ## regenerate the pinned reference matrices (tests/reference/) on this machine
 	CPT_BENCH_UPDATE_REFERENCE=1 $(BIN)/python -m pytest -q -k pinned_reference $(ARGS)
 
-bench: $(STAMP) ## sequence wall times (SFT, RFT, RIF) and RFT's overhead over a bare GRPOTrainer
+bench: $(STAMP) ## sequence wall times (SFT, RFT, RIF), RFT's overhead; ARGS=smollm2: the real-LM path, fp32 vs bf16
+ifeq ($(ARGS),smollm2)
+	$(BIN)/python benchmarks/bench_smollm2.py
+else
 	$(BIN)/python benchmarks/bench_sequence.py $(ARGS)
 	$(BIN)/python benchmarks/bench_rft_overhead.py
+endif
 
 bench-sweep: $(STAMP) ## the 20-run pareto sweep, sequential vs 2 parallel joblib jobs (~20 min on 2 cores)
 	$(BIN)/python benchmarks/bench_parallel_sweep.py
@@ -74,11 +78,13 @@ study-toy: $(STAMP) ## toy: pareto over 3 base models x 3 seeds, both paradigms,
 		hydra/launcher=joblib hydra.sweep.dir=$(STUDY)/toy/rft $(ARGS)
 	$(BIN)/cpt-bench-report $(STUDY)/toy
 
-study-smollm2: $(STAMP) ## real LM: SFT vs GRPO on format-aligned SmolLM2-135M, natural tasks (~55 min)
-	$(BIN)/cpt-bench -m +experiment=smollm2_study paradigm=sft_smollm2 paradigm.learning_rate=1e-6,5e-6,2e-5,1e-4 \
+study-smollm2: $(STAMP) ## real LM: SFT vs GRPO (with and without KL) on format-aligned SmolLM2-135M, 3 seeds
+	$(BIN)/cpt-bench -m +experiment=smollm2_study paradigm=sft_smollm2 paradigm.learning_rate=2e-6,5e-6 \
 		hydra.sweep.dir=$(STUDY)/smollm2/sft $(ARGS)
-	$(BIN)/cpt-bench -m +experiment=smollm2_study paradigm=rft_smollm2 paradigm.learning_rate=2e-5,1e-4 \
+	$(BIN)/cpt-bench -m +experiment=smollm2_study paradigm=rft_smollm2 paradigm.learning_rate=1e-5,2e-5 \
 		hydra.sweep.dir=$(STUDY)/smollm2/rft $(ARGS)
+	$(BIN)/cpt-bench -m +experiment=smollm2_study paradigm=rft_smollm2 paradigm.learning_rate=2e-5 paradigm.kl_coef=0.01 \
+		hydra.sweep.dir=$(STUDY)/smollm2/rft_kl $(ARGS)
 	$(BIN)/cpt-bench-report $(STUDY)/smollm2
 
 multirun: $(STAMP) ## example sweep: two seeds x two orders = four sequences

@@ -4,7 +4,8 @@ Scenarios (the first three by default, or name some):
   sft      `cpt-bench`                          target: <= 300 s, evaluation <= 25 % of it
   rft      `cpt-bench paradigm=rft`             target: <= 600 s
   rft_rif  `cpt-bench paradigm=rft filter=rif`  RIF's rollout cost vs the training it saves
-  smollm2  `cpt-bench +experiment=smollm2_cpu`  the real-LM CPU profile (~15 min on 2 cores)
+  smollm2_cpu  `cpt-bench +experiment=smollm2_cpu`  the real-LM CPU profile (~15 min on 2 cores;
+               `make bench ARGS=smollm2` is bench_smollm2.py, fp32 vs bf16 piece by piece)
 A rebuild of the embedded base model from its recipe is measured first, in a fresh cache (what
 `make tiny-base` or `model.shipped=false` costs; target <= 180 s; the runs load the shipped
 one), and so is the SmolLM2 conversion when that scenario runs.
@@ -28,7 +29,7 @@ SCENARIOS = {
     "sft": ([], 300),
     "rft": (["paradigm=rft"], 600),
     "rft_rif": (["paradigm=rft", "filter=rif"], None),
-    "smollm2": (["+experiment=smollm2_cpu"], None),
+    "smollm2_cpu": (["+experiment=smollm2_cpu"], None),
 }
 DEFAULT = ["sft", "rft", "rft_rif"]
 
@@ -91,7 +92,7 @@ def main(argv: list[str]) -> int:
         t0 = time.perf_counter()
         build_tiny_base(TinyRecipe(), cache, shipped=False)
         result["base_model_build_seconds"] = round(time.perf_counter() - t0, 1)
-        if "smollm2" in names:
+        if "smollm2_cpu" in names:
             t0 = time.perf_counter()
             build_smollm2(cache)
             result["smollm2_conversion_seconds"] = round(time.perf_counter() - t0, 1)
