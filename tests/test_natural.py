@@ -96,12 +96,13 @@ def test_study_preset_composes_both_paradigms_sized_for_two_cores():
     assert (sft.paradigm.name, rft.paradigm.name) == ("sft", "rft")  # reported under the paradigms' names
     assert (rft.model.name, rft.benchmark.name, rft.cot) == ("smollm2_135m_aligned", "natural", True)
     assert list(rft.order.tasks) == ["add", "capital", "largest", "antonym"]
-    # as many optimizer steps per stage: 16 items / batch 8 x 2 epochs = 16 prompts / 4 per step
-    assert sft.benchmark.train_size / sft.paradigm.per_device_batch_size * sft.paradigm.epochs == 4
-    assert rft.benchmark.train_size / (rft.paradigm.per_device_batch_size / rft.paradigm.num_generations) == 4
+    # as many optimizer steps per stage: 32 items / batch 8 x 2 epochs = 32 prompts / 4 per step
+    assert sft.benchmark.train_size / sft.paradigm.per_device_batch_size * sft.paradigm.epochs == 8
+    assert rft.benchmark.train_size / (rft.paradigm.per_device_batch_size / rft.paradigm.num_generations) == 8
+    assert sft.benchmark.test_size == 64 and list(sft.benchmark.general) == ["successor", "smaller"]
     assert rft.paradigm.kl_coef == 0.0 and rft.checkpoint.keep == "last"
     params = compose_config("+experiment=smollm2_study", hydra=True).hydra.sweeper.params
-    assert dict(params) == {"seed": "0,1"}  # paradigm and learning rates on the command line (make study-smollm2)
+    assert dict(params) == {"seed": "0,1,2"}  # paradigm, KL and learning rates on the command line
     assert compose_config("+experiment=smollm2_study").paradigm.name == "sft"
     for cfg in cfgs.values():
         plan(cfg)
