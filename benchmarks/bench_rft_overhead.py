@@ -36,13 +36,14 @@ def main(argv: list[str]) -> int:
     from trl import GRPOTrainer
 
     from cpt_bench.builtin.tiny import build_tiny_base
-    from cpt_bench.config import TinyRecipe, register_configs
-    from cpt_bench.grading import grade_exact
-    from cpt_bench.loading import load_checkpoint
-    from cpt_bench.paradigms import StageContext
+    from cpt_bench.config import TinyRecipe
+    from cpt_bench.configstore import register_configs
+    from cpt_bench.model.loading import load_checkpoint
+    from cpt_bench.model.prompts import PromptStyle
+    from cpt_bench.paradigms.base import StageContext
     from cpt_bench.paradigms.rft import RFT
-    from cpt_bench.prompts import PromptStyle
     from cpt_bench.tasks import build_benchmark
+    from cpt_bench.tasks.grading import grade_exact
 
     datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()

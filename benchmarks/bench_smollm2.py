@@ -43,7 +43,7 @@ def compose(*overrides: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
-    from cpt_bench.config import register_configs
+    from cpt_bench.configstore import register_configs
 
     register_configs()
     with initialize_config_module(config_module="cpt_bench.conf", version_base="1.3"):
@@ -55,27 +55,26 @@ class Setting:
 
     def __init__(self, dtype: str, *overrides: str):
         from cpt_bench.builtin import base_model_path
-        from cpt_bench.continual import plan
-        from cpt_bench.paradigms import build_paradigm
-        from cpt_bench.prompts import PromptStyle
-        from cpt_bench.steps import LocalSteps, test_sets
+        from cpt_bench.model.prompts import PromptStyle
+        from cpt_bench.run.plan import plan
+        from cpt_bench.run.steps import LocalSteps
 
         self.cfg = compose(f"model.dtype={dtype}", *overrides)
         planned = plan(self.cfg)
         self.benchmark, self.order = planned.benchmark, planned.order
         self.style = PromptStyle.for_benchmark(self.benchmark, self.cfg.cot)
-        self.test_sets = test_sets(self.benchmark, self.order, list(self.benchmark.general))
+        self.test_sets = self.benchmark.test_sets(self.order, list(self.benchmark.general))
         self.base = base_model_path(self.cfg.model)
         self.steps = LocalSteps(self.cfg, benchmark=self.benchmark, style=self.style, test_sets=self.test_sets,
-                                paradigm=build_paradigm(planned.schema.paradigm))
+                                paradigm=planned.paradigm)
         self.steps.load(self.base)
 
 
 def generation(setting: Setting, batch: int) -> dict:
     """Generated and processed tokens/s of `batch` prompts at exactly NEW_TOKENS new tokens, and
     the forward bound over the same sequences."""
-    from cpt_bench.loading import run_precision
-    from cpt_bench.prompts import encode_prompts, format_prompt
+    from cpt_bench.model.loading import run_precision
+    from cpt_bench.model.prompts import encode_prompts, format_prompt
 
     model, tok = setting.steps.model, setting.steps.processing_class
     items = [ex for items in setting.test_sets.values() for ex in items][:batch]
@@ -100,7 +99,7 @@ def evaluation_seconds(setting: Setting) -> float:
 
 def step_seconds(setting: Setting) -> list[float]:
     """Seconds of each optimizer step of stage 1 after the first (which also builds the trainer)."""
-    from cpt_bench.steps import StageSpec, stage_items
+    from cpt_bench.run.steps import StageSpec, stage_items
 
     task, items = stage_items(setting.benchmark, setting.order, setting.cfg.schedule, 0, setting.cfg.replay)[0]
     ends: list[float] = []
@@ -123,7 +122,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="generation measurements per batch and precision")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO / "src"))
-    from cpt_bench.provenance import cpu_fingerprint
+    from cpt_bench.outputs.provenance import cpu_fingerprint
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     result: dict = {"machine": f"{cpu_fingerprint()}, {os.cpu_count()} cores, {platform.platform()}",

@@ -65,7 +65,7 @@ def build(folder: Path, device: str, smoke: bool, *, models: int = 1, save: bool
     from transformers import Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from cpt_bench.processing import register_image_only_processors
+    from cpt_bench.model.processing import register_image_only_processors
 
     from tiny_vlm import QWEN_VL_CHAT_TEMPLATE, train_qwen2_tokenizer
 
@@ -112,9 +112,9 @@ def peak_gb() -> float | None:
 
 
 def check_kl(args, device: str) -> dict:
-    from cpt_bench.drift import output_kl
-    from cpt_bench.processing import PixelBounds
-    from cpt_bench.prompts import format_prompt
+    from cpt_bench.model.drift import output_kl
+    from cpt_bench.model.processing import PixelBounds
+    from cpt_bench.model.prompts import format_prompt
 
     processor, (model, base) = build(Path(tempfile.mkdtemp()), device, args.smoke, models=2)
     PixelBounds(*PAPER_PIXELS).apply(processor)
@@ -131,9 +131,9 @@ def check_kl(args, device: str) -> dict:
 
 
 def check_eval(args, device: str) -> dict:
-    from cpt_bench.evaluation import generate
-    from cpt_bench.processing import PixelBounds
-    from cpt_bench.prompts import format_prompt
+    from cpt_bench.model.evaluation import generate
+    from cpt_bench.model.processing import PixelBounds
+    from cpt_bench.model.prompts import format_prompt
 
     processor, (model,) = build(Path(tempfile.mkdtemp()), device, args.smoke)
     batch, new = (2, 8) if args.smoke else (64, 1024)
@@ -160,11 +160,10 @@ def check_eval(args, device: str) -> dict:
 
 def check_grpo(args, device: str) -> dict:
     """One GRPO step through cpt-bench's own paradigm and TRL, with the vLLM share held back."""
-    from cpt_bench.config import RFTParadigm
-    from cpt_bench.loading import load_checkpoint
-    from cpt_bench.paradigms import StageContext
-    from cpt_bench.paradigms.rft import RFT
-    from cpt_bench.prompts import PromptStyle
+    from cpt_bench.model.loading import load_checkpoint
+    from cpt_bench.model.prompts import PromptStyle
+    from cpt_bench.paradigms.base import StageContext
+    from cpt_bench.paradigms.rft import RFT, RFTParadigm
     from cpt_bench.tasks.base import Example
 
     folder = Path(tempfile.mkdtemp())

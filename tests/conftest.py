@@ -69,11 +69,21 @@ def compose_config(*overrides: str, hydra: bool = False):
     params, run dirs), as `compose(..., return_hydra_config=True)` does."""
     from hydra import compose, initialize_config_module
 
-    from cpt_bench.config import register_configs
+    from cpt_bench.configstore import register_configs
 
     register_configs()  # idempotent: stores the same schema nodes under the same names
     with initialize_config_module(config_module="cpt_bench.conf", version_base="1.3"):
         return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def worker_config(cfg, folder: Path):
+    """The config a launched worker holds: the controller's typed Config written to a file and
+    read back as the worker reads it (run.wire)."""
+    from cpt_bench.config import validate
+    from cpt_bench.run.wire import read_config, write_config
+
+    write_config(folder / "config.yaml", validate(cfg))
+    return read_config(folder / "config.yaml")
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from cpt_bench.provenance import cpu_fingerprint
+from cpt_bench.outputs.provenance import cpu_fingerprint
 
 REFERENCE_DIR = Path(__file__).parent / "reference"
 def check_reference(name: str, run_dir: Path) -> None:

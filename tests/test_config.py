@@ -12,7 +12,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from cpt_bench.continual import plan
+from cpt_bench.run.plan import plan
 from cpt_bench.tasks import ConfigError
 
 from conftest import REPO, run_cli
@@ -172,10 +172,10 @@ INVALID = [
     (["benchmark=mllm_cl7", "benchmark.max_test=0"], "benchmark.max_test must be > 0 or null"),
     (["filter=rif", "filter.keep=nonzero_variance", "filter.num_rollouts=1"], "filter.num_rollouts must be >= 2"),
     (["threads=0"], "threads must be > 0 or null, not 0"),
-    (["paradigm.name=ppo"], "unknown paradigm 'ppo'; available: sft, rft"),
-    (["logger.name=mlflow"], "unknown logger 'mlflow'; available: wandb, none"),
+    (["paradigm.name=ppo"], "unknown paradigm 'ppo'; available: rft, sft"),
     (["model.builtin=huge"], "unknown built-in model 'huge'; available: tiny, smollm2_135m"),
-    (["filter.name=magic"], "unknown filter 'magic'; available: none, rif"),
+    (["model.path=/nonexistent"], "model.path=/nonexistent would be ignored: model=tiny is the built-in model"),
+    (["model.builtin=null", "model.path=/nonexistent"], "model.path /nonexistent does not exist"),
     (["benchmark.name=nope"], "unknown benchmark 'nope'; available: toy, natural, mllm_cl7"),
     (["schedule=evaluate", "order.tasks=[max,sort]"],
      "schedule=evaluate needs checkpoints=[...] with one folder per task of the order (2: max, sort), not 0"),
@@ -203,7 +203,8 @@ def test_invalid_values_are_one_line_config_errors(overrides, message):
 
 CLOSED = [("schedule", "sequential, joint, evaluate"), ("checkpoint.keep", "all, last, none"),
           ("logger.mode", "offline, online, disabled"), ("model.dtype", "auto, bf16, fp16, fp32"),
-          ("order.name", "default, reverse, shuffled")]
+          ("order.name", "default, reverse, shuffled"), ("logger.name", "wandb, none"),
+          ("filter.name", "none, rif"), ("launcher.name", "local, torchrun")]
 
 
 @pytest.mark.parametrize("key,allowed", [*CLOSED, ("paradigm.kl_reference", "base, previous"),
@@ -221,6 +222,8 @@ def test_closed_choices_are_rejected_at_compose_time(key, allowed):
 @pytest.mark.parametrize("override,message", [
     ("paradigm.learning_rate=-1", "paradigm.learning_rate must be > 0, not -1.0"),
     ("benchmark.train_size=0", "benchmark.train_size must be > 0, not 0"),
+    ("model.path=/nonexistent", "model.path=/nonexistent would be ignored: model=tiny is the built-in model 'tiny'; "
+                                "to load a folder or hub id add model.builtin=null"),
 ])
 def test_cli_invalid_value_fails_in_one_line_before_any_model(tmp_path, override, message):
     res = run_cli(override, f"hydra.run.dir={tmp_path / 'run'}", f"model.cache_dir={tmp_path / 'cache'}",

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from cpt_bench.launch import rank_threads, rendezvous
-from cpt_bench.runlock import RunDirLock
+from cpt_bench.run.launch import rank_threads, rendezvous
+from cpt_bench.run.runlock import RunDirLock
 
 from conftest import compose_config, run_cli
 
@@ -97,7 +97,7 @@ def test_the_lock_is_held_and_released(tmp_path):
     with RunDirLock(tmp_path) as held:
         assert f"pid {os.getpid()} on {socket.gethostname()}" in held.holder()
         probe = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
-                                "from cpt_bench.runlock import RunDirLock\n"
+                                "from cpt_bench.run.runlock import RunDirLock\n"
                                 "try:\n    RunDirLock(Path(sys.argv[1])).__enter__()\n"
                                 "except Exception as e:\n    print(e)", str(tmp_path)],
                                capture_output=True, text=True)
@@ -112,7 +112,7 @@ def test_a_child_is_signalled_when_its_parent_dies(tmp_path):
     marker = tmp_path / "child.pid"
     code = ("import os, subprocess, sys, time\n"
             "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],"
-            " preexec_fn=__import__('cpt_bench.launch', fromlist=['x'])._child_setup(os.getpid()))\n"
+            " preexec_fn=__import__('cpt_bench.run.launch', fromlist=['x'])._child_setup(os.getpid()))\n"
             f"open({str(marker)!r}, 'w').write(str(child.pid))\n"
             "time.sleep(60)\n")
     parent = subprocess.Popen([sys.executable, "-c", code])
@@ -140,8 +140,8 @@ def test_threads_per_rank_come_from_the_jobs_cpus():
 
 
 def test_multi_node_without_a_rendezvous_is_refused_when_the_run_is_planned(model_cache, monkeypatch):
-    from cpt_bench.continual import plan
     from cpt_bench.errors import ConfigError
+    from cpt_bench.run.plan import plan
 
     for var in ("MASTER_ADDR", "SLURM_JOB_NODELIST"):
         monkeypatch.delenv(var, raising=False)

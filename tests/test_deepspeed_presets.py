@@ -17,7 +17,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from cpt_bench.config import register_configs
+from cpt_bench.configstore import register_configs
 
 register_configs()
 

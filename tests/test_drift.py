@@ -7,9 +7,9 @@ import copy
 
 import torch
 
-from cpt_bench.drift import output_kl
-from cpt_bench.loading import load_checkpoint
-from cpt_bench.prompts import format_prompt
+from cpt_bench.model.drift import output_kl
+from cpt_bench.model.loading import load_checkpoint
+from cpt_bench.model.prompts import format_prompt
 
 
 def prompts_for(tok, texts):

@@ -178,9 +178,9 @@ def test_a_failing_stage_keeps_finished_stages_and_closes_wandb(model_cache, tmp
     """In-process: the paradigm raises in stage 2; stage 0-1 results and the W&B run survive."""
     from hydra import compose, initialize_config_module
 
-    from cpt_bench import continual
-    from cpt_bench.config import register_configs
+    from cpt_bench.configstore import register_configs
     from cpt_bench.paradigms.sft import SFT
+    from cpt_bench.run import controller as continual
 
     register_configs()
     with initialize_config_module(config_module="cpt_bench.conf", version_base="1.3"):
@@ -207,7 +207,7 @@ def test_a_failing_stage_keeps_finished_stages_and_closes_wandb(model_cache, tmp
 
 def test_checkpoint_space_counts_what_is_held_at_once():
     from cpt_bench.choices import KeepCheckpoints
-    from cpt_bench.continual import checkpoint_space
+    from cpt_bench.run.resume import checkpoint_space
 
     assert checkpoint_space(100, 7, KeepCheckpoints.all) == 700
     assert checkpoint_space(100, 7, KeepCheckpoints.last) == 200  # the new one before the old one goes
@@ -219,7 +219,7 @@ def test_a_run_that_cannot_fit_its_checkpoints_refuses_to_start(tmp_path, monkey
     import shutil
     from collections import namedtuple
 
-    from cpt_bench.continual import Run
+    from cpt_bench.run.controller import Run
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))  # 1 MB free

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cpt_bench.evaluation import evaluate_tasks, generate
-from cpt_bench.loading import load_checkpoint
-from cpt_bench.prompts import PromptStyle, format_prompt
+from cpt_bench.model.evaluation import evaluate_tasks, generate
+from cpt_bench.model.loading import load_checkpoint
+from cpt_bench.model.prompts import PromptStyle, format_prompt
 from cpt_bench.tasks.toy import COT_INSTRUCTION, DIRECT_INSTRUCTION, toy_tasks
 
 pytestmark = pytest.mark.slow  # every test here generates with the embedded base model

@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from cpt_bench.faults import ENV, POINTS
-from cpt_bench.rundir import METRICS_JSON, RUN_JSON, read_json
+from cpt_bench.outputs.rundir import METRICS_JSON, RUN_JSON, read_json
 
 from conftest import run_cli
 

@@ -12,16 +12,16 @@ import pytest
 import torch
 
 from cpt_bench.distributed import own_device_env, start_rank, zero_stage
-from cpt_bench.drift import placeholder_tokens, response_logprobs, sample_responses
-from cpt_bench.evaluation import prompt_tokens
-from cpt_bench.loading import load_checkpoint
+from cpt_bench.model.drift import placeholder_tokens, response_logprobs, sample_responses
+from cpt_bench.model.evaluation import prompt_tokens
+from cpt_bench.model.loading import load_checkpoint
+from cpt_bench.model.processing import PixelBounds, image_tokens
+from cpt_bench.model.prompts import PromptStyle, encode_prompts, format_prompt
+from cpt_bench.model.vision_zero3 import align_vision_tower, full_forward
 from cpt_bench.paradigms.rft import vllm_model_length
-from cpt_bench.processing import PixelBounds, image_tokens
-from cpt_bench.prompts import PromptStyle, encode_prompts, format_prompt
-from cpt_bench.rank import policy_device
+from cpt_bench.run.rank import policy_device
+from cpt_bench.run.worker import own_engine_device
 from cpt_bench.tasks.base import Example
-from cpt_bench.vision_zero3 import align_vision_tower, full_forward
-from cpt_bench.worker import own_engine_device
 
 from conftest import compose_config
 
@@ -119,7 +119,7 @@ def test_colocated_vllm_is_sized_for_the_stages_longest_prompt(tiny_base):
 # --- output drift --------------------------------------------------------------------------------
 
 def test_scoring_in_chunks_equals_scoring_every_position_at_once(tiny_base, monkeypatch):
-    import cpt_bench.drift as drift
+    import cpt_bench.model.drift as drift
 
     model, tok = load_checkpoint(tiny_base)
     enc = encode_prompts(tok, [format_prompt(tok, t) for t in ["max 3 9 1 =", "copy a b ="]])

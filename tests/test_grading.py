@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cpt_bench.grading import cot_target, extract_answer, format_ok, grade_exact, last_boxed
-from cpt_bench.prompts import PromptStyle
+from cpt_bench.model.prompts import PromptStyle
 from cpt_bench.tasks.base import Example
+from cpt_bench.tasks.grading import cot_target, extract_answer, format_ok, grade_exact, last_boxed
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cpt_bench import safe_math
-from cpt_bench.grading import (
+from cpt_bench.tasks import safe_math
+from cpt_bench.tasks.base import Example
+from cpt_bench.tasks.grading import (
     FORMAT_RE,
     choice_letter,
     extract_answer,
@@ -28,7 +29,6 @@ from cpt_bench.grading import (
     last_boxed,
     normalize_phrase,
 )
-from cpt_bench.tasks.base import Example
 from cpt_bench.tasks.mllm import SPECS, MultimodalTask
 from cpt_bench.tasks.toy import toy_tasks
 
@@ -145,11 +145,11 @@ def test_screen_passes_real_answers(expr):
 
 def test_timeout_scores_zero_warns_once_and_the_worker_recovers(caplog):
     before = safe_math.WORKER.timeouts
-    with caplog.at_level(logging.DEBUG, logger="cpt_bench.safe_math"):
+    with caplog.at_level(logging.DEBUG, logger="cpt_bench.tasks.safe_math"):
         assert not safe_math.sympy_equal("1/3", "99999999!", timeout=0.5)  # passes the screen, then hangs
         assert not safe_math.sympy_equal("1/3", "(99999999)!", timeout=0.5)
     assert safe_math.WORKER.timeouts == before + 2
-    warnings = [r for r in caplog.records if r.name == "cpt_bench.safe_math" and r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.name == "cpt_bench.tasks.safe_math" and r.levelno == logging.WARNING]
     assert len(warnings) == (1 if before == 0 else 0)  # the first timeout of the process only
     assert safe_math.sympy_equal("2*sqrt(2)", "sqrt(8)")  # a fresh worker answers
 
@@ -207,7 +207,7 @@ _WORDS = ["answer", "Answer", " is", " ", "  ", ":", "(", ")", "B", "a", "\\text
 @SETTINGS
 @given(st.lists(st.sampled_from(_WORDS), max_size=10).map("".join))
 def test_choice_letter_regexes_match_the_old_ones(text):
-    from cpt_bench.grading import _LETTER_SAID, _TEXT_MACRO
+    from cpt_bench.tasks.grading import _LETTER_SAID, _TEXT_MACRO
 
     end = text.rfind("}") + 1
     assert _TEXT_MACRO.sub(r"\1", text[:end]) + text[end:] == re.sub(r"\\text\{([^}]*)\}", r"\1", text)

@@ -8,16 +8,15 @@ import json
 import os
 
 import pytest
-from omegaconf import OmegaConf
 
-from cpt_bench.continual import Run
-from cpt_bench.launch import TorchrunSteps, merge_eval_shards
-from cpt_bench.prompts import PromptStyle
-from cpt_bench.rank import RankSteps
-from cpt_bench.steps import LocalSteps
-from cpt_bench.wire import EvalSpec
+from cpt_bench.model.prompts import PromptStyle
+from cpt_bench.run.controller import Run
+from cpt_bench.run.launch import TorchrunSteps, merge_eval_shards
+from cpt_bench.run.rank import RankSteps
+from cpt_bench.run.steps import LocalSteps
+from cpt_bench.run.wire import EvalSpec
 
-from conftest import QUICK, cli_run
+from conftest import QUICK, cli_run, worker_config
 from conftest import compose_config as composed
 
 pytestmark = pytest.mark.slow  # every test here builds a model or runs the CLI
@@ -87,7 +86,7 @@ def test_sharded_evaluation_equals_single_process_evaluation(model_cache, tmp_pa
     local = run.steps
     assert isinstance(local, LocalSteps)
     local.evaluate(tmp_path / "local")
-    resolved = OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True))  # what the worker reads
+    resolved = worker_config(cfg, tmp_path)  # what the worker reads
     spec = EvalSpec(dir=str(tmp_path / "sharded"), model_path=run.base_path, seed=0)
     for rank in (0, 1):  # evaluation needs no process group: the ranks can run one after the other
         monkeypatch.setenv("RANK", str(rank))
@@ -106,7 +105,8 @@ def test_torchrun_command_lines(model_cache, tmp_path, monkeypatch):
                           run_dir=tmp_path)
     cmd = steps.command("train", tmp_path / "spec.json")
     assert cmd[1:6] == ["-m", "torch.distributed.run", "--nproc_per_node=8", "--nnodes=1", "--standalone"]
-    assert cmd[-4:] == ["cpt_bench.worker", "train", str(tmp_path / ".cpt/config.yaml"), str(tmp_path / "spec.json")]
+    config, spec = str(tmp_path / ".cpt/config.yaml"), str(tmp_path / "spec.json")
+    assert cmd[-4:] == ["cpt_bench.run.worker", "train", config, spec]
     cfg = composed("launcher=torchrun", "launcher.nproc_per_node=8", "launcher.nnodes=2", "launcher.srun=true",
                    f"model.cache_dir={model_cache}")
     monkeypatch.setenv("MASTER_ADDR", "node001")

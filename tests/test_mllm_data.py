@@ -18,11 +18,12 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf, open_dict
 from PIL import Image, ImageFile
 
-from cpt_bench.config import register_configs, validate
+from cpt_bench.config import validate
+from cpt_bench.configstore import register_configs
 from cpt_bench.errors import DataError
-from cpt_bench.grading import choice_letter, grade_choice, grade_short_answer, parse_choices
-from cpt_bench.prompts import PromptStyle
+from cpt_bench.model.prompts import PromptStyle
 from cpt_bench.tasks import ConfigError, build_benchmark, resolve_order
+from cpt_bench.tasks.grading import choice_letter, grade_choice, grade_short_answer, parse_choices
 from cpt_bench.tasks.images import ArrowImage, PathImage, resolve_image
 from cpt_bench.tasks.mllm import (
     CLEVR_HINT,
@@ -430,12 +431,24 @@ def test_rows_in_another_schema_are_a_one_line_error(tmp_path):
 @pytest.mark.parametrize(
     "override,match",
     [("benchmark.tasks=[scienceqa,nope]", "no task 'nope'"),
-     ("benchmark.sources.gqa.format=csv", "format must be one of"),
-     ("benchmark.max_test=0", "max_test for task 'scienceqa' must be >= 1")],
+     ("benchmark.max_test=0", r"benchmark.max_test must be > 0 or null \(every item\), not 0"),
+     ("benchmark.sources.gqa.max_train=-1", "benchmark.sources.gqa.max_train must be > 0 or null")],
 )
 def test_bad_benchmark_settings_are_one_line_config_errors(override, match):
+    from cpt_bench.run.plan import plan
+
+    with initialize_config_module(config_module="cpt_bench.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["benchmark=mllm_cl7", override])
     with pytest.raises(ConfigError, match=match):
-        benchmark(override)
+        plan(cfg)
+
+
+def test_an_unknown_source_format_fails_when_the_config_is_composed():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as err:
+        benchmark("benchmark.sources.gqa.format=csv")
+    assert "Invalid value 'csv', expected one of [auto, sharegpt, easyr1, native]" in str(err.value.__cause__)
 
 
 def test_sources_of_an_unknown_task_are_refused():

@@ -8,9 +8,9 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from cpt_bench.grading import cot_target
-from cpt_bench.prompts import PromptStyle
+from cpt_bench.model.prompts import PromptStyle
 from cpt_bench.tasks import build_benchmark
+from cpt_bench.tasks.grading import cot_target
 from cpt_bench.tasks.natural import (
     COT_INSTRUCTION,
     CPT_GENERATORS,
@@ -89,7 +89,7 @@ def test_unknown_task_is_one_line_error():
 
 
 def test_study_preset_composes_both_paradigms_sized_for_two_cores():
-    from cpt_bench.continual import plan
+    from cpt_bench.run.plan import plan
 
     cfgs = {p: compose_config("+experiment=smollm2_study", f"paradigm={p}") for p in ("sft_smollm2", "rft_smollm2")}
     sft, rft = cfgs["sft_smollm2"], cfgs["rft_smollm2"]
@@ -125,7 +125,7 @@ def chat_tokenizer():
 def test_alignment_rows_render_like_sft_and_evaluation():
     from cpt_bench.builtin.aligned import aligned_key, alignment_rows
     from cpt_bench.config import FormatAlignment
-    from cpt_bench.prompts import completion_text, format_prompt
+    from cpt_bench.model.prompts import completion_text, format_prompt
 
     tok = chat_tokenizer()
     recipe = FormatAlignment(items_per_task=10, cot_share=0.5, seed=3)
@@ -177,7 +177,7 @@ def test_aligned_build_is_cached_and_recorded(aligned):
 def test_grpo_on_the_aligned_model_through_the_cli(aligned, tmp_path):
     """The real-LM track end to end: the aligned SmolLM2, a natural task in the CoT format,
     GRPO rewarded by the task's grader, the matrix and metrics written."""
-    from cpt_bench.rundir import read_matrix_csv
+    from cpt_bench.outputs.rundir import read_matrix_csv
 
     from conftest import run_cli
 

@@ -8,8 +8,8 @@ import re
 import pytest
 
 from cpt_bench.errors import TrainingDiverged
-from cpt_bench.rundir import read_json
-from cpt_bench.steps import check_finite
+from cpt_bench.outputs.rundir import read_json
+from cpt_bench.run.steps import check_finite
 
 from conftest import run_cli
 

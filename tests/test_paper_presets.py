@@ -50,7 +50,7 @@ def test_preset_composes_on_the_papers_benchmark_model_and_deepspeed(preset):
     assert cfg.deepspeed.config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
     assert cfg.paradigm.epochs == 1.0 and dict(cfg.paradigm.epochs_per_task) == EPOCHS_PER_TASK
     assert "seed" in cfg.hydra.sweeper.params  # `-m +experiment=...` runs it as a one-job sweep
-    from cpt_bench.continual import plan
+    from cpt_bench.run.plan import plan
 
     order = plan(cfg).order  # validates without reading data or building a model
     assert order == PAPER_ORDER
@@ -117,7 +117,7 @@ def test_rif_rft_is_paper_rft_with_the_authors_filter():
 
 def test_joint_baseline_trains_one_epoch():
     """paper_sft schedule=joint is the paper's joint baseline: one stage, one epoch."""
-    from cpt_bench.results import JOINT
+    from cpt_bench.outputs.results import JOINT
 
     cfg = composed("paper_sft", "schedule=joint")
     assert JOINT not in cfg.paradigm.epochs_per_task and cfg.paradigm.epochs == 1.0

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from cpt_bench.loading import Precision, cpu_has_bf16, resolve_precision
+from cpt_bench.model.loading import Precision, cpu_has_bf16, resolve_precision
 
 from conftest import QUICK, cli_run, compose_config
 

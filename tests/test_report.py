@@ -13,6 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from cpt_bench import report
+from cpt_bench.outputs.records import Diagnostics
 from cpt_bench.report import (
     ReportCallback,
     RunRecord,
@@ -309,7 +310,7 @@ def drift_run(paradigm: str, rows: list[list[float]], general: list[float], diag
     matrix = [{"stage": s, "trained_task": "" if s == 0 else order[s - 1], "eval_task": t, "accuracy": acc, "n": 10}
               for s, row in enumerate(rows) for t, acc in zip([*order, *gen], [*row, general[s]])]
     return RunRecord(Path(paradigm), "finished", config(paradigm), 0, {}, matrix, order, gen, None,
-                     diagnostics=diagnostics)
+                     diagnostics={stage: Diagnostics.from_json(d) for stage, d in diagnostics.items()})
 
 
 def test_stage_points_take_each_stages_metrics_and_drift():
@@ -366,7 +367,7 @@ def test_matched_compute_interpolates_each_paradigm_over_the_common_budget():
 
 
 def test_the_report_compares_paradigms_at_equal_compute(tmp_path):
-    from cpt_bench.records import Compute
+    from cpt_bench.outputs.records import Compute
     from cpt_bench.report import write_report
 
     runs = []

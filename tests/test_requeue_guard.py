@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from cpt_bench import requeue
+from cpt_bench.run import requeue
 
 
 @pytest.fixture

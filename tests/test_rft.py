@@ -11,12 +11,12 @@ from hydra.errors import ConfigCompositionException
 
 from cpt_bench.builtin.tiny import build_tiny_base
 from cpt_bench.config import TinyRecipe, as_schema
-from cpt_bench.continual import plan
-from cpt_bench.loading import load_checkpoint
-from cpt_bench.paradigms import StageContext
+from cpt_bench.model.loading import load_checkpoint
+from cpt_bench.model.prompts import PromptStyle
+from cpt_bench.paradigms.base import StageContext
 from cpt_bench.paradigms.filtering import keep_item
 from cpt_bench.paradigms.rft import RFT
-from cpt_bench.prompts import PromptStyle
+from cpt_bench.run.plan import plan
 from cpt_bench.tasks import ConfigError, build_benchmark
 
 from conftest import compose_config as composed

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from cpt_bench.builtin.smollm2 import build_smollm2, find_smollm2_gguf
-from cpt_bench.loading import load_checkpoint
-from cpt_bench.prompts import encode_prompts, format_prompt
+from cpt_bench.model.loading import load_checkpoint
+from cpt_bench.model.prompts import encode_prompts, format_prompt
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +67,7 @@ def test_loads_and_answers_through_its_chat_template(smollm2):
 def test_cpu_profile_preset_is_sft_on_smollm2_sized_for_two_cores():
     from hydra import compose, initialize_config_module
 
-    from cpt_bench.continual import plan
+    from cpt_bench.run.plan import plan
 
     with initialize_config_module(config_module="cpt_bench.conf", version_base="1.3"):
         cfg = compose("config", overrides=["+experiment=smollm2_cpu"])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cpt_bench.grading import grade_exact
 from cpt_bench.tasks import ConfigError
 from cpt_bench.tasks.base import split_of
+from cpt_bench.tasks.grading import grade_exact
 from cpt_bench.tasks.toy import DEFAULT_ORDER, GENERAL_SUITE, toy_tasks
 
 
@@ -91,7 +91,7 @@ def test_asking_for_more_items_than_a_task_has_is_a_config_error():
 
 def test_replay_draws_a_seeded_share_of_each_stage_from_the_earlier_tasks_only():
     from cpt_bench.config import ReplayConfig
-    from cpt_bench.steps import stage_items
+    from cpt_bench.run.steps import stage_items
     from cpt_bench.tasks import build_benchmark
 
     from conftest import compose_config

@@ -11,7 +11,7 @@ from cpt_bench.builtin import tiny
 from cpt_bench.builtin.tiny import SHIPPED, build_tiny_base, sha256, shipped_build
 from cpt_bench.config import TinyRecipe
 from cpt_bench.errors import ModelLoadError
-from cpt_bench.provenance import cpu_fingerprint
+from cpt_bench.outputs.provenance import cpu_fingerprint
 
 # Measured: a fresh build on an Intel Xeon (AVX-512/AMX) against the shipped AMD EPYC build
 # scored 32.1 vs 40.6 on average over the seven tasks, 21 points apart at most on one task.

@@ -10,16 +10,16 @@ import sys
 import types
 
 import pytest
-from omegaconf import OmegaConf
 
-from cpt_bench.continual import plan
 from cpt_bench.errors import ConfigError
-from cpt_bench.processing import PixelBounds
-from cpt_bench.rank import RankSteps
-from cpt_bench.vllm_engine import VLLMEngine
-from cpt_bench.wire import EvalSpec, FilterSpec
+from cpt_bench.model.processing import PixelBounds
+from cpt_bench.model.vllm_engine import VLLMEngine
+from cpt_bench.run.plan import plan
+from cpt_bench.run.rank import RankSteps
+from cpt_bench.run.wire import EvalSpec, FilterSpec
 
 from conftest import compose_config as composed
+from conftest import worker_config
 
 
 class FakeLLM:
@@ -101,25 +101,25 @@ def test_engine_requests(fake_vllm, monkeypatch):
 def test_worker_evaluates_and_rolls_out_through_vllm(fake_vllm, model_cache, tmp_path, monkeypatch):
     """The worker's evaluate and filter steps with eval.backend=vllm: the engine generates, the
     task graders score, the base model's weights are read only for the parameter drift."""
-    import cpt_bench.rank
+    import cpt_bench.run.rank
     from cpt_bench.builtin import base_model_path
-    from cpt_bench.loading import run_precision
+    from cpt_bench.model.loading import run_precision
 
     cfg = composed("order.tasks=[max]", "benchmark.test_size=20", "benchmark.train_size=16", "eval.general=false",
                    "eval.backend=vllm", "launcher=torchrun", "filter=rif", "model.dtype=bf16", "eval.kl_samples=4",
                    f"model.cache_dir={model_cache}")
     base = base_model_path(cfg.model)
-    resolved = OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True))  # what the worker reads
+    resolved = worker_config(cfg, tmp_path)  # what the worker reads
     closed, close = [], VLLMEngine.close
     monkeypatch.setattr(VLLMEngine, "close", lambda self: closed.append(self.llm) or close(self))
-    loaded, load = [], cpt_bench.rank.load_model
+    loaded, load = [], cpt_bench.run.rank.load_model
 
     def recorded_load(cfg, path, device="cpu"):
         model, processing_class = load(cfg, path, device)
         loaded.append((path, str(model.device), model.dtype, bool(closed)))
         return model, processing_class
 
-    monkeypatch.setattr(cpt_bench.rank, "load_model", recorded_load)
+    monkeypatch.setattr(cpt_bench.run.rank, "load_model", recorded_load)
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")
     RankSteps(resolved, EvalSpec(dir=str(tmp_path / "eval"), model_path=base, seed=0, drift_from=base,
@@ -133,7 +133,7 @@ def test_worker_evaluates_and_rolls_out_through_vllm(fake_vllm, model_cache, tmp
     assert closed == [FakeLLM.instances[0]]  # the engine was let go before the weights were read
     # the stage model and the base, both in the run's weights dtype on the rank's device, after the engine went
     assert loaded == [(base, "cpu", run_precision(resolved).weights, True)] * 2
-    assert drift["output_drift"]["kl_to_base_task"] == 0.0  # the base against itself
+    assert drift["kl_to_base_task"] == 0.0  # the base against itself
     RankSteps(resolved, FilterSpec(stage=1, task="max", dir=str(tmp_path / "stage"), seed=0,
                                    model_path=base)).filter()
     shard = json.loads((tmp_path / "stage/filter-shard-0.json").read_text())

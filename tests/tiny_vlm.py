@@ -1,7 +1,7 @@
 """A tiny, randomly initialised Qwen2.5-VL in the real checkpoint layout, for tests only.
 
 Qwen2 tokenizer class trained here, the real chat template, an image processor and a
-processor config: it loads through `cpt_bench.loading.load_checkpoint` like the real model, so
+processor config: it loads through `cpt_bench.model.loading.load_checkpoint` like the real model, so
 every vision-language path of cpt-bench can be exercised offline on a CPU in seconds (as TRL
 keeps its tiny-model builders outside its package).
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from cpt_bench.processing import register_image_only_processors
+from cpt_bench.model.processing import register_image_only_processors
 
 # Qwen2-VL / Qwen2.5-VL's chat template (default system turn, one <|vision_start|><|image_pad|>
 # <|vision_end|> per image block, `add_vision_id` numbering), as shipped with their checkpoints.

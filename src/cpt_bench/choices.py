@@ -72,6 +72,28 @@ class VLLMMode(StrEnum):
     server = "server"  # a separate `trl vllm-serve`
 
 
+class FilterName(StrEnum):
+    none = "none"  # train on every item
+    rif = "rif"  # RIF-RFT: K rollouts per item before each stage decide which are trained on
+
+
+class LauncherName(StrEnum):
+    local = "local"  # every step in the controller's process
+    torchrun = "torchrun"  # every step as a torchrun job; the controller holds no model
+
+
+class LoggerName(StrEnum):
+    wandb = "wandb"  # Weights & Biases (offline by default) beside the plain files
+    none = "none"  # plain files only
+
+
+class SourceFormat(StrEnum):
+    auto = "auto"  # detected from the first row (or the dataset's columns)
+    sharegpt = "sharegpt"  # LLaMA-Factory's messages + images
+    easyr1 = "easyr1"  # EasyR1's problem + answer + images
+    native = "native"  # the dataset's own columns
+
+
 class OrderName(StrEnum):
     default = "default"
     reverse = "reverse"

@@ -12,9 +12,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from cpt_bench import requeue
-from cpt_bench.config import register_configs
+from cpt_bench.configstore import register_configs
 from cpt_bench.quiet import quiet_libraries
+from cpt_bench.run import requeue
 
 register_configs()
 log = logging.getLogger("cpt_bench")
@@ -48,8 +48,8 @@ def _joblib_threads(cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path="pkg://cpt_bench.conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from cpt_bench.continual import Run
     from cpt_bench.errors import ConfigError, TrainingDiverged
+    from cpt_bench.run.controller import Run
 
     if os.environ.get("SLURM_PROCID", "0") != "0":
         # a multi-node SLURM job runs this task once per node: the controller is task 0, which

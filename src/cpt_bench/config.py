@@ -1,46 +1,42 @@
-"""The configuration schema: typed dataclasses registered in Hydra's ConfigStore.
+"""The configuration schema: typed dataclasses, registered in Hydra's ConfigStore (configstore.py).
 
 Every YAML under conf/ is merged onto one of these nodes, so a misspelt key, a value of the
-wrong type or a closed choice outside its `Enum` fails when the config is composed, with
-Hydra's list of allowed values. Ranges and cross-field rules live in each node's
-`validate()` (as TRL's configs check themselves in `__post_init__`); `Config.validate()`
-runs them all on the composed config before any model is built. Open choices (paradigm,
-benchmark, built-in model, logger, filter) are names checked against their registries by
-the stage loop's `plan()`. Each config group has its own schema node; a new paradigm or
-benchmark adds a dataclass here and a YAML in its group.
+wrong type or a closed choice outside its `Enum` (choices.py) fails when the config is
+composed, with Hydra's list of allowed values. Ranges and cross-field rules live in each
+node's `validate()` (as TRL's configs check themselves in `__post_init__`); `validate()` turns
+a composed config into the typed `Config` and runs them all before any model is built. That
+`Config` is what the controller, its steps and every launched worker hold. Open choices
+(paradigm, benchmark, built-in model) are names checked against their registries by the
+stage loop's `plan()`. A paradigm's node lives in its own module (paradigms/).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf, open_dict
 
 from cpt_bench.choices import (
     DType,
+    FilterName,
     GenerationBackend,
     KeepCheckpoints,
     KeepRule,
-    KLReference,
+    LauncherName,
     LoggerMode,
+    LoggerName,
     OrderName,
     PeftMethod,
-    RewardScaling,
-    RFTEstimator,
     Schedule,
-    VLLMMode,
+    SourceFormat,
     require,
 )
 from cpt_bench.errors import ConfigError
 
 log = logging.getLogger("cpt_bench")
-
-RECIPE_VERSION = 2  # bump when the recipe below changes in a way the cache key cannot see
 
 
 @dataclass
@@ -61,158 +57,19 @@ class TinyRecipe:
     batch_size: int = 64
     lr: float = 3e-3
 
-    def key(self, corpus: list[str]) -> str:
-        """Hash of the recipe and of the corpus itself, so edited task code rebuilds."""
-        h = hashlib.sha256(json.dumps({**asdict(self), "v": RECIPE_VERSION}, sort_keys=True).encode())
-        for text in corpus:
-            h.update(text.encode() + b"\n")
-        return h.hexdigest()[:12]
-
-
-@dataclass
-class StageTraining:
-    """Optimisation settings every paradigm shares (one stage = one trainer run)."""
-
-    name: str = MISSING
-    learning_rate: float = MISSING
-    lr_scheduler_type: str = "constant"
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    epochs: float = 1.0
-    # per-task epoch overrides, e.g. {geometry3k: 10} as in the paper
-    epochs_per_task: dict[str, float] = field(default_factory=dict)
-    max_steps: int = -1  # > 0 caps the optimizer steps of every stage
-    per_device_batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    gradient_checkpointing: bool = False
-    logging_steps: int = 4
-
-    def validate(self, at: str = "paradigm") -> None:
-        require(self.learning_rate > 0, f"{at}.learning_rate", self.learning_rate, "> 0")
-        require(self.epochs > 0, f"{at}.epochs", self.epochs, "> 0")
-        for task, epochs in self.epochs_per_task.items():
-            require(epochs > 0, f"{at}.epochs_per_task.{task}", epochs, "> 0")
-        require(self.max_steps == -1 or self.max_steps > 0, f"{at}.max_steps", self.max_steps, "-1 (no cap) or > 0")
-        require(self.per_device_batch_size > 0, f"{at}.per_device_batch_size", self.per_device_batch_size, "> 0")
-        require(self.gradient_accumulation_steps > 0, f"{at}.gradient_accumulation_steps",
-                self.gradient_accumulation_steps, "> 0")
-        require(0 <= self.warmup_ratio < 1, f"{at}.warmup_ratio", self.warmup_ratio, "in [0, 1)")
-        require(self.weight_decay >= 0, f"{at}.weight_decay", self.weight_decay, ">= 0")
-        require(self.logging_steps > 0, f"{at}.logging_steps", self.logging_steps, "> 0")
-
-    def prompts_per_step(self, world_size: int) -> int:
-        """Training prompts per optimizer step over all processes."""
-        return self.per_device_batch_size * self.gradient_accumulation_steps * world_size
-
-
-@dataclass
-class SFTParadigm(StageTraining):
-    """Supervised fine-tuning through TRL's SFTTrainer, loss on the completion only."""
-
-    name: str = "sft"
-    learning_rate: float = 3e-4
-    epochs: float = 5.0
-    max_length: int = 128
-
-    def validate(self, at: str = "paradigm") -> None:
-        super().validate(at)
-        require(self.max_length > 0, f"{at}.max_length", self.max_length, "> 0")
-
-
-@dataclass
-class RFTParadigm(StageTraining):
-    """GRPO with verifiable rewards through TRL's GRPOTrainer.
-
-    Our own defaults are pinned here because TRL's changed across versions (beta, loss_type,
-    scale_rewards, epsilon). Batch: `per_device_batch_size` counts completions, so the prompts
-    per optimizer step are per_device_batch_size x gradient_accumulation_steps x processes /
-    num_generations, which must divide evenly.
-    """
-
-    name: str = "rft"
-    learning_rate: float = 2e-4
-    weight_decay: float = 0.01
-    num_generations: int = 8  # the group size (the paper's 8 rollouts per prompt)
-    per_device_batch_size: int = 128  # completions per device per micro-step
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_completion_length: int = 32
-    # the policy-gradient estimator on the same rewards: grpo, or rloo (TRL's RLOOTrainer, which
-    # has no loss_type / scale_rewards: its advantages are leave-one-out, not std-scaled)
-    estimator: RFTEstimator = RFTEstimator.grpo
-    kl_coef: float = 0.01  # the paper's 0.01; 0 turns the KL penalty (and the reference) off
-    kl_reference: KLReference = KLReference.base  # the original model (paper) | the stage's start
-    loss_type: str = "dapo"  # token-level mean, as verl/EasyR1's "token-mean"
-    scale_rewards: RewardScaling = RewardScaling.group
-    epsilon: float = 0.2  # PPO clip low (paper 0.2)
-    epsilon_high: float = 0.3  # PPO clip high (paper 0.3)
-    num_iterations: int = 1
-    # optimizer steps trained on one generation batch (TRL's steps_per_generation, counted in
-    # optimizer steps): 1 = every step on its own fresh rollouts; k > 1 generates k steps' prompts
-    # at once and trains the later steps off-policy, clipped by epsilon (the paper's rollout batch
-    # 512 over global batch 128 is 4); the same prompts and groups either way
-    generation_steps: int = 1
-    reward_accuracy_weight: float = 0.9  # with CoT: w_acc * accuracy + w_fmt * format
-    reward_format_weight: float = 0.1
-    # GRPO rollouts through vLLM (TRL's integration; optional extra `cpt-bench[vllm]`)
-    use_vllm: bool = False
-    vllm_mode: VLLMMode = VLLMMode.colocate
-    vllm_gpu_memory_utilization: float = 0.3  # colocate: the share of each GPU vLLM may take
-    vllm_enable_sleep_mode: bool = False  # colocate: offload vLLM's weights during the optimizer step
-    vllm_tensor_parallel_size: int = 1  # colocate: must divide the number of processes
-    # colocate: the context vLLM sizes its KV cache for; null = the stage's longest prompt
-    # (text and image tokens) + max_completion_length, not the model's whole context
-    vllm_max_model_length: int | None = None
-    logging_steps: int = 1
-
-    def validate(self, at: str = "paradigm") -> None:
-        super().validate(at)
-        require(self.num_generations >= 2, f"{at}.num_generations", self.num_generations,
-                ">= 2 (GRPO compares completions within a group)")
-        require(self.temperature > 0, f"{at}.temperature", self.temperature, "> 0")
-        require(0 < self.top_p <= 1, f"{at}.top_p", self.top_p, "in (0, 1]")
-        require(self.max_completion_length > 0, f"{at}.max_completion_length", self.max_completion_length, "> 0")
-        require(self.kl_coef >= 0, f"{at}.kl_coef", self.kl_coef, ">= 0")
-        require(self.epsilon >= 0, f"{at}.epsilon", self.epsilon, ">= 0")
-        require(self.epsilon_high >= 0, f"{at}.epsilon_high", self.epsilon_high, ">= 0")
-        require(self.num_iterations > 0, f"{at}.num_iterations", self.num_iterations, "> 0")
-        require(self.generation_steps > 0, f"{at}.generation_steps", self.generation_steps, "> 0")
-        for key in ("reward_accuracy_weight", "reward_format_weight"):
-            require(getattr(self, key) >= 0, f"{at}.{key}", getattr(self, key), ">= 0")
-        require(0 < self.vllm_gpu_memory_utilization <= 1, f"{at}.vllm_gpu_memory_utilization",
-                self.vllm_gpu_memory_utilization, "in (0, 1]")
-        require(self.vllm_max_model_length is None or self.vllm_max_model_length > self.max_completion_length,
-                f"{at}.vllm_max_model_length", self.vllm_max_model_length,
-                f"> max_completion_length ({self.max_completion_length}) or null")
-        if self.use_vllm:
-            from cpt_bench.vllm_engine import require_vllm
-
-            require_vllm(f"{at}.use_vllm=true")
-
-    def prompts_per_step(self, world_size: int) -> int:
-        """Prompts per optimizer step; the effective batch (completions) must divide by the group."""
-        batch = super().prompts_per_step(world_size)  # counts completions here
-        if batch % self.num_generations:
-            raise ConfigError(
-                f"effective batch {batch} (paradigm.per_device_batch_size={self.per_device_batch_size} x "
-                f"gradient_accumulation_steps={self.gradient_accumulation_steps} x {world_size} processes) is not "
-                f"divisible by paradigm.num_generations={self.num_generations}"
-            )
-        return batch // self.num_generations
-
 
 @dataclass
 class FilterConfig:
     """RIF-RFT: keep only the items the current model can learn from, by K rollouts each."""
 
-    name: str = "none"  # none | rif
+    name: FilterName = FilterName.none
     keep: KeepRule = KeepRule.solvable
     num_rollouts: int = 8
     temperature: float = 1.0
     batch_size: int = 256  # completions per generation batch (prompts = batch_size // num_rollouts)
 
     def validate(self, at: str = "filter") -> None:
-        if self.name == "none":
+        if self.name == FilterName.none:
             return
         least = 2 if self.keep == KeepRule.nonzero_variance else 1
         require(self.num_rollouts >= least, f"{at}.num_rollouts", self.num_rollouts,
@@ -248,7 +105,7 @@ class SplitSourceConfig:
 
 @dataclass
 class TaskSourceConfig:
-    format: str = "auto"  # auto | sharegpt | easyr1 | native (the dataset's own columns)
+    format: SourceFormat = SourceFormat.auto
     image_root: str | None = None  # this task's images; overrides benchmark.image_root
     max_train: int | None = None  # overrides the benchmark's for this task
     max_test: int | None = None
@@ -341,12 +198,23 @@ class ModelConfig:
     def validate(self, at: str = "model") -> None:
         if self.path is None and self.builtin is None:
             raise ConfigError(f"{at} needs a `path` (local folder or hub id) or a `builtin` name")
+        if self.path is not None and self.builtin is not None:
+            raise ConfigError(f"{at}.path={self.path} would be ignored: model={self.name} is the built-in model "
+                              f"{self.builtin!r}; to load a folder or hub id add {at}.builtin=null")
+        if self.path is not None and is_local_path(self.path) and not Path(self.path).expanduser().exists():
+            raise ConfigError(f"{at}.path {self.path} does not exist (a local folder, or a hub id such as "
+                              "Qwen/Qwen2.5-VL-7B-Instruct)")
         for key in ("min_pixels", "max_pixels"):
             require(getattr(self, key) is None or getattr(self, key) > 0, f"{at}.{key}", getattr(self, key),
                     "> 0 or null")
         if self.min_pixels and self.max_pixels:
             require(self.min_pixels <= self.max_pixels, f"{at}.min_pixels", self.min_pixels,
                     f"<= {at}.max_pixels ({self.max_pixels})")
+
+
+def is_local_path(path: str) -> bool:
+    """A path written as one (absolute, ./, ../, ~), as opposed to a hub id (`org/name`)."""
+    return path.startswith(("/", "./", "../", "~")) or Path(path).exists()
 
 
 @dataclass
@@ -364,7 +232,7 @@ class LauncherConfig:
               `nproc_per_node` x `nnodes` processes; this process stays the controller
     """
 
-    name: str = "local"  # local | torchrun
+    name: LauncherName = LauncherName.local
     nproc_per_node: int = 1  # processes (GPUs) per node
     nnodes: int = 1
     # multi-node: torchrun's rendezvous endpoint host:port (default: $MASTER_ADDR:29500, or
@@ -379,14 +247,14 @@ class LauncherConfig:
     def validate(self, at: str = "launcher") -> None:
         require(self.nproc_per_node > 0, f"{at}.nproc_per_node", self.nproc_per_node, "> 0")
         require(self.nnodes > 0, f"{at}.nnodes", self.nnodes, "> 0")
-        if self.name == "local":
+        if self.name == LauncherName.local:
             require(self.world_size == 1, f"{at}.nproc_per_node x nnodes", self.world_size,
                     "1 with launcher=local (use launcher=torchrun for more processes)")
 
 
 @dataclass
 class LoggerConfig:
-    name: str = "wandb"  # wandb | none
+    name: LoggerName = LoggerName.wandb
     mode: LoggerMode = LoggerMode.offline
     project: str = "cpt-bench"
     entity: str | None = None
@@ -414,10 +282,6 @@ class EvalConfig:
         require(self.batch_size > 0, f"{at}.batch_size", self.batch_size, "> 0")
         require(self.kl_samples >= 0, f"{at}.kl_samples", self.kl_samples, ">= 0")
         require(self.max_new_tokens > 0, f"{at}.max_new_tokens", self.max_new_tokens, "> 0")
-        if self.backend == GenerationBackend.vllm:
-            from cpt_bench.vllm_engine import require_vllm
-
-            require_vllm(f"{at}.backend=vllm")
 
 
 @dataclass
@@ -492,7 +356,7 @@ class Config:
             raise ConfigError(f"replay.fraction applies to schedule=sequential, not schedule={self.schedule}")
         require(self.threads is None or self.threads > 0, "threads", self.threads, "> 0 or null")
         self.paradigm.prompts_per_step(self.launcher.world_size)  # GRPO: whole groups per optimizer step
-        if self.eval.backend == GenerationBackend.vllm and self.launcher.name != "torchrun":
+        if self.eval.backend == GenerationBackend.vllm and self.launcher.name != LauncherName.torchrun:
             # an engine per stage in one long-lived process would never give its GPU memory back
             raise ConfigError("eval.backend=vllm needs launcher=torchrun (each step's vLLM engine lives and dies "
                               "with its process)")
@@ -503,19 +367,12 @@ def as_schema(node):
     return OmegaConf.to_object(node) if OmegaConf.is_config(node) else node
 
 
-def lora_kl_reference(cfg) -> None:
-    """With peft=lora, TRL's GRPO computes the KL against the model with its adapter disabled:
-    the stage's starting weights. Say so and record it (kl_reference=previous) rather than let
-    the config claim the original base."""
-    paradigm = cfg.paradigm
-    if cfg.peft.name == PeftMethod.lora and paradigm.get("kl_coef") and paradigm.kl_reference == KLReference.base:
-        log.warning("peft=lora: GRPO's KL reference is the stage's starting weights (the adapter disabled), "
-                    "so paradigm.kl_reference is set to previous")
-        paradigm.kl_reference = KLReference.previous
-
-
 def validate(cfg) -> Config:
-    """Check a composed config (a DictConfig of this schema); raises ConfigError in one line."""
+    """The typed `Config` of a composed config (a DictConfig of this schema, or a `Config`),
+    checked; raises ConfigError in one line. What the controller, its steps and every worker hold."""
+    if isinstance(cfg, Config):
+        cfg.validate()
+        return cfg
     if "hydra" in cfg:  # composed with Hydra's own node (which is not part of the schema)
         cfg = cfg.copy()
         with open_dict(cfg):
@@ -525,18 +382,15 @@ def validate(cfg) -> Config:
     return schema
 
 
-PARADIGM_SCHEMAS = {"sft": SFTParadigm, "rft": RFTParadigm}  # paradigm.name -> its schema node
+def config_dict(cfg: Config) -> dict:
+    """A config as plain data (choices as strings), as run.json records it."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
 
 
-def register_configs() -> None:
-    cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=Config)
-    # group schemas are root configs (not groups), so `--help` lists only real choices; each
-    # YAML extends its schema with `- /<group>_schema@_here_` in its defaults list
-    for name, node in [("paradigm_sft_schema", SFTParadigm), ("paradigm_rft_schema", RFTParadigm),
-                       ("filter_schema", FilterConfig), ("benchmark_schema", BenchmarkConfig),
-                       ("benchmark_mllm_cl7_schema", MLLMBenchmarkConfig), ("order_schema", OrderConfig),
-                       ("model_schema", ModelConfig), ("deepspeed_schema", DeepSpeedConfig),
-                       ("logger_schema", LoggerConfig), ("launcher_schema", LauncherConfig),
-                       ("peft_schema", PeftConfig)]:
-        cs.store(name=name, node=node)
+# benchmark.name -> its schema node (the toy and natural benchmarks share the generated one)
+BENCHMARK_SCHEMAS = {"toy": BenchmarkConfig, "natural": BenchmarkConfig, "mllm_cl7": MLLMBenchmarkConfig}
+# every other group's schema node, stored in Hydra's ConfigStore under these names (configstore.py)
+GROUP_SCHEMAS = {"filter_schema": FilterConfig, "benchmark_schema": BenchmarkConfig,
+                 "benchmark_mllm_cl7_schema": MLLMBenchmarkConfig, "order_schema": OrderConfig,
+                 "model_schema": ModelConfig, "deepspeed_schema": DeepSpeedConfig, "logger_schema": LoggerConfig,
+                 "launcher_schema": LauncherConfig, "peft_schema": PeftConfig}

@@ -50,7 +50,7 @@ def _hydra():
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    from cpt_bench.config import register_configs
+    from cpt_bench.configstore import register_configs
 
     register_configs()
     with initialize_config_module("cpt_bench.conf", version_base="1.3", job_name="cli"):

@@ -15,15 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from cpt_bench.config import as_schema
 
 
 def _tiny(model_cfg) -> Path:
     from cpt_bench.builtin.tiny import build_tiny_base
-    from cpt_bench.config import TinyRecipe
 
-    recipe = TinyRecipe(**OmegaConf.to_container(model_cfg.recipe))
-    return build_tiny_base(recipe, model_cfg.cache_dir, shipped=model_cfg.shipped)
+    return build_tiny_base(as_schema(model_cfg.recipe), model_cfg.cache_dir, shipped=model_cfg.shipped)
 
 
 def _smollm2(model_cfg) -> Path:
@@ -34,9 +32,8 @@ def _smollm2(model_cfg) -> Path:
 
 def _smollm2_aligned(model_cfg) -> Path:
     from cpt_bench.builtin.aligned import build_aligned_smollm2
-    from cpt_bench.config import FormatAlignment
 
-    return build_aligned_smollm2(FormatAlignment(**OmegaConf.to_container(model_cfg.align)), model_cfg.cache_dir)
+    return build_aligned_smollm2(as_schema(model_cfg.align), model_cfg.cache_dir)
 
 
 BUILTIN_MODELS: dict[str, Callable[..., Path]] = {"tiny": _tiny, "smollm2_135m": _smollm2,

@@ -32,7 +32,7 @@ ALIGN_VERSION = 1  # bump when the step below changes
 
 def alignment_rows(processing_class, recipe: FormatAlignment) -> list[dict]:
     """prompt/completion rows in the exact format SFT, RFT and evaluation use (`PromptStyle`)."""
-    from cpt_bench.prompts import PromptStyle, completion_text, format_prompt
+    from cpt_bench.model.prompts import PromptStyle, completion_text, format_prompt
     from cpt_bench.tasks.natural import COT_INSTRUCTION, FORMAT_GENERATORS, SHORT_ANSWER, natural_tasks
 
     styles = {cot: PromptStyle(cot, COT_INSTRUCTION, SHORT_ANSWER, "\n") for cot in (False, True)}
@@ -62,7 +62,7 @@ def build_aligned_smollm2(recipe: FormatAlignment, cache_dir: str | Path | None 
     from trl import SFTConfig, SFTTrainer
 
     from cpt_bench.builtin.smollm2 import build_smollm2
-    from cpt_bench.loading import load_checkpoint
+    from cpt_bench.model.loading import load_checkpoint
 
     base = build_smollm2(cache_dir)
     model, tokenizer = load_checkpoint(base)

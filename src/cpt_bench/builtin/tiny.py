@@ -25,7 +25,7 @@ import torch
 from cpt_bench.builtin.cache import cache_root, publish_build
 from cpt_bench.config import TinyRecipe
 from cpt_bench.errors import ModelLoadError
-from cpt_bench.provenance import cpu_fingerprint, package_versions
+from cpt_bench.outputs.provenance import cpu_fingerprint, package_versions
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 
 
 def _pretraining_corpus(recipe: TinyRecipe) -> list[str]:
-    from cpt_bench.prompts import PromptStyle
+    from cpt_bench.model.prompts import PromptStyle
     from cpt_bench.tasks.toy import COT_INSTRUCTION, DIRECT_INSTRUCTION, GENERAL_SUITE, toy_tasks
 
     # both answer formats, so that the chain-of-thought ablation compares two known formats
@@ -118,6 +118,18 @@ def _verified_shipped() -> Path:
     return SHIPPED
 
 
+RECIPE_VERSION = 2  # bump when the recipe changes in a way the cache key cannot see
+
+
+def recipe_key(recipe: TinyRecipe, corpus: list[str]) -> str:
+    """The cache key of a build: a hash of the recipe and of the corpus itself, so edited task
+    code rebuilds."""
+    h = hashlib.sha256(json.dumps({**asdict(recipe), "v": RECIPE_VERSION}, sort_keys=True).encode())
+    for text in corpus:
+        h.update(text.encode() + b"\n")
+    return h.hexdigest()[:12]
+
+
 def build_tiny_base(recipe: TinyRecipe, cache_dir: str | Path | None = None, shipped: bool = True) -> Path:
     """Return the folder of the embedded base model: the shipped one when the recipe (and the
     toy tasks' corpus) match it, else a build from the recipe, made on first use.
@@ -128,7 +140,7 @@ def build_tiny_base(recipe: TinyRecipe, cache_dir: str | Path | None = None, shi
     from transformers import LlamaConfig, LlamaForCausalLM
 
     texts = _pretraining_corpus(recipe)
-    key = recipe.key(texts)
+    key = recipe_key(recipe, texts)
     if shipped and shipped_build()["key"] == key:
         return _verified_shipped()
     target = cache_root(cache_dir) / f"tiny-{key}"
@@ -175,16 +187,15 @@ def base_accuracies(path: str | Path) -> dict[str, float]:
 
     from omegaconf import OmegaConf
 
-    from cpt_bench.evaluation import accuracy, evaluate_tasks
-    from cpt_bench.loading import load_checkpoint
-    from cpt_bench.prompts import PromptStyle
-    from cpt_bench.steps import test_sets
+    from cpt_bench.model.evaluation import accuracy, evaluate_tasks
+    from cpt_bench.model.loading import load_checkpoint
+    from cpt_bench.model.prompts import PromptStyle
     from cpt_bench.tasks import build_benchmark
 
     cfg = OmegaConf.load(files("cpt_bench.conf") / "benchmark" / "toy.yaml")
     benchmark = build_benchmark(cfg)
     model, tok = load_checkpoint(path)
-    records = evaluate_tasks(model, tok, benchmark.tasks, test_sets(benchmark, benchmark.order, benchmark.general),
+    records = evaluate_tasks(model, tok, benchmark.tasks, benchmark.test_sets(benchmark.order, benchmark.general),
                              PromptStyle.for_benchmark(benchmark, cot=False))
     return {task: round(100 * accuracy(recs), 1) for task, recs in records.items()}
 

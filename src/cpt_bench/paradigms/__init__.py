@@ -1,157 +1,40 @@
-"""Paradigms: how one stage trains the model on one task.
+"""Paradigms: how one stage trains the model on one task, one module each, found by `paradigms()`.
 
-A paradigm is a thin adapter over a TRL trainer. The stage loop hands it the model as it
-stands, its processing class, the task's training items and a `StageContext`; it trains,
-saves the stage checkpoint through its trainer (`save_stage`) and returns the trained model
-and what the stage cost. Adding a paradigm = one module here + an entry in `PARADIGMS` + a
-schema in config.py + a YAML.
+A paradigm module defines its config schema (a `base.StageTraining` subclass, which its YAML
+under conf/paradigm/ extends as `/paradigm_<name>_schema@_here_`), its adapter over a TRL
+trainer (`base.Paradigm`) and `PARADIGM = ParadigmSpec(name, schema, build)`. Adding a
+paradigm is that module and that YAML; nothing else is edited. TRL is imported by a paradigm
+only when it trains, so finding them all stays cheap.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+import functools
+import importlib
+import pkgutil
 
-from cpt_bench import faults
 from cpt_bench.errors import unknown
-from cpt_bench.prompts import PromptStyle
-from cpt_bench.tasks.base import Example, Task
+from cpt_bench.paradigms.base import ParadigmSpec
 
 
-@dataclass
-class StageContext:
-    stage: int  # 1-based stage number
-    task_name: str  # the trained task ("joint" for the multi-task baseline)
-    tasks: dict[str, Task]  # graders for every item's task
-    style: PromptStyle  # prompt format (CoT or direct), shared with evaluation
-    base_path: str  # the original base model (the paper's KL reference)
-    start_path: str  # the checkpoint this stage starts from (a plain trainer's reference)
-    work_dir: Path  # scratch space for the trainer
-    save_dir: Path  # where the trained stage's Hugging Face checkpoint goes
-    seed: int
-    use_cpu: bool
-    bf16: bool
-    deepspeed: dict | None = None
-    peft: dict | None = None  # config.PeftConfig as a dict when peft=lora; None = full fine-tuning
-    # ZeRO-3 over several ranks with a vision-language model: every model the trainer runs
-    # forward passes through (the policy, GRPO's KL reference) runs its vision tower on
-    # text-only batches too (vision_zero3.py)
-    align_vision: bool = False
-    # called with (global_step, max_steps, logs) on every trainer log event
-    on_log: Callable[[int, int, dict[str, float]], None] = lambda step, total, logs: None
+@functools.cache
+def paradigms() -> dict[str, ParadigmSpec]:
+    """Every paradigm of this package, by name: the `PARADIGM` of each module that has one."""
+    found = {}
+    for info in pkgutil.iter_modules(__path__):
+        spec = getattr(importlib.import_module(f"{__name__}.{info.name}"), "PARADIGM", None)
+        if spec is not None:
+            found[spec.name] = spec
+    return found
 
 
-@dataclass(kw_only=True)
-class StageResult:
-    model: Any
-    optimizer_steps: int
-    train_seconds: float
-    generated_tokens: int = 0  # rollout tokens (RFT); 0 for SFT
-    metrics: dict[str, float] = field(default_factory=dict)  # stage-level diagnostics
-    save_seconds: float = 0.0
+def paradigm_spec(name: str) -> ParadigmSpec:
+    if name not in paradigms():
+        raise unknown("paradigm", name, paradigms())
+    return paradigms()[name]
 
 
-def lora_config(ctx: StageContext):
-    """The stage's fresh LoRA adapter for TRL's `peft_config`; None for full fine-tuning."""
-    if not ctx.peft:
-        return None
-    from peft import LoraConfig
-
-    target = ctx.peft["target_modules"]
-    return LoraConfig(r=ctx.peft["r"], lora_alpha=ctx.peft["alpha"], lora_dropout=ctx.peft["dropout"],
-                      target_modules=target if isinstance(target, str) else list(target), task_type="CAUSAL_LM")
-
-
-def save_stage(trainer, ctx: StageContext) -> tuple[float, Any]:
-    """Write the stage checkpoint; returns the seconds it took and the model the stage ends with.
-
-    Full fine-tuning saves through the trainer, the one save that knows about DeepSpeed: under
-    ZeRO-3 the model's weights are partitioned (empty in this process) and `save_model` gathers
-    them (`stage3_gather_16bit_weights_on_model_save`) into a full, loadable Hugging Face
-    folder. With LoRA the adapter is saved into `adapter/` and then merged into the weights,
-    which are saved in full, so the next stage, resume and evaluation see a plain checkpoint."""
-    start = time.time()
-    model = trainer.model
-    if ctx.peft:
-        if trainer.args.process_index == 0:
-            model.save_pretrained(str(ctx.save_dir / "adapter"))
-        model = model.merge_and_unload()
-        if trainer.args.process_index == 0:
-            model.save_pretrained(str(ctx.save_dir))
-    else:
-        trainer.save_model(str(ctx.save_dir))
-    faults.reached("checkpoint_save")
-    return time.time() - start, model
-
-
-def common_trainer_args(cfg, ctx: StageContext) -> dict[str, Any]:
-    """TrainingArguments every paradigm passes the same way (a stage = one trainer run)."""
-    epochs = float(cfg.epochs_per_task.get(ctx.task_name, cfg.epochs))
-    return dict(
-        output_dir=str(ctx.work_dir),
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of all steps
-        weight_decay=cfg.weight_decay,
-        num_train_epochs=epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        activation_checkpointing=cfg.gradient_checkpointing,
-        logging_steps=cfg.logging_steps,
-        save_strategy="no",  # one checkpoint per stage, written at its end (save_stage)
-        report_to=[],  # the stage loop owns W&B (one run per sequence)
-        disable_tqdm=True,
-        seed=ctx.seed,
-        data_seed=ctx.seed,
-        use_cpu=ctx.use_cpu,
-        bf16=ctx.bf16,
-        fp16=False,
-        deepspeed=ctx.deepspeed,
-        dataloader_num_workers=0,
-    )
-
-
-def mean_logs(logs: list[dict], keys: list[str]) -> dict[str, float]:
-    """Average each trainer log key over a stage (diagnostics are per-step means)."""
-    out = {}
-    for key in keys:
-        values = [row[key] for row in logs if isinstance(row.get(key), (int, float))]
-        if values:
-            out[key] = sum(values) / len(values)
-    return out
-
-
-class Paradigm(Protocol):
-    name: str
-    prompts_per_step: int  # training prompts per optimizer step (all processes together)
-    completions_per_prompt: int  # 1 for SFT; the group size for GRPO
-    completion_length: int | None  # the longest rollout it generates; None if it generates nothing
-
-    def train_stage(self, model, processing_class, examples: list[Example], ctx: StageContext) -> StageResult: ...
-
-
-def _sft(cfg, world_size: int) -> Paradigm:
-    from cpt_bench.paradigms.sft import SFT
-
-    return SFT(cfg, world_size)
-
-
-def _rft(cfg, world_size: int) -> Paradigm:
-    from cpt_bench.paradigms.rft import RFT
-
-    return RFT(cfg, world_size)
-
-
-PARADIGMS: dict[str, Callable[..., Paradigm]] = {"sft": _sft, "rft": _rft}
-
-
-def build_paradigm(cfg, world_size: int = 1) -> Paradigm:
+def build_paradigm(cfg, world_size: int = 1):
     """The paradigm `cfg.name` names, configured by its (validated) schema node, for a stage
     that trains over `world_size` processes (the launcher's, not this process's environment)."""
-    if cfg.name not in PARADIGMS:
-        raise unknown("paradigm", cfg.name, PARADIGMS)
-    return PARADIGMS[cfg.name](cfg, world_size)
+    return paradigm_spec(cfg.name).build(cfg, world_size)

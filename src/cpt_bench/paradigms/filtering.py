@@ -11,14 +11,13 @@ items through its tokenizer, each in batches of their own kind.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 
 from cpt_bench import faults
-from cpt_bench.processing import text_tokenizer
-from cpt_bench.prompts import PromptStyle, encode_prompts, format_prompt
+from cpt_bench.model.processing import text_tokenizer
+from cpt_bench.model.prompts import PromptStyle, encode_prompts, format_prompt
 from cpt_bench.tasks.base import Example, Task
 from cpt_bench.tasks.images import load_images
 
@@ -34,30 +33,33 @@ def keep_item(scores: list[float], rule: str) -> bool:
     return KEEP_RULES[rule](sum(s >= 1.0 for s in scores), len(scores))
 
 
-@dataclass
-class FilterResult:
-    kept: list[Example]
-    scores: list[list[float]]  # per item, its K rollout accuracies
-    keep: list[bool]
-    seconds: float
-    generated_tokens: int
+@dataclass(frozen=True)
+class Rollouts:
+    """How RIF samples: `num_rollouts` completions per item at `temperature`, up to
+    `max_new_tokens` tokens, `prompts_per_batch` items a generation batch."""
 
-    @property
-    def kept_fraction(self) -> float:
-        return len(self.kept) / len(self.keep) if self.keep else 0.0
+    num_rollouts: int
+    temperature: float
+    max_new_tokens: int
+    prompts_per_batch: int
+
+    @classmethod
+    def of(cls, f, max_new_tokens: int) -> Rollouts:
+        """From `filter.*` (config.FilterConfig, whose batch_size counts completions)."""
+        return cls(f.num_rollouts, f.temperature, max_new_tokens, max(1, f.batch_size // f.num_rollouts))
 
 
 @torch.no_grad()
-def rollout_scores(model, processing_class, examples: list[Example], *, tasks: dict[str, Task], style: PromptStyle,
-                   num_rollouts: int, temperature: float, max_new_tokens: int,
-                   batch_size: int, engine=None) -> tuple[list[list[float]], int]:
-    """`num_rollouts` sampled completions per item, graded; returns the scores (in item order)
-    and the generated token count. `batch_size` counts prompts. With an `engine`
-    (vllm_engine.VLLMEngine) it samples instead of `model`."""
+def rollout_scores(model, processing_class, examples: list[Example], rollouts: Rollouts, *, tasks: dict[str, Task],
+                   style: PromptStyle, engine=None) -> tuple[list[list[float]], int]:
+    """`rollouts.num_rollouts` sampled completions per item, graded; returns the scores (in item
+    order) and the generated token count. With an `engine` (vllm_engine.VLLMEngine) it samples
+    instead of `model`."""
+    num_rollouts = rollouts.num_rollouts
     if engine is not None:
         prompts = [format_prompt(processing_class, style.user_text(ex), len(ex.images)) for ex in examples]
         samples = engine.generate(prompts, [ex.images for ex in examples], num_samples=num_rollouts,
-                                  temperature=temperature, max_new_tokens=max_new_tokens)
+                                  temperature=rollouts.temperature, max_new_tokens=rollouts.max_new_tokens)
         tok = text_tokenizer(processing_class)
         tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for texts in samples for t in texts)
         return [[tasks[ex.task].grade(style.extract(t), ex) for t in texts]
@@ -69,14 +71,14 @@ def rollout_scores(model, processing_class, examples: list[Example], *, tasks: d
     plain = [i for i, ex in enumerate(examples) if not ex.images]
     visual = [i for i, ex in enumerate(examples) if ex.images]
     for group in (plain, visual):
-        for start in range(0, len(group), batch_size):
-            idx = group[start : start + batch_size]
+        for start in range(0, len(group), rollouts.prompts_per_batch):
+            idx = group[start : start + rollouts.prompts_per_batch]
             chunk = [examples[i] for i in idx]
             prompts = [format_prompt(processing_class, style.user_text(ex), len(ex.images)) for ex in chunk]
             images = [load_images(ex.images) for ex in chunk] if group is visual else None
             enc = encode_prompts(processing_class, prompts, images, model.device)
-            out = model.generate(**enc, do_sample=True, temperature=temperature, top_p=1.0, top_k=0,
-                                 num_return_sequences=num_rollouts, max_new_tokens=max_new_tokens,
+            out = model.generate(**enc, do_sample=True, temperature=rollouts.temperature, top_p=1.0, top_k=0,
+                                 num_return_sequences=num_rollouts, max_new_tokens=rollouts.max_new_tokens,
                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
             new = out[:, enc["input_ids"].shape[1] :]
             tokens += int((new != tok.pad_token_id).sum())
@@ -87,17 +89,3 @@ def rollout_scores(model, processing_class, examples: list[Example], *, tasks: d
                 scores[i] = [tasks[ex.task].grade(style.extract(t), ex) for t in samples]
             faults.reached("rif_rollouts")
     return scores, tokens
-
-
-def filter_items(model, processing_class, examples: list[Example], *, tasks: dict[str, Task], style: PromptStyle,
-                 rule: str, num_rollouts: int, temperature: float, max_new_tokens: int,
-                 batch_size: int, engine=None) -> FilterResult:
-    """Roll out every item and keep those `rule` accepts; `batch_size` counts completions."""
-    start = time.time()
-    scores, tokens = rollout_scores(model, processing_class, examples, tasks=tasks, style=style,
-                                    num_rollouts=num_rollouts, temperature=temperature,
-                                    max_new_tokens=max_new_tokens, batch_size=max(1, batch_size // num_rollouts),
-                                    engine=engine)
-    keep = [keep_item(s, rule) for s in scores]
-    kept = [ex for ex, ok in zip(examples, keep) if ok]
-    return FilterResult(kept, scores, keep, time.time() - start, tokens)

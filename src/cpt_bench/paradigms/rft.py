@@ -20,29 +20,125 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 
 import torch
-from datasets import Dataset
-from transformers import PrinterCallback
-from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
+from cpt_bench.choices import KLReference, PeftMethod, RewardScaling, RFTEstimator, VLLMMode, require
 from cpt_bench.config import as_schema
-from cpt_bench.grading import format_ok
-from cpt_bench.paradigms import (
+from cpt_bench.errors import ConfigError
+from cpt_bench.model.prompts import format_prompt, user_message
+from cpt_bench.model.vision_zero3 import align_vision_tower
+from cpt_bench.paradigms.base import (
+    ParadigmSpec,
     StageContext,
     StageResult,
+    StageTraining,
     common_trainer_args,
+    forward_logs,
     lora_config,
     mean_logs,
     save_stage,
 )
-from cpt_bench.paradigms.sft import ForwardLogs
-from cpt_bench.prompts import format_prompt, user_message
 from cpt_bench.tasks.base import Example
+from cpt_bench.tasks.grading import format_ok
 from cpt_bench.tasks.images import load_images
-from cpt_bench.vision_zero3 import align_vision_tower
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class RFTParadigm(StageTraining):
+    """GRPO with verifiable rewards through TRL's GRPOTrainer.
+
+    Our own defaults are pinned here because TRL's changed across versions (beta, loss_type,
+    scale_rewards, epsilon). Batch: `per_device_batch_size` counts completions, so the prompts
+    per optimizer step are per_device_batch_size x gradient_accumulation_steps x processes /
+    num_generations, which must divide evenly.
+    """
+
+    name: str = "rft"
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.01
+    num_generations: int = 8  # the group size (the paper's 8 rollouts per prompt)
+    per_device_batch_size: int = 128  # completions per device per micro-step
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_completion_length: int = 32
+    # the policy-gradient estimator on the same rewards: grpo, or rloo (TRL's RLOOTrainer, which
+    # has no loss_type / scale_rewards: its advantages are leave-one-out, not std-scaled)
+    estimator: RFTEstimator = RFTEstimator.grpo
+    kl_coef: float = 0.01  # the paper's 0.01; 0 turns the KL penalty (and the reference) off
+    kl_reference: KLReference = KLReference.base  # the original model (paper) | the stage's start
+    loss_type: str = "dapo"  # token-level mean, as verl/EasyR1's "token-mean"
+    scale_rewards: RewardScaling = RewardScaling.group
+    epsilon: float = 0.2  # PPO clip low (paper 0.2)
+    epsilon_high: float = 0.3  # PPO clip high (paper 0.3)
+    num_iterations: int = 1
+    # optimizer steps trained on one generation batch (TRL's steps_per_generation, counted in
+    # optimizer steps): 1 = every step on its own fresh rollouts; k > 1 generates k steps' prompts
+    # at once and trains the later steps off-policy, clipped by epsilon (the paper's rollout batch
+    # 512 over global batch 128 is 4); the same prompts and groups either way
+    generation_steps: int = 1
+    reward_accuracy_weight: float = 0.9  # with CoT: w_acc * accuracy + w_fmt * format
+    reward_format_weight: float = 0.1
+    # GRPO rollouts through vLLM (TRL's integration; optional extra `cpt-bench[vllm]`)
+    use_vllm: bool = False
+    vllm_mode: VLLMMode = VLLMMode.colocate
+    vllm_gpu_memory_utilization: float = 0.3  # colocate: the share of each GPU vLLM may take
+    vllm_enable_sleep_mode: bool = False  # colocate: offload vLLM's weights during the optimizer step
+    vllm_tensor_parallel_size: int = 1  # colocate: must divide the number of processes
+    # colocate: the context vLLM sizes its KV cache for; null = the stage's longest prompt
+    # (text and image tokens) + max_completion_length, not the model's whole context
+    vllm_max_model_length: int | None = None
+    logging_steps: int = 1
+
+    def validate(self, at: str = "paradigm") -> None:
+        super().validate(at)
+        require(self.num_generations >= 2, f"{at}.num_generations", self.num_generations,
+                ">= 2 (GRPO compares completions within a group)")
+        require(self.temperature > 0, f"{at}.temperature", self.temperature, "> 0")
+        require(0 < self.top_p <= 1, f"{at}.top_p", self.top_p, "in (0, 1]")
+        require(self.max_completion_length > 0, f"{at}.max_completion_length", self.max_completion_length, "> 0")
+        require(self.kl_coef >= 0, f"{at}.kl_coef", self.kl_coef, ">= 0")
+        require(self.epsilon >= 0, f"{at}.epsilon", self.epsilon, ">= 0")
+        require(self.epsilon_high >= 0, f"{at}.epsilon_high", self.epsilon_high, ">= 0")
+        require(self.num_iterations > 0, f"{at}.num_iterations", self.num_iterations, "> 0")
+        require(self.generation_steps > 0, f"{at}.generation_steps", self.generation_steps, "> 0")
+        for key in ("reward_accuracy_weight", "reward_format_weight"):
+            require(getattr(self, key) >= 0, f"{at}.{key}", getattr(self, key), ">= 0")
+        require(0 < self.vllm_gpu_memory_utilization <= 1, f"{at}.vllm_gpu_memory_utilization",
+                self.vllm_gpu_memory_utilization, "in (0, 1]")
+        require(self.vllm_max_model_length is None or self.vllm_max_model_length > self.max_completion_length,
+                f"{at}.vllm_max_model_length", self.vllm_max_model_length,
+                f"> max_completion_length ({self.max_completion_length}) or null")
+        if self.use_vllm:
+            from cpt_bench.model.vllm_engine import require_vllm
+
+            require_vllm(f"{at}.use_vllm=true")
+
+    def settle(self, cfg) -> None:
+        """With peft=lora, TRL's GRPO computes the KL against the model with its adapter disabled:
+        the stage's starting weights. Say so and record it (kl_reference=previous) rather than let
+        the config claim the original base."""
+        if cfg.peft.name == PeftMethod.lora and self.kl_coef and self.kl_reference == KLReference.base:
+            log.warning("peft=lora: GRPO's KL reference is the stage's starting weights (the adapter disabled), "
+                        "so paradigm.kl_reference is set to previous")
+            self.kl_reference = KLReference.previous
+
+    def prompts_per_step(self, world_size: int) -> int:
+        """Prompts per optimizer step; the effective batch (completions) must divide by the group."""
+        batch = super().prompts_per_step(world_size)  # counts completions here
+        if batch % self.num_generations:
+            raise ConfigError(
+                f"effective batch {batch} (paradigm.per_device_batch_size={self.per_device_batch_size} x "
+                f"gradient_accumulation_steps={self.gradient_accumulation_steps} x {world_size} processes) is not "
+                f"divisible by paradigm.num_generations={self.num_generations}"
+            )
+        return batch // self.num_generations
+
+
+
 DIAGNOSTICS = ["reward", "reward_std", "frac_reward_zero_std", "kl", "entropy",
                "completions/mean_length", "rewards/accuracy/mean", "rewards/format/mean"]
 
@@ -61,7 +157,7 @@ def vllm_model_length(processing_class, examples: list[Example], style, completi
     image tokens, at the processor's resolution bounds) plus the completion length, rounded up
     to `multiple`. Without it vLLM sizes its KV cache for the model's whole context (128k tokens
     for Qwen2.5-VL), which does not fit in a 0.3 share of a GPU beside the policy."""
-    from cpt_bench.processing import image_tokens, text_tokenizer
+    from cpt_bench.model.processing import image_tokens, text_tokenizer
     from cpt_bench.tasks.images import image_size
 
     tok = text_tokenizer(processing_class)
@@ -110,9 +206,10 @@ class RFT:
         self.completions_per_prompt = cfg.num_generations
         self.completion_length = cfg.max_completion_length
 
-    def trainer_args(self, ctx: StageContext, reward_weights: list[float],
-                     model_length: int | None = None) -> GRPOConfig | RLOOConfig:
-        """The trainer's config; `model_length`: colocated vLLM's context for this stage."""
+    def trainer_args(self, ctx: StageContext, reward_weights: list[float], model_length: int | None = None):
+        """The trainer's config (GRPO's or RLOO's); `model_length`: colocated vLLM's context for this stage."""
+        from trl import GRPOConfig, RLOOConfig
+
         c = self.cfg
         rloo = c.estimator == "rloo"
         # GRPO's own loss aggregation and reward scaling; RLOO's advantages are leave-one-out
@@ -143,8 +240,11 @@ class RFT:
             log_multimodal=False,
         )
 
-    def build_trainer(self, model, processing_class, examples: list[Example],
-                      ctx: StageContext) -> tuple[GRPOTrainer | RLOOTrainer, ForwardLogs, dict]:
+    def build_trainer(self, model, processing_class, examples: list[Example], ctx: StageContext):
+        """The stage's GRPO (or RLOO) trainer, the callback that keeps its log, the rollout counters."""
+        from transformers import PrinterCallback
+        from trl import GRPOTrainer, RLOOTrainer
+
         style, tasks = ctx.style, ctx.tasks
         counters = {"generated_tokens": 0}
         per_batch = self.prompts_per_step * self.cfg.generation_steps  # one generation batch
@@ -172,7 +272,7 @@ class RFT:
         # which weights the KL reference holds: the original base (paper) or this stage's start
         if self.cfg.kl_coef:
             model.config._name_or_path = ctx.base_path if self.cfg.kl_reference == "base" else ctx.start_path
-        logs = ForwardLogs(ctx)
+        logs = forward_logs(ctx)
         trainer_cls = RLOOTrainer if self.cfg.estimator == "rloo" else GRPOTrainer
         if ctx.use_cpu and ctx.bf16:
             trainer_cls = cached_autocast(trainer_cls)
@@ -194,12 +294,14 @@ class RFT:
         return trainer, logs, counters
 
     @staticmethod
-    def dataset(processing_class, examples: list[Example], style) -> Dataset:
+    def dataset(processing_class, examples: list[Example], style):
         """GRPO rows: `prompt` and `idx` (the item's position, for the reward), plus `images`.
 
         Text-only: the prompt rendered by `format_prompt`. With images: the user turn as a
         conversation and the images in TRL's `images` column (TRL renders it the same way).
         """
+        from datasets import Dataset
+
         if not any(ex.images for ex in examples):
             return Dataset.from_list([{"prompt": format_prompt(processing_class, style.user_text(ex)), "idx": i}
                                       for i, ex in enumerate(examples)])
@@ -217,3 +319,6 @@ class RFT:
         del trainer  # frees the reference model before evaluation
         return StageResult(model=model, optimizer_steps=steps, train_seconds=seconds,
                            generated_tokens=counters["generated_tokens"], metrics=metrics, save_seconds=saved)
+
+
+PARADIGM = ParadigmSpec("rft", RFTParadigm, RFT)

@@ -11,28 +11,39 @@ tokens, adding `pixel_values` and `image_grid_thw`) and masks the loss to the co
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
-from datasets import Dataset
-from transformers import PrinterCallback, TrainerCallback
-from trl import SFTConfig, SFTTrainer
-
+from cpt_bench.choices import require
 from cpt_bench.config import as_schema
-from cpt_bench.paradigms import StageContext, StageResult, common_trainer_args, lora_config, mean_logs, save_stage
-from cpt_bench.prompts import completion_text, format_prompt
+from cpt_bench.model.prompts import completion_text, format_prompt
+from cpt_bench.paradigms.base import (
+    ParadigmSpec,
+    StageContext,
+    StageResult,
+    StageTraining,
+    common_trainer_args,
+    forward_logs,
+    lora_config,
+    mean_logs,
+    save_stage,
+)
 from cpt_bench.tasks.base import Example
 from cpt_bench.tasks.images import load_images
 
 
-class ForwardLogs(TrainerCallback):
-    """Hands every trainer log event to the stage loop (terminal, files, W&B) and keeps it."""
+@dataclass
+class SFTParadigm(StageTraining):
+    """Supervised fine-tuning through TRL's SFTTrainer, loss on the completion only."""
 
-    def __init__(self, ctx: StageContext):
-        self.ctx, self.logs = ctx, []
+    name: str = "sft"
+    learning_rate: float = 3e-4
+    epochs: float = 5.0
+    max_length: int = 128
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs:
-            self.logs.append(dict(logs))
-            self.ctx.on_log(state.global_step, state.max_steps, dict(logs))
+    def validate(self, at: str = "paradigm") -> None:
+        super().validate(at)
+        require(self.max_length > 0, f"{at}.max_length", self.max_length, "> 0")
+
 
 
 class SFT:
@@ -44,7 +55,9 @@ class SFT:
         self.cfg = cfg = as_schema(cfg)
         self.prompts_per_step = cfg.prompts_per_step(world_size)
 
-    def trainer_args(self, ctx: StageContext) -> SFTConfig:
+    def trainer_args(self, ctx: StageContext):
+        from trl import SFTConfig
+
         return SFTConfig(
             **common_trainer_args(self.cfg, ctx),
             max_length=self.cfg.max_length,
@@ -52,8 +65,10 @@ class SFT:
             packing=False,
         )
 
-    def dataset(self, processing_class, examples: list[Example], ctx: StageContext) -> Dataset:
+    def dataset(self, processing_class, examples: list[Example], ctx: StageContext):
         """prompt/completion rows (standard format: the prompt already rendered), plus `images`."""
+        from datasets import Dataset
+
         rows = [
             {
                 "prompt": format_prompt(processing_class, ctx.style.user_text(ex), len(ex.images)),
@@ -67,8 +82,11 @@ class SFT:
         return Dataset.from_list(rows)
 
     def train_stage(self, model, processing_class, examples: list[Example], ctx: StageContext) -> StageResult:
+        from transformers import PrinterCallback
+        from trl import SFTTrainer
+
         data = self.dataset(processing_class, examples, ctx)
-        logs = ForwardLogs(ctx)
+        logs = forward_logs(ctx)
         trainer = SFTTrainer(
             model=model,
             args=self.trainer_args(ctx),
@@ -85,3 +103,6 @@ class SFT:
         saved, model = save_stage(trainer, ctx)
         return StageResult(model=model, optimizer_steps=trainer.state.global_step, train_seconds=seconds,
                            metrics=metrics, save_seconds=saved)
+
+
+PARADIGM = ParadigmSpec("sft", SFTParadigm, SFT)

@@ -61,10 +61,11 @@ def write_report(runs: Sequence[RunRecord], out: Path) -> dict[str, Path]:
         writer.writerows(csv_rows(runs, base))
     plot_heatmaps(runs, paths["heatmaps"])
     plot_curves(summaries, paths["curves"])
-    plot_pareto(analysed_runs(runs), paths["pareto"])
-    plot_compute(analysed_runs(runs), paths["compute"])
+    analysed = [r for s in summaries for r in s.runs]  # analysed_runs(runs), summarised once
+    plot_pareto(analysed, paths["pareto"])
+    plot_compute(analysed, paths["compute"])
     figures = [FILES["heatmaps"], FILES["curves"], FILES["pareto"], FILES["compute"]]
-    points = [p for run in analysed_runs(runs) for p in stage_points(run)]
+    points = [p for run in analysed for p in stage_points(run)]
     if points:
         plot_drift(points, paths["drift"])
         figures.append(FILES["drift"])

@@ -55,8 +55,8 @@ def stage_points(run: RunRecord) -> list[StagePoint]:
         rows = [[acc[(s, task)] for task in run.order] for s in range(t + 1)]
         general = {g: [acc[(s, g)] for s in range(t + 1)] for g in run.general if (0, g) in acc}
         outcomes = {"forgetting": forgetting(rows), "general_delta": general_delta(rows, general)}
-        diag = run.diagnostics.get(t, {})
-        predictors = {k: float(diag[k]) for k in PREDICTORS if isinstance(diag.get(k), int | float)}
+        measured = run.diagnostics[t].drift() if t in run.diagnostics else {}
+        predictors = {k: float(v) for k, v in measured.items() if k in PREDICTORS}
         points.append(StagePoint(run.paradigm, t, {k: v for k, v in outcomes.items() if v is not None}, predictors))
     return points
 

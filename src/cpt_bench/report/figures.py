@@ -8,10 +8,10 @@ import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from cpt_bench.plots import draw_heatmap, pyplot
+from cpt_bench.outputs.plots import draw_heatmap, pyplot
 from cpt_bench.report.drift import OUTCOMES, PREDICTORS, StagePoint, fit, pairs
 from cpt_bench.report.frontier import pareto_frontier
-from cpt_bench.report.runs import RunRecord, _paradigm_key
+from cpt_bench.report.runs import RunRecord, paradigm_key
 from cpt_bench.report.stats import variant_means
 from cpt_bench.report.summary import COMPUTE_AXES, VariantSummary, compute_series, run_points, stage_curve
 
@@ -19,7 +19,7 @@ MAX_HEATMAPS = 24
 
 
 def _colors(names: Iterable[str]) -> dict[str, str]:
-    return {name: f"C{i}" for i, name in enumerate(sorted(set(names), key=_paradigm_key))}
+    return {name: f"C{i}" for i, name in enumerate(sorted(set(names), key=paradigm_key))}
 
 
 def _save(fig, path: Path, dpi: int, tight: bool = False) -> Path:
@@ -120,7 +120,7 @@ def plot_drift(points: Sequence[StagePoint], path: Path) -> Path:
     for row, (outcome, ylabel) in zip(axes, OUTCOMES.items()):
         for ax, (predictor, xlabel) in zip(row, PREDICTORS.items()):
             xy = pairs(points, predictor, outcome)
-            for paradigm in sorted({p for p, _, _ in xy}, key=_paradigm_key):
+            for paradigm in sorted({p for p, _, _ in xy}, key=paradigm_key):
                 ax.scatter([x for p, x, _ in xy if p == paradigm], [100 * y for p, _, y in xy if p == paradigm],
                            color=colors[paradigm], label=paradigm, s=18, zorder=3)
             line = fit([x for _, x, _ in xy], [y for _, _, y in xy])

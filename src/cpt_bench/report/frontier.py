@@ -22,7 +22,7 @@ def pareto_frontier(points: Sequence[tuple[float, float]], minimize_y: bool = Tr
     return sorted((i for i in range(len(pts)) if not dominated(i)), key=lambda i: (pts[i][0], pts[i][1]))
 
 
-def _interp(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
+def interpolate(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
     """Piecewise-linear y(x) for x within [xs[0], xs[-1]], xs ascending."""
     for (x0, y0), (x1, y1) in itertools.pairwise(zip(xs, ys)):
         if x0 <= x <= x1:
@@ -53,6 +53,6 @@ def matched_gain(a: Sequence[tuple[float, float]], b: Sequence[tuple[float, floa
     gains = [lo] if math.isclose(lo, hi) or n < 2 else [lo + (hi - lo) * k / (n - 1) for k in range(n - 1)] + [hi]
     rows = []
     for g in gains:
-        ya, yb = (_interp(g, xs, ys) for xs, ys in curves)
+        ya, yb = (interpolate(g, xs, ys) for xs, ys in curves)
         rows.append((g, ya, yb, ya - yb))
     return rows

@@ -28,7 +28,6 @@ from cpt_bench.report.stats import (
 from cpt_bench.report.summary import (
     COMPUTE_AXES,
     VariantSummary,
-    analysed_runs,
     compute_series,
     gain_rule_choices,
     matched_compute,
@@ -276,7 +275,8 @@ def gain_rule_section(runs: Sequence[RunRecord]) -> str:
 
 def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummary], base: Path | None,
                     figures: Sequence[str], drift: str = "") -> str:
-    compute = matched_compute_section(analysed_runs(runs))
+    analysed = [r for s in summaries for r in s.runs]  # the runs behind the variants' means: every comparison's
+    compute = matched_compute_section(analysed)
     run_rows = [[_relative(r.path, base), r.variant, r.seed, r.status,
                  f"{r.metrics.get('stages_completed', '?')}/{r.metrics.get('num_tasks', '?')}"] for r in runs]
     parts = [
@@ -287,8 +287,8 @@ def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummar
         "## Results per variant", "",
         variant_table(summaries), "",
         NOTE, "",
-        matched_gain_section(analysed_runs(runs)), "",
-        *([rule, ""] if (rule := gain_rule_section(analysed_runs(runs))) else []),
+        matched_gain_section(analysed), "",
+        *([rule, ""] if (rule := gain_rule_section(analysed)) else []),
         *([compute, ""] if compute else []),
         *([drift, ""] if drift else []),
         "## Figures", "",

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from cpt_bench.errors import ReportError
-from cpt_bench.records import Compute
-from cpt_bench.rundir import MATRIX_CSV, METRICS_JSON, RUN_JSON, STAGE_JSON, read_json, read_matrix_csv
+from cpt_bench.outputs.records import Compute, Diagnostics
+from cpt_bench.outputs.rundir import MATRIX_CSV, METRICS_JSON, RUN_JSON, STAGE_JSON, read_json, read_matrix_csv
 
 log = logging.getLogger("cpt_bench.report")
 
@@ -48,7 +48,7 @@ class RunRecord:
     general: list[str]
     compute: Compute | None  # None: a run.json without a compute block (nothing to report)
     variant: str = ""
-    diagnostics: dict[int, dict] = field(default_factory=dict)  # stage -> its stage.json diagnostics
+    diagnostics: dict[int, Diagnostics] = field(default_factory=dict)  # stage -> its stage.json diagnostics
 
     @property
     def paradigm(self) -> str:
@@ -108,7 +108,7 @@ def find_runs(paths: Iterable[Path | str]) -> list[Path]:
             dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.startswith(".")]
         if not here:
             raise ReportError(f"{path}: no run with results (run.json and metrics.json) found")
-        found += sorted(here, key=_natural_key)
+        found += sorted(here, key=natural_key)
     return list(dict.fromkeys(p.resolve() for p in found))  # a run named twice counts once
 
 
@@ -127,7 +127,7 @@ def load_run(path: Path) -> RunRecord:
         order=list(info.get("order") or metrics.get("order") or []),
         general=list(info.get("general_suite") or metrics.get("general_suite") or []),
         compute=Compute.from_json(info["compute"]) if info.get("compute") else None,
-        diagnostics={d["stage"]: d.get("diagnostics", {})
+        diagnostics={d["stage"]: Diagnostics.from_json(d.get("diagnostics", {}))
                      for d in (read_json(p) for p in sorted((path / "stages").glob(f"*/{STAGE_JSON}")))},
     )
 
@@ -261,10 +261,10 @@ def base_model(config: dict):
     return _get(config, BASE_KEY)
 
 
-def _natural_key(value) -> list:
+def natural_key(value) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(value))]
 
 
-def _paradigm_key(name: str) -> tuple:
+def paradigm_key(name: str) -> tuple:
     """A paradigm, or a family led by its paradigm's name, in table order."""
     return PARADIGM_RANK.get(name.split(" ")[0], len(PARADIGM_RANK)), name

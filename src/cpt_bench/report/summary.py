@@ -9,8 +9,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cpt_bench.metrics import HEADLINE_METRICS
-from cpt_bench.report.frontier import MATCHED_POINTS, _interp
-from cpt_bench.report.runs import COMPUTE, RunRecord, _natural_key, _paradigm_key, base_model
+from cpt_bench.report.frontier import MATCHED_POINTS, interpolate
+from cpt_bench.report.runs import COMPUTE, RunRecord, base_model, natural_key, paradigm_key
 from cpt_bench.report.stats import Interval, RunPoint, gain_rule, mean_ci
 
 
@@ -64,7 +64,7 @@ def summarize(runs: Sequence[RunRecord]) -> list[VariantSummary]:
         for key in COMPUTE:
             summary.stats[key] = mean_std(getattr(r.compute, key, None) for r in kept)
         out.append(summary)
-    return sorted(out, key=lambda s: (_paradigm_key(s.paradigm), s.runs[0].joint, _natural_key(_label_without_lr(s)),
+    return sorted(out, key=lambda s: (paradigm_key(s.paradigm), s.runs[0].joint, natural_key(_label_without_lr(s)),
                                       float(s.runs[0].lr or 0.0)))
 
 
@@ -102,7 +102,7 @@ def run_points(runs: Sequence[RunRecord], key: str) -> dict[str, list[RunPoint]]
     paradigm, and e.g. its KL setting where that varies): what the matched-gain bootstrap
     resamples."""
     out: dict[str, list[RunPoint]] = {}
-    for run in sorted(runs, key=lambda r: _paradigm_key(r.family)):
+    for run in sorted(runs, key=lambda r: paradigm_key(r.family)):
         gain, y = run.metrics.get("gain"), run.metrics.get(key)
         if not run.joint and gain is not None and y is not None:
             out.setdefault(run.family, []).append(RunPoint(run.variant, base_model(run.config), gain, y))
@@ -118,7 +118,7 @@ def gain_rule_choices(runs: Sequence[RunRecord]) -> dict[str, tuple[float, list[
     for run in runs:
         if not run.joint and run.lr is not None and run.metrics.get("gain") is not None:
             by_family.setdefault(run.family, {}).setdefault(float(run.lr), []).append(run)
-    for family, grid in sorted(by_family.items(), key=lambda kv: _paradigm_key(kv[0])):
+    for family, grid in sorted(by_family.items(), key=lambda kv: paradigm_key(kv[0])):
         if len(grid) < 2 or any(len({r.variant for r in members}) > 1 for members in grid.values()):
             continue
         lr = gain_rule({lr: statistics.fmean(r.metrics["gain"] for r in members) for lr, members in grid.items()})
@@ -134,7 +134,7 @@ COMPUTE_AXES = {"optimizer_steps": "optimizer steps", "processed_tokens": "proce
 def compute_series(runs: Sequence[RunRecord], axis: str, key: str) -> dict[str, list[tuple[float, float]]]:
     """(compute on `axis`, metric `key`) per sequential run, by family (`RunRecord.family`)."""
     out: dict[str, list[tuple[float, float]]] = {}
-    for run in sorted(runs, key=lambda r: _paradigm_key(r.family)):
+    for run in sorted(runs, key=lambda r: paradigm_key(r.family)):
         cost = getattr(run.compute, axis, None) if run.compute else None
         y = run.metrics.get(key)
         if not run.joint and cost and y is not None:
@@ -161,4 +161,4 @@ def matched_compute(a: Sequence[tuple[float, float]], b: Sequence[tuple[float, f
     if lo > hi:
         return []
     costs = [lo] if math.isclose(lo, hi) or n < 2 else [lo + (hi - lo) * k / (n - 1) for k in range(n - 1)] + [hi]
-    return [(c, ya, yb, ya - yb) for c in costs for ya, yb in [tuple(_interp(c, xs, ys) for xs, ys in curves)]]
+    return [(c, ya, yb, ya - yb) for c in costs for ya, yb in [tuple(interpolate(c, xs, ys) for xs, ys in curves)]]

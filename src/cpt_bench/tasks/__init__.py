@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from cpt_bench.errors import ConfigError, unknown
-from cpt_bench.tasks.base import Example, Task
-
-
-@dataclass
-class Benchmark:
-    name: str
-    tasks: dict[str, Task]  # CPT tasks and general-suite tasks, by name
-    order: list[str]  # the benchmark's own CPT order
-    general: list[str]
-    cot_instruction: str  # appended to each question when cot=true
-    direct_instruction: str  # appended when cot=false
-    separator: str = " "
+from cpt_bench.tasks.base import Benchmark, Example, Task
 
 
 def _toy(cfg) -> Benchmark:

@@ -90,3 +90,20 @@ def sample_split(
         seen.add(ex.prompt)
         out.append(ex)
     return out
+
+
+@dataclass
+class Benchmark:
+    """A named set of tasks, their default order and a held-out general suite."""
+
+    name: str
+    tasks: dict[str, Task]  # CPT tasks and general-suite tasks, by name
+    order: list[str]  # the benchmark's own CPT order
+    general: list[str]
+    cot_instruction: str  # appended to each question when cot=true
+    direct_instruction: str  # appended when cot=false
+    separator: str = " "
+
+    def test_sets(self, order: list[str], general: list[str]) -> dict[str, list[Example]]:
+        """Every evaluated task's test items: the CPT tasks in `order`, then the general suite."""
+        return {t: self.tasks[t].test() for t in [*order, *general]}

@@ -30,15 +30,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from cpt_bench.choices import SourceFormat
 from cpt_bench.errors import DataError
-from cpt_bench.grading import grade_choice, grade_short_answer, parse_choices
-from cpt_bench.tasks.base import ConfigError, Example, stable_seed
+from cpt_bench.tasks.base import Benchmark, ConfigError, Example, stable_seed
+from cpt_bench.tasks.grading import grade_choice, grade_short_answer, parse_choices
 from cpt_bench.tasks.images import IMAGE_MISSING
 from cpt_bench.tasks.sources import (
     EMPTY_ANSWER,
-    FORMATS,
     Drawn,
     Row,
     Skip,
@@ -47,9 +46,6 @@ from cpt_bench.tasks.sources import (
     open_rows,
     prompt_and_answer,
 )
-
-if TYPE_CHECKING:
-    from cpt_bench.tasks import Benchmark
 
 log = logging.getLogger("cpt_bench")
 
@@ -339,9 +335,9 @@ def resolve_source(cfg, task: str, split: str) -> SourceSpec | None:
     or a hub dataset, in that order. Pure: nothing is read or checked on disk here."""
     spec = SPECS[task]
     src = (cfg.sources or {}).get(task)
-    node = src.get(split) if src is not None else None
+    node = getattr(src, split) if src is not None else None
     key = f"benchmark.sources.{task}.{split}"
-    fmt = src.format if src is not None else "auto"
+    fmt = src.format if src is not None else SourceFormat.auto
     # image paths: the task's own root, the benchmark's, else data_dir for the authors' files
     # and the data file's folder for an explicit path
     root = (src.image_root if src is not None else None) or cfg.image_root
@@ -362,25 +358,19 @@ def resolve_source(cfg, task: str, split: str) -> SourceSpec | None:
 def _limit(cfg, task: str, split: str) -> int | None:
     src = (cfg.sources or {}).get(task)
     own = getattr(src, f"max_{split}", None) if src is not None else None
-    limit = own if own is not None else getattr(cfg, f"max_{split}")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"max_{split} for task {task!r} must be >= 1 or null (all items), not {limit}")
-    return limit
+    return own if own is not None else getattr(cfg, f"max_{split}")  # checked by MLLMBenchmarkConfig
 
 
 def build_mllm_cl7(cfg) -> Benchmark:
     """The benchmark of a config (cheap: sources are only opened by train()/test())."""
-    from cpt_bench.tasks import Benchmark
 
     names = [*cfg.tasks, *cfg.general]
     for t in names:
         if t not in SPECS:
             raise ConfigError(f"benchmark mllm_cl7 has no task {t!r}; its tasks: {', '.join(SPECS)}")
-    for t, src in (cfg.sources or {}).items():
+    for t in cfg.sources or {}:
         if t not in SPECS:
             raise ConfigError(f"benchmark.sources.{t}: no such task; tasks: {', '.join(SPECS)}")
-        if src.format not in FORMATS:
-            raise ConfigError(f"benchmark.sources.{t}.format must be one of {', '.join(FORMATS)}, not {src.format!r}")
     tasks = {
         t: MultimodalTask(
             SPECS[t],

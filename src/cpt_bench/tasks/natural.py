@@ -23,8 +23,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cpt_bench.grading import normalize_phrase
 from cpt_bench.tasks.base import Example, sample_split, stable_seed
+from cpt_bench.tasks.grading import normalize_phrase
 
 # the paper's instructions (the authors' ShareGPT files and EasyR1's math_format prompt)
 from cpt_bench.tasks.mllm import COT_INSTRUCTION, SHORT_ANSWER

@@ -17,8 +17,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cpt_bench.grading import grade_exact
 from cpt_bench.tasks.base import Example, sample_split, stable_seed
+from cpt_bench.tasks.grading import grade_exact
 
 LETTERS = "abcdefghij"
 # toy instructions stay one word: `add 33 7 = think` asks for CoT, `add 33 7 = answer` not;

@@ -7,7 +7,7 @@ about a run is derived from that list.
 from __future__ import annotations
 
 from cpt_bench.metrics import HEADLINE_METRICS, SIGN_CONVENTIONS, compute_joint_metrics, compute_metrics
-from cpt_bench.records import StageRecord
+from cpt_bench.outputs.records import StageRecord
 
 JOINT = "joint"  # the trained_task of the joint baseline's single stage
 

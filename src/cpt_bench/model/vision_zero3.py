@@ -68,7 +68,7 @@ def align_vision_tower(model, processing_class, *, training_only: bool = True) -
 
 def needs_alignment(model, deepspeed_config: dict | None, world_size: int) -> bool:
     """Whether training `model` needs the alignment: ZeRO-3 over several ranks, a vision-language model."""
-    from cpt_bench.loading import is_vision_language
+    from cpt_bench.model.loading import is_vision_language
 
     stage = ((deepspeed_config or {}).get("zero_optimization") or {}).get("stage")
     return (world_size > 1 and stage == 3 and is_vision_language(model.config)

@@ -147,9 +147,9 @@ def sample_responses(model, enc: dict, tok, *, max_new_tokens: int, temperature:
 def output_kl(model, base, processing_class, prompts: list[str], images: list[list] | None = None, *,
               samples: int, max_new_tokens: int, seed: int, batch_size: int = 32) -> OutputDrift:
     """KL(model || base) on `prompts` (formatted, as evaluation renders them): see the module doc."""
-    from cpt_bench.loading import is_vision_language
-    from cpt_bench.processing import text_tokenizer
-    from cpt_bench.prompts import encode_prompts
+    from cpt_bench.model.loading import is_vision_language
+    from cpt_bench.model.processing import text_tokenizer
+    from cpt_bench.model.prompts import encode_prompts
 
     tok = text_tokenizer(processing_class)
     chosen = random.Random(seed).sample(range(len(prompts)), min(samples, len(prompts)))

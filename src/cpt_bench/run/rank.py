@@ -17,30 +17,30 @@ import os
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
-from cpt_bench.config import PARADIGM_SCHEMAS
+from cpt_bench.config import Config, validate
 from cpt_bench.distributed import zero_stage
-from cpt_bench.loading import load_processing_class
+from cpt_bench.model.loading import load_processing_class
+from cpt_bench.model.processing import PixelBounds
+from cpt_bench.model.prompts import PromptStyle
+from cpt_bench.model.vision_zero3 import align_vision_tower, needs_alignment
+from cpt_bench.outputs.rundir import write_json
 from cpt_bench.paradigms import build_paradigm
-from cpt_bench.processing import PixelBounds
-from cpt_bench.prompts import PromptStyle
-from cpt_bench.steps import (
+from cpt_bench.run.steps import (
     StageSpec,
+    drift_prompts,
     evaluate_sets,
     load_model,
     measure_drift,
     rif_rollouts,
     stage_context,
     stage_items,
-    test_sets,
     train_step,
 )
+from cpt_bench.run.wire import EvalShard, EvalSpec, FilterSpec, RolloutShard, TrainSpec, write_record
 from cpt_bench.tasks import build_benchmark, resolve_order
-from cpt_bench.vision_zero3 import align_vision_tower, needs_alignment
-from cpt_bench.wire import EvalShard, EvalSpec, FilterSpec, RolloutShard, TrainSpec, write_record
 
-log = logging.getLogger("cpt_bench.worker")
+log = logging.getLogger("cpt_bench.run.worker")
 
 
 def policy_device(device: str, zero: int | None) -> str:
@@ -53,8 +53,8 @@ def policy_device(device: str, zero: int | None) -> str:
 class RankSteps:
     """One rank's view of a launched step: the run's config, the step's spec, its device."""
 
-    def __init__(self, cfg, spec: EvalSpec | FilterSpec | TrainSpec, device: str = "cpu"):
-        self.cfg, self.spec, self.device = cfg, spec, device
+    def __init__(self, cfg: Config, spec: EvalSpec | FilterSpec | TrainSpec, device: str = "cpu"):
+        self.cfg, self.spec, self.device = validate(cfg), spec, device
         self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -69,9 +69,7 @@ class RankSteps:
     def paradigm(self):
         """Built when a step needs it (RIF's completion length, training): building it imports
         TRL and DeepSpeed, seconds an evaluation step does not have to spend on every rank."""
-        cfg = self.cfg
-        schema = OmegaConf.merge(OmegaConf.structured(PARADIGM_SCHEMAS[cfg.paradigm.name]), cfg.paradigm)
-        return build_paradigm(OmegaConf.to_object(schema), self.world)
+        return build_paradigm(self.cfg.paradigm, self.world)
 
     def sum(self, value: int) -> int:
         """`value` summed over the ranks (each rank counts its own rollouts)."""
@@ -90,7 +88,7 @@ class RankSteps:
         with `eval.backend=vllm` a vLLM engine (and no model on the GPU beside it)."""
         if str(self.cfg.eval.backend) != "vllm":
             return (*load_model(self.cfg, path, self.device), None)
-        from cpt_bench.vllm_engine import VLLMEngine
+        from cpt_bench.model.vllm_engine import VLLMEngine
 
         pixels = PixelBounds.of(self.cfg.model)
         return None, load_processing_class(path, pixels), VLLMEngine(path, seed=seed + self.rank, pixels=pixels)
@@ -103,7 +101,7 @@ class RankSteps:
 
     def evaluate(self) -> None:
         spec, cfg = self.spec, self.cfg
-        sets = test_sets(self.benchmark, self.order, self.general)
+        sets = self.benchmark.test_sets(self.order, self.general)
         flat = [(task, ex) for task, items in sets.items() for ex in items]  # the global item order
         indices: dict[str, list[int]] = {task: [] for task in sets}
         for i in self.mine(len(flat)):
@@ -124,9 +122,9 @@ class RankSteps:
         base = None
         if spec.task and cfg.eval.kl_samples:
             base = load_model(cfg, spec.drift_from, self.device)[0].eval()  # the run's dtype, this rank's device
-        drift = measure_drift(cfg, model, processing_class, spec.drift_from, self.style, sets, self.general,
-                              spec.task, base)
-        write_record(self.dir / "drift.json", drift)
+        prompts = drift_prompts(sets, self.general, spec.task) if spec.task else {}
+        drift = measure_drift(cfg, model, processing_class, spec.drift_from, self.style, prompts, base)
+        write_json(self.dir / "drift.json", drift.to_json())
 
     def filter(self) -> None:
         from transformers import set_seed  # here, not at the top: it imports peft (2-3 s an evaluation skips)

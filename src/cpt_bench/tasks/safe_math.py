@@ -106,17 +106,17 @@ class _Worker:
 
     @staticmethod
     def _start() -> subprocess.Popen[bytes]:
-        src = str(Path(__file__).resolve().parents[1])  # so that `-m cpt_bench.safe_math` imports
+        src = str(Path(__file__).resolve().parents[2])  # so that `-m cpt_bench.tasks.safe_math` imports
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
         # -P: the current directory (a run directory) stays off sys.path, so nothing there shadows a module
         try:
-            proc = subprocess.Popen([sys.executable, "-P", "-m", "cpt_bench.safe_math"],
+            proc = subprocess.Popen([sys.executable, "-P", "-m", "cpt_bench.tasks.safe_math"],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         except OSError as e:
             raise WorkerError(f"cannot start the sympy grading worker: {e}") from e
         if _Worker._read(proc, WORKER_START_TIMEOUT_S) != b"ready":
             _Worker._kill(proc)
-            raise WorkerError(f"the sympy grading worker ({sys.executable} -m cpt_bench.safe_math) did not start")
+            raise WorkerError(f"the sympy grading worker ({sys.executable} -m cpt_bench.tasks.safe_math) did not start")
         return proc
 
     @staticmethod

@@ -152,7 +152,7 @@ class PixelBounds:
 
     @classmethod
     def of(cls, model_cfg) -> PixelBounds:
-        return cls(model_cfg.get("min_pixels"), model_cfg.get("max_pixels"))
+        return cls(getattr(model_cfg, "min_pixels", None), getattr(model_cfg, "max_pixels", None))
 
     def kwargs(self) -> dict[str, int]:
         return {k: v for k, v in (("min_pixels", self.min_pixels), ("max_pixels", self.max_pixels)) if v is not None}

@@ -41,6 +41,61 @@ class FilterStats:
 
 
 @dataclass
+class KLToBase:
+    """Output drift on one set of prompts (model.drift.output_kl): the KL to the base in nats per
+    sequence, its standard error, and per token."""
+
+    kl: float
+    se: float
+    per_token: float
+
+
+@dataclass
+class Diagnostics:
+    """How a stage trained and how far it moved the model: stage.json's `diagnostics` (one flat
+    object: the trainer's keys, then these fields, a KL as `kl_to_base_<set>`, `..._se`,
+    `..._per_token`), W&B's `cpt/diag/*`, and what the report's drift section reads."""
+
+    training: dict[str, float] = field(default_factory=dict)  # the trainer's per-stage means, TRL's log names
+    param_drift: float | None = None  # ||theta_t - theta_0||
+    kl_to_base_task: KLToBase | None = None  # on the trained task's test prompts
+    kl_to_base_general: KLToBase | None = None  # on the general suite's
+    kl_to_base_seconds: float | None = None
+    format_rate: float | None = None  # CoT format compliance, averaged over the evaluated tasks
+    rif_kept_fraction: float | None = None
+
+    KL_SETS = ("task", "general")
+
+    def drift(self) -> dict[str, float]:
+        """The drift measures recorded: param_drift, kl_to_base_task, kl_to_base_general."""
+        out = {"param_drift": self.param_drift,
+               **{f"kl_to_base_{s}": kl.kl for s in self.KL_SETS if (kl := getattr(self, f"kl_to_base_{s}"))}}
+        return {k: v for k, v in out.items() if v is not None}
+
+    def to_json(self) -> dict[str, float]:
+        data: dict[str, float] = dict(self.training)
+        for s in self.KL_SETS:
+            if kl := getattr(self, key := f"kl_to_base_{s}"):
+                data |= {key: kl.kl, f"{key}_se": kl.se, f"{key}_per_token": kl.per_token}
+        rest = {"param_drift": self.param_drift, "kl_to_base_seconds": self.kl_to_base_seconds,
+                "format_rate": self.format_rate, "rif_kept_fraction": self.rif_kept_fraction}
+        return data | _drop_none(rest)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Diagnostics:
+        data = dict(data)
+        kls = {}
+        for s in cls.KL_SETS:
+            key = f"kl_to_base_{s}"
+            if key in data:
+                kls[key] = KLToBase(data.pop(key), data.pop(f"{key}_se", float("nan")),
+                                    data.pop(f"{key}_per_token", float("nan")))
+        own = {k: data.pop(k) for k in ("param_drift", "kl_to_base_seconds", "format_rate", "rif_kept_fraction")
+               if k in data}
+        return cls(training=data, **kls, **own)
+
+
+@dataclass
 class StageTimings:
     """Seconds per step of a stage (stage 0 only evaluates)."""
 
@@ -64,7 +119,7 @@ class StageRecord:
     model: str | None = None  # stage 0: the base model evaluated
     filter: FilterStats | None = None  # noqa: A003 - the stage.json key
     train: TrainStats | None = None
-    diagnostics: dict[str, float] = field(default_factory=dict)  # cpt/diag/* in W&B
+    diagnostics: Diagnostics = field(default_factory=Diagnostics)  # cpt/diag/* in W&B
     format_rate: dict[str, float] = field(default_factory=dict)  # eval task -> CoT format compliance
     timings: StageTimings = field(default_factory=StageTimings)
     disk_bytes: int | None = None  # the stage folder (checkpoint, eval records, logs) when it completed
@@ -74,7 +129,7 @@ class StageRecord:
                 "model": self.model, "disk_bytes": self.disk_bytes,
                 "filter": asdict(self.filter) if self.filter else None,
                 "train": asdict(self.train) if self.train else None,
-                "diagnostics": self.diagnostics, "format_rate": self.format_rate,
+                "diagnostics": self.diagnostics.to_json(), "format_rate": self.format_rate,
                 "timings": self.timings.to_json()}
         return _drop_none(data)
 
@@ -85,7 +140,7 @@ class StageRecord:
             model=data.get("model"), disk_bytes=data.get("disk_bytes"),
             filter=FilterStats(**data["filter"]) if data.get("filter") else None,
             train=TrainStats(**data["train"]) if data.get("train") else None,
-            diagnostics=data.get("diagnostics", {}), format_rate=data.get("format_rate", {}),
+            diagnostics=Diagnostics.from_json(data.get("diagnostics", {})), format_rate=data.get("format_rate", {}),
             timings=StageTimings(**data.get("timings", {})),
         )
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
-from cpt_bench.grading import format_ok
-from cpt_bench.processing import image_tokens, text_tokenizer
-from cpt_bench.prompts import PromptStyle, encode_prompts, format_prompt
+from cpt_bench.model.processing import image_tokens, text_tokenizer
+from cpt_bench.model.prompts import PromptStyle, encode_prompts, format_prompt
 from cpt_bench.tasks.base import Example, Task
+from cpt_bench.tasks.grading import format_ok
 from cpt_bench.tasks.images import image_size, load_images
 
 

@@ -1,5 +1,6 @@
 """What crosses the process boundary between the controller and a launched step (launch.py ->
-worker.py): one typed spec per step in, typed results out, each as a JSON file.
+worker.py): the run's `Config` once (YAML), one typed spec per step in, typed results out,
+each as a JSON file.
 
 Every record is a dataclass written by `write_record` and read back by `read_record` into the
 same class, so neither side reads a file by string keys and a field added on one side is seen
@@ -12,7 +13,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TypeVar
 
-from cpt_bench.rundir import read_json, write_json
+from omegaconf import OmegaConf
+
+from cpt_bench.config import BENCHMARK_SCHEMAS, Config, validate
+from cpt_bench.outputs.rundir import read_json, write_json, write_text
+from cpt_bench.paradigms import paradigm_spec
 
 R = TypeVar("R")
 
@@ -64,14 +69,6 @@ class TrainResult:
 
 
 @dataclass
-class Drift:
-    """How far the evaluated model is from the base: weights, and outputs (drift.output_kl)."""
-
-    param_drift: float | None = None
-    output_drift: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
 class EvalShard:
     """One rank's evaluation: its items' global indices and their graded records (`EvalRecord`)."""
 
@@ -101,3 +98,19 @@ def read_record(path: Path, cls: type[R]) -> R:
     if set(data) - names:
         raise ValueError(f"{path}: fields {sorted(set(data) - names)} are not part of {cls.__name__}")
     return cls(**data)
+
+
+def write_config(path: Path, cfg: Config) -> None:
+    """The run's resolved config, as every launched step reads it back (`read_config`)."""
+    write_text(path, OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
+def read_config(path: Path) -> Config:
+    """The typed, validated `Config` of a file `write_config` wrote: the paradigm's and the
+    benchmark's nodes typed by their names, then every rule checked as the controller did."""
+    data = OmegaConf.load(path)
+    node = OmegaConf.merge(OmegaConf.structured(Config), {k: v for k, v in data.items()
+                                                            if k not in ("paradigm", "benchmark")})
+    node.paradigm = OmegaConf.merge(OmegaConf.structured(paradigm_spec(data.paradigm.name).schema), data.paradigm)
+    node.benchmark = OmegaConf.merge(OmegaConf.structured(BENCHMARK_SCHEMAS[data.benchmark.name]), data.benchmark)
+    return validate(node)

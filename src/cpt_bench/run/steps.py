@@ -24,25 +24,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
-from cpt_bench import faults, requeue
-from cpt_bench.choices import Schedule
-from cpt_bench.drift import output_kl, param_drift
+from cpt_bench import faults
+from cpt_bench.choices import PeftMethod, Schedule
+from cpt_bench.config import Config, EvalConfig
 from cpt_bench.errors import TrainingDiverged
-from cpt_bench.evaluation import evaluate_tasks
-from cpt_bench.loading import load_checkpoint, run_precision
-from cpt_bench.paradigms import Paradigm, StageContext
-from cpt_bench.paradigms.filtering import keep_item, rollout_scores
-from cpt_bench.processing import PixelBounds
-from cpt_bench.prompts import PromptStyle, format_prompt
-from cpt_bench.records import FilterStats, TrainStats
-from cpt_bench.results import JOINT
-from cpt_bench.rundir import write_jsonl
+from cpt_bench.model.drift import output_kl, param_drift
+from cpt_bench.model.evaluation import evaluate_tasks
+from cpt_bench.model.loading import load_checkpoint, run_precision
+from cpt_bench.model.processing import PixelBounds
+from cpt_bench.model.prompts import PromptStyle, format_prompt
+from cpt_bench.outputs.records import Diagnostics, FilterStats, KLToBase, TrainStats
+from cpt_bench.outputs.results import JOINT
+from cpt_bench.outputs.rundir import write_jsonl
+from cpt_bench.paradigms.base import Paradigm, StageContext
+from cpt_bench.paradigms.filtering import Rollouts, keep_item, rollout_scores
+from cpt_bench.run import requeue
+from cpt_bench.run.wire import TrainResult
 from cpt_bench.tasks import Benchmark
 from cpt_bench.tasks.base import Example
 from cpt_bench.tasks.images import load_images
-from cpt_bench.wire import Drift, TrainResult
 
 log = logging.getLogger("cpt_bench")
 
@@ -84,17 +85,15 @@ class Evaluation:
     n: dict[str, int]
     format_rate: dict[str, float]
     seconds: float
-    param_drift: float | None = None  # ||theta - theta_0|| when asked for (drift_from)
-    output_drift: dict[str, float] = field(default_factory=dict)  # kl_to_base_* (drift.output_kl)
+    drift: Diagnostics = field(default_factory=Diagnostics)  # from the base, when asked for (drift_from)
 
     @classmethod
-    def of(cls, records: dict[str, list[dict]], seconds: float, param_drift: float | None = None,
-           output_drift: dict[str, float] | None = None) -> Evaluation:
+    def of(cls, records: dict[str, list[dict]], seconds: float, drift: Diagnostics | None = None) -> Evaluation:
         """From every task's graded records (`EvalRecord` as dicts), in the matrix's task order."""
         return cls(accuracy={k: sum(r["score"] for r in v) / len(v) if v else 0.0 for k, v in records.items()},
                    n={k: len(v) for k, v in records.items()},
                    format_rate={k: sum(r["format_ok"] for r in v) / len(v) for k, v in records.items() if v},
-                   seconds=seconds, param_drift=param_drift, output_drift=output_drift or {})
+                   seconds=seconds, drift=drift or Diagnostics())
 
 
 def stage_items(benchmark: Benchmark, order: list[str], schedule: str, seed: int,
@@ -133,11 +132,6 @@ def replayed(train_sets: dict[str, list[Example]], earlier: list[str], own: int,
     return out
 
 
-def test_sets(benchmark: Benchmark, order: list[str], general: list[str]) -> dict[str, list[Example]]:
-    """Every evaluated task's test items, CPT tasks in order, then the general suite."""
-    return {t: benchmark.tasks[t].test() for t in [*order, *general]}
-
-
 def load_model(cfg, path: str | Path, device: str | torch.device = "cpu"):
     """A checkpoint as every step loads it: the run's weights dtype, its image resolution, on `device`."""
     model, processing_class = load_checkpoint(path, dtype=run_precision(cfg).weights, pixels=PixelBounds.of(cfg.model))
@@ -153,51 +147,51 @@ def reference_model(dtype: torch.dtype, base_path: str):
     return model.eval()
 
 
-def measure_drift(cfg, model, processing_class, base_path: str, style: PromptStyle, test_sets: dict[str, list[Example]],
-                  general: list[str], task: str | None, base=None) -> Drift:
-    """The evaluated model's drift from the base: its weights always; with the trained `task`
-    and `eval.kl_samples` > 0 its outputs too (KL to `base`, the base model on the same device)."""
-    drift = Drift(param_drift=param_drift(model, base_path))
-    if task and cfg.eval.kl_samples and base is not None:
+def drift_prompts(test_sets: dict[str, list[Example]], general: list[str], task: str) -> dict[str, list[Example]]:
+    """The items output drift is measured on after training `task`: its test items (every CPT
+    task's for the joint stage) and the general suite's."""
+    order = [t for t in test_sets if t not in general]
+    return {"task": [ex for t in (order if task == JOINT else [task]) for ex in test_sets[t]],
+            "general": [ex for t in general for ex in test_sets[t]]}
+
+
+def measure_drift(cfg: Config, model, processing_class, base_path: str, style: PromptStyle,
+                  prompts: dict[str, list[Example]], base=None) -> Diagnostics:
+    """The evaluated model's drift from the base: its weights always; with `prompts`
+    (`drift_prompts`) and `eval.kl_samples` > 0 its outputs too (KL to `base`, the base model on
+    the same device), with the seconds that took."""
+    drift = Diagnostics(param_drift=param_drift(model, base_path))
+    if prompts and cfg.eval.kl_samples and base is not None:
+        start = time.time()
         with run_precision(cfg).inference():
-            drift.output_drift = output_drift(cfg, model, base, processing_class, style, test_sets, general, task)
+            for name, items in prompts.items():
+                if items:
+                    setattr(drift, f"kl_to_base_{name}", output_drift(model, base, processing_class, style, items,
+                                                                      cfg.eval))
+        drift.kl_to_base_seconds = round(time.time() - start, 3)
     return drift
 
 
-def output_drift(cfg, model, base, processing_class, style: PromptStyle, test_sets: dict[str, list[Example]],
-                 general: list[str], task: str) -> dict[str, float]:
-    """KL to the base model on the trained task's test prompts (all CPT tasks' for the joint
-    stage) and on the general suite's (`eval.kl_samples` each, `eval.kl_seed`); with the
-    seconds it took. Only the chosen items' images are read."""
-    start = time.time()
-    order = [t for t in test_sets if t not in general]
-    groups = {"task": [ex for t in (order if task == JOINT else [task]) for ex in test_sets[t]],
-              "general": [ex for t in general for ex in test_sets[t]]}
-    out: dict[str, float] = {}
-    for name, items in groups.items():
-        if not items:
-            continue
-        chosen = random.Random(cfg.eval.kl_seed).sample(items, min(cfg.eval.kl_samples, len(items)))
-        prompts = [format_prompt(processing_class, style.user_text(ex), len(ex.images)) for ex in chosen]
-        images = [load_images(ex.images) for ex in chosen] if any(ex.images for ex in chosen) else None
-        est = output_kl(model, base, processing_class, prompts, images, samples=len(chosen),
-                        max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.eval.kl_seed)
-        out.update({f"kl_to_base_{name}": est.kl, f"kl_to_base_{name}_se": est.kl_se,
-                    f"kl_to_base_{name}_per_token": est.kl_per_token})
-    out["kl_to_base_seconds"] = round(time.time() - start, 3)
-    return out
+def output_drift(model, base, processing_class, style: PromptStyle, items: list[Example],
+                 settings: EvalConfig) -> KLToBase:
+    """KL to the base model on `eval.kl_samples` of `items` drawn with `eval.kl_seed` (only
+    their images are read), sampling up to `eval.max_new_tokens` tokens."""
+    chosen = random.Random(settings.kl_seed).sample(items, min(settings.kl_samples, len(items)))
+    prompts = [format_prompt(processing_class, style.user_text(ex), len(ex.images)) for ex in chosen]
+    images = [load_images(ex.images) for ex in chosen] if any(ex.images for ex in chosen) else None
+    est = output_kl(model, base, processing_class, prompts, images, samples=len(chosen),
+                    max_new_tokens=settings.max_new_tokens, seed=settings.kl_seed)
+    return KLToBase(est.kl, est.kl_se, est.kl_per_token)
 
 
 def rif_rollouts(cfg, model, processing_class, items: list[Example], *, benchmark: Benchmark, style: PromptStyle,
                  completion_length: int | None, engine=None) -> tuple[list[list[float]], int]:
     """RIF's K rollouts per item (`filter.*`) at the paradigm's completion length: the scores
     in item order and the tokens generated. The same call in one process and on each rank."""
-    f = cfg.filter
+    rollouts = Rollouts.of(cfg.filter, completion_length or cfg.eval.max_new_tokens)
     with run_precision(cfg).inference():
-        return rollout_scores(model, processing_class, items, tasks=benchmark.tasks, style=style,
-                              num_rollouts=f.num_rollouts, temperature=f.temperature,
-                              max_new_tokens=completion_length or cfg.eval.max_new_tokens,
-                              batch_size=max(1, f.batch_size // f.num_rollouts), engine=engine)
+        return rollout_scores(model, processing_class, items, rollouts, tasks=benchmark.tasks, style=style,
+                              engine=engine)
 
 
 def train_step(paradigm: Paradigm, model, processing_class, items: list[Example], ctx: StageContext,
@@ -311,8 +305,8 @@ def stage_context(cfg, benchmark: Benchmark, style: PromptStyle, spec: StageSpec
         base_path=spec.base_path, start_path=spec.start_path, work_dir=spec.dir / "trainer",
         save_dir=spec.partial_model_dir, seed=spec.seed, use_cpu=not torch.cuda.is_available(),
         bf16=run_precision(cfg).trainer_bf16,
-        deepspeed=OmegaConf.to_container(cfg.deepspeed.config) if cfg.deepspeed.config else None,
-        peft=OmegaConf.to_container(cfg.peft, enum_to_str=True) if cfg.peft.name == "lora" else None,
+        deepspeed=cfg.deepspeed.config or None,
+        peft=cfg.peft if cfg.peft.name == PeftMethod.lora else None,
         on_log=logged,
     )
 
@@ -344,17 +338,18 @@ class LocalSteps:
         rows = evaluate_sets(self.cfg, self.model, self.processing_class, self.benchmark, self.test_sets, self.style)
         write_eval_records(out_dir, rows)
         seconds = time.time() - start
-        drift = Drift()
+        drift = None
         if drift_from:
             base = reference_model(run_precision(self.cfg).weights, str(drift_from)) \
                 if task and self.cfg.eval.kl_samples else None
+            prompts = drift_prompts(self.test_sets, self.general, task) if task else {}
             try:  # the cached base visits the accelerator for this step only
-                drift = measure_drift(self.cfg, self.model, self.processing_class, drift_from, self.style,
-                                      self.test_sets, self.general, task, base.to(self.device) if base else None)
+                drift = measure_drift(self.cfg, self.model, self.processing_class, drift_from, self.style, prompts,
+                                      base.to(self.device) if base else None)
             finally:
                 if base is not None:
                     base.to("cpu")
-        return Evaluation.of(rows, seconds, drift.param_drift, drift.output_drift)
+        return Evaluation.of(rows, seconds, drift)
 
     def filter(self, spec: StageSpec) -> Filtered:
         """RIF: keep the items the current model can learn from; record what it cost."""

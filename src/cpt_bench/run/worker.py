@@ -1,6 +1,6 @@
 """One step of a stage in one process of a torchrun job (`launcher=torchrun`).
 
-    python -m torch.distributed.run ... -m cpt_bench.worker <train|evaluate|filter> CONFIG SPEC
+    python -m torch.distributed.run ... -m cpt_bench.run.worker <train|evaluate|filter> CONFIG SPEC
 
 CONFIG is the run's resolved config (written once by the controller), SPEC the step's typed
 spec (wire.py, written per step). This module only starts the rank, before anything that
@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 
 from cpt_bench.distributed import start_rank, zero_stage
 
-log = logging.getLogger("cpt_bench.worker")
+log = logging.getLogger("cpt_bench.run.worker")
 
 
 def own_engine_device(step: str, cfg) -> bool:
@@ -40,17 +40,18 @@ def own_engine_device(step: str, cfg) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     step, config_path, spec_path = argv if argv is not None else sys.argv[1:]
-    cfg = OmegaConf.load(config_path)
-    device = start_rank(own_device=own_engine_device(step, cfg),
-                        deepspeed=step == "train" and zero_stage(cfg) is not None)
+    raw = OmegaConf.load(config_path)  # only what starting the rank needs; typed and checked below
+    device = start_rank(own_device=own_engine_device(step, raw),
+                        deepspeed=step == "train" and zero_stage(raw) is not None)
     logging.basicConfig(level=logging.INFO, format=f"[rank {os.environ.get('RANK', 0)}] %(name)s: %(message)s")
     import torch
 
     from cpt_bench.quiet import quiet_libraries
-    from cpt_bench.rank import RankSteps
-    from cpt_bench.wire import SPECS, read_record
+    from cpt_bench.run.rank import RankSteps
+    from cpt_bench.run.wire import SPECS, read_config, read_record
 
     quiet_libraries()
+    cfg = read_config(Path(config_path))  # the run's typed Config, through the same validate()
     steps = RankSteps(cfg, read_record(Path(spec_path), SPECS[step]), device)
     log.info("%s step of stage %s on rank %d of %d (%s)", step, getattr(steps.spec, "stage", "-"), steps.rank,
              steps.world, device)

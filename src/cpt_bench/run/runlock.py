@@ -19,7 +19,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from cpt_bench.errors import ConfigError
-from cpt_bench.rundir import read_json, write_json
+from cpt_bench.outputs.rundir import read_json, write_json
 
 LOCK_FILE = ".cpt/controller.lock"
 HOLDER_FILE = ".cpt/controller.json"

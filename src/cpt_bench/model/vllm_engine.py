@@ -19,7 +19,7 @@ import os
 
 from cpt_bench.distributed import LAUNCH_VARS
 from cpt_bench.errors import ConfigError
-from cpt_bench.processing import PixelBounds
+from cpt_bench.model.processing import PixelBounds
 
 
 def require_vllm(what: str) -> None:

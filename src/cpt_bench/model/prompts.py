@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cpt_bench.errors import ModelLoadError
-from cpt_bench.grading import cot_target, extract_answer
-from cpt_bench.processing import is_processor, text_tokenizer
+from cpt_bench.model.processing import is_processor, text_tokenizer
 from cpt_bench.tasks.base import Example
+from cpt_bench.tasks.grading import cot_target, extract_answer
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from cpt_bench.processing import PixelBounds, load_processor, text_tokenizer
+from cpt_bench.model.processing import PixelBounds, load_processor, text_tokenizer
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # the CPU multiplies bf16 natively (else bf16 is emulated, slower)

@@ -4,7 +4,7 @@ The controller (the Hydra job) owns the config, the run directory, resume, W&B a
 shared result file, and never holds a model. Each step (RIF rollouts, training, evaluation)
 runs as
 
-    torchrun --nproc_per_node N [--nnodes M ...] -m cpt_bench.worker <step> <config> <spec>
+    torchrun --nproc_per_node N [--nnodes M ...] -m cpt_bench.run.worker <step> <config> <spec>
 
 with the resolved config written once (`.cpt/config.yaml`) and a spec per step (stage, task,
 checkpoint paths, item indices after RIF, seed). Results come back through files in the
@@ -32,15 +32,14 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
+from cpt_bench.config import validate
 from cpt_bench.distributed import LAUNCH_VARS, available_cpus
 from cpt_bench.errors import ConfigError
+from cpt_bench.outputs.records import Diagnostics
+from cpt_bench.outputs.rundir import read_json, write_jsonl
 from cpt_bench.paradigms.filtering import keep_item
-from cpt_bench.rundir import write_jsonl
-from cpt_bench.steps import Evaluation, Filtered, OnLog, StageSpec, Trained, record_filter, write_eval_records
-from cpt_bench.wire import (
-    Drift,
+from cpt_bench.run.steps import Evaluation, Filtered, OnLog, StageSpec, Trained, record_filter, write_eval_records
+from cpt_bench.run.wire import (
     EvalShard,
     EvalSpec,
     FilterSpec,
@@ -48,6 +47,7 @@ from cpt_bench.wire import (
     TrainResult,
     TrainSpec,
     read_record,
+    write_config,
     write_record,
 )
 
@@ -111,12 +111,11 @@ class TorchrunSteps:
     """The steps of a stage as torchrun jobs over `launcher.nproc_per_node x nnodes` processes."""
 
     def __init__(self, cfg, *, benchmark, style, test_sets, paradigm, run_dir: Path):
-        self.cfg, self.launcher, self.test_sets, self.paradigm = cfg, cfg.launcher, test_sets, paradigm
+        self.cfg = cfg = validate(cfg)  # the run's `Config` (a composed config is typed here)
+        self.launcher, self.test_sets, self.paradigm = cfg.launcher, test_sets, paradigm
         self.config_path = run_dir / ".cpt" / "config.yaml"
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.config_path.with_suffix(".tmp")
-        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        tmp.replace(self.config_path)
+        write_config(self.config_path, cfg)
         self.model_path: str | None = None
 
     def load(self, path: str | Path) -> None:
@@ -131,9 +130,9 @@ class TorchrunSteps:
                                        drift_from=drift_from, task=task), out_dir)
         records = merge_eval_shards(out_dir, self.test_sets)
         write_eval_records(out_dir, records)
-        drift = read_record(out_dir / "drift.json", Drift) if drift_from else Drift()
+        drift = Diagnostics.from_json(read_json(out_dir / "drift.json")) if drift_from else None
         (out_dir / "drift.json").unlink(missing_ok=True)
-        return Evaluation.of(records, time.time() - start, drift.param_drift, drift.output_drift)
+        return Evaluation.of(records, time.time() - start, drift)
 
     def filter(self, spec: StageSpec) -> Filtered:
         start = time.time()
@@ -178,7 +177,7 @@ class TorchrunSteps:
         else:
             cmd += ["--rdzv_backend=c10d", f"--rdzv_endpoint={rendezvous(lc)}",
                     f"--rdzv_id={os.environ.get('SLURM_JOB_ID', 'cpt-bench')}"]
-        cmd += ["-m", "cpt_bench.worker", step, str(self.config_path), str(spec_path)]
+        cmd += ["-m", "cpt_bench.run.worker", step, str(self.config_path), str(spec_path)]
         if lc.srun:
             # a step inside the job's allocation, beside the controller's own (--overlap)
             cmd = ["srun", "--overlap", f"--nodes={lc.nnodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1", *cmd]

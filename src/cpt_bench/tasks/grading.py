@@ -7,7 +7,7 @@ accuracy alone without; evaluation reports the accuracy part only.
 
 Every function here takes raw model output, so each one is linear or capped in its input and
 returns 0/1 (or None) on any string: no regex that backtracks quadratically, and the symbolic
-comparison runs in a time-limited worker process (`cpt_bench.safe_math`), never on model text
+comparison runs in a time-limited worker process (`cpt_bench.tasks.safe_math`), never on model text
 in this process. tests/test_grading_hostile.py feeds them hostile strings.
 """
 
@@ -85,7 +85,7 @@ _OPTION_LINE = re.compile(r"^([A-Z])\.\s+(.+)$")
 
 def _grade_answer(given: str, truth: str) -> bool:
     # mathruler's grade_answer with capped input and its sympy step in a time-limited worker
-    from cpt_bench.safe_math import grade_answer  # mathruler's sympy costs 0.2 s to import
+    from cpt_bench.tasks.safe_math import grade_answer  # mathruler's sympy costs 0.2 s to import
 
     return grade_answer(given, truth)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from cpt_bench.errors import unknown
 from cpt_bench.metrics import HEADLINE_METRICS
-from cpt_bench.records import StageRecord
-from cpt_bench.results import long_rows
-from cpt_bench.rundir import MATRIX_COLUMNS, WANDB_RUN_ID
+from cpt_bench.outputs.records import StageRecord
+from cpt_bench.outputs.results import long_rows
+from cpt_bench.outputs.rundir import MATRIX_COLUMNS, WANDB_RUN_ID
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class WandbTracker:
 
     def log_stage(self, record: StageRecord, metrics: dict | None) -> None:
         row = {"cpt/stage": record.stage}
-        row.update({f"cpt/diag/{k}": v for k, v in record.diagnostics.items() if isinstance(v, (int, float))})
+        row.update({f"cpt/diag/{k}": v for k, v in record.diagnostics.to_json().items() if isinstance(v, int | float)})
         row.update({f"cpt/acc/{task}": acc for task, acc in record.accuracy.items()})
         for key in HEADLINE_METRICS:
             if metrics and metrics.get(key) is not None:

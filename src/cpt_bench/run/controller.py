@@ -18,152 +18,55 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from cpt_bench import faults, plots, requeue
-from cpt_bench.builtin import BUILTIN_MODELS, base_model_path
-from cpt_bench.choices import KeepCheckpoints, Schedule
-from cpt_bench.config import Config, lora_kl_reference, validate
+from cpt_bench import faults
+from cpt_bench.builtin import base_model_path
+from cpt_bench.choices import FilterName, KeepCheckpoints, LauncherName, Schedule
+from cpt_bench.config import Config
 from cpt_bench.distributed import ensure_process_group_env
-from cpt_bench.errors import ConfigError, unknown
-from cpt_bench.launch import TorchrunSteps, rendezvous
-from cpt_bench.loading import run_precision
-from cpt_bench.paradigms import build_paradigm
-from cpt_bench.prompts import PromptStyle
-from cpt_bench.provenance import command_line, hardware, package_versions
-from cpt_bench.records import Compute, StageRecord, StageTimings
-from cpt_bench.results import JOINT, format_summary, long_rows, run_metrics
-from cpt_bench.rundir import (
+from cpt_bench.model.loading import run_precision
+from cpt_bench.model.prompts import PromptStyle
+from cpt_bench.outputs import plots
+from cpt_bench.outputs.provenance import command_line, hardware, package_versions
+from cpt_bench.outputs.records import Compute, Diagnostics, StageRecord, StageTimings
+from cpt_bench.outputs.results import JOINT, format_summary, long_rows, run_metrics
+from cpt_bench.outputs.rundir import (
     MATRIX_CSV,
     METRICS_JSON,
-    RESULT_FILES,
     RUN_JSON,
     STAGE_JSON,
     SUMMARY_TXT,
     disk_bytes,
-    read_json,
     stage_dir,
     write_json,
     write_jsonl,
     write_matrix_csv,
     write_text,
 )
-from cpt_bench.runlock import RunDirLock
-from cpt_bench.steps import Evaluation, LocalSteps, StageSpec, stage_items, test_sets
-from cpt_bench.tasks import Benchmark, build_benchmark, resolve_order
-from cpt_bench.tracking import LOGGERS, make_tracker
+from cpt_bench.outputs.tracking import make_tracker
+from cpt_bench.run import requeue
+from cpt_bench.run.launch import TorchrunSteps
+from cpt_bench.run.plan import plan
+from cpt_bench.run.resume import check_disk, comparable, finished_metrics, prepare_run_dir
+from cpt_bench.run.runlock import RunDirLock
+from cpt_bench.run.steps import Evaluation, LocalSteps, StageSpec, stage_items
 
 log = logging.getLogger("cpt_bench")
 
-FILTERS = ("none", "rif")  # filter.name: no filtering, or RIF rollouts before each stage
-STEP_RUNNERS = {"local": LocalSteps, "torchrun": TorchrunSteps}  # launcher.name: where a stage's steps run
+STEP_RUNNERS = {LauncherName.local: LocalSteps, LauncherName.torchrun: TorchrunSteps}  # where a stage's steps run
 
 
-@dataclass
-class Plan:
-    """A validated config: the schema object, the benchmark and the task order."""
-
-    schema: Config
-    benchmark: Benchmark
-    order: list[str]
-
-
-def plan(cfg: DictConfig) -> Plan:
-    """Validate everything that needs no data and no model; raises ConfigError in one line."""
-    schema = validate(cfg)
-    for what, name, registry in [("built-in model", cfg.model.builtin, BUILTIN_MODELS),
-                                 ("logger", cfg.logger.name, LOGGERS), ("filter", cfg.filter.name, FILTERS),
-                                 ("launcher", cfg.launcher.name, STEP_RUNNERS)]:
-        if name is not None and name not in registry:
-            raise unknown(what, name, registry)
-    benchmark = build_benchmark(cfg.benchmark)
-    order = resolve_order(benchmark, cfg.order)
-    check_checkpoints(cfg, order)
-    if cfg.launcher.name == "torchrun" and cfg.launcher.nnodes > 1:
-        rendezvous(cfg.launcher)  # where the nodes meet: known now, not after stage 0 has run
-    build_paradigm(schema.paradigm, schema.launcher.world_size)  # the paradigm's name, e.g. GRPO's batch
-    return Plan(schema, benchmark, order)
-
-
-def check_checkpoints(cfg: DictConfig, order: list[str]) -> None:
-    """schedule=evaluate needs one existing checkpoint folder per task; other schedules none."""
-    given = list(cfg.checkpoints) if cfg.checkpoints is not None else None
-    if cfg.schedule != Schedule.evaluate:
-        if given:
-            raise ConfigError(f"checkpoints are only read with schedule=evaluate, not schedule={cfg.schedule}")
-        return
-    if not given or len(given) != len(order):
-        raise ConfigError(f"schedule=evaluate needs checkpoints=[...] with one folder per task of the order "
-                          f"({len(order)}: {', '.join(order)}), not {len(given or [])}")
-    if cfg.filter.name != "none":
-        raise ConfigError("schedule=evaluate trains nothing, so it filters nothing: drop filter=" + cfg.filter.name)
-    for i, (task, path) in enumerate(zip(order, given), start=1):
-        if not (Path(path) / "config.json").is_file():
-            raise ConfigError(f"checkpoint {i} (after task {task!r}) is not a model folder: {path}")
-
-
-def _comparable(cfg: DictConfig) -> dict:
-    """The config that defines the results (what must match to resume a run)."""
-    data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    data.pop("overwrite", None)
-    for key in ("mode", "init_timeout"):  # how to reach W&B, not what the run computes
-        data.get("logger", {}).pop(key, None)
-    return data
-
-
-def finished_metrics(cfg: DictConfig, run_dir: Path) -> dict | None:
-    """The stored metrics of a finished run of this same config in `run_dir`, else None."""
-    run_json = run_dir / RUN_JSON
-    if cfg.overwrite or not run_json.exists():
+def rollout_backend(paradigm) -> str | None:
+    """The engine that generates a paradigm's rollouts (vLLM's greedy output is not
+    bit-identical to transformers'); None for a paradigm that generates nothing."""
+    if not hasattr(paradigm, "use_vllm"):
         return None
-    previous = read_json(run_json)
-    if previous.get("status") != "finished" or previous.get("config") != _comparable(cfg):
-        return None
-    return read_json(run_dir / METRICS_JSON) if (run_dir / METRICS_JSON).exists() else {}
-
-
-def checkpoint_space(per_checkpoint: int, stages_left: int, keep: KeepCheckpoints) -> int:
-    """Bytes the stage checkpoints still to be written will hold at most at one time: every one
-    with keep=all; else two (a stage's new checkpoint is published before the previous goes)."""
-    return per_checkpoint * (stages_left if keep == KeepCheckpoints.all else min(stages_left, 2))
-
-
-def human_bytes(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
-
-
-def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> list[StageRecord]:
-    """Refuse to clobber a finished run; return the records of the stages an unfinished one
-    completed (an unbroken prefix), which the resumed run carries on from."""
-    run_json = run_dir / RUN_JSON
-    if not run_json.exists():
-        return []
-    previous = read_json(run_json)
-    if cfg.overwrite:
-        log.warning("overwrite=true: clearing the previous run in %s", run_dir)
-        shutil.rmtree(run_dir / "stages", ignore_errors=True)
-        shutil.rmtree(run_dir / "wandb", ignore_errors=True)
-        for name in [RUN_JSON, *RESULT_FILES]:
-            (run_dir / name).unlink(missing_ok=True)
-        return []
-    if previous.get("status") == "finished":
-        raise ConfigError(
-            f"{run_dir} already holds a finished run; pick another hydra.run.dir or pass overwrite=true"
-        )
-    if previous.get("config") != _comparable(cfg):
-        raise ConfigError(
-            f"{run_dir} holds an unfinished run with a different config; "
-            "rerun it with the same overrides to resume, or pass overwrite=true"
-        )
-    records = [StageRecord.from_json(read_json(p)) for p in sorted((run_dir / "stages").glob(f"*/{STAGE_JSON}"))]
-    records = [r for i, r in enumerate(records) if r.stage == i]  # only an unbroken prefix counts
-    if records:
-        log.info("resuming %s after stage %d", run_dir, records[-1].stage)
-    return records
+    return "vllm" if paradigm.use_vllm else "hf"
 
 
 class Progress:
@@ -184,12 +87,14 @@ class Progress:
 class Run:
     """One CPT sequence (or the joint baseline) in one run directory."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, wandb_group: str | None = None, in_sweep: bool = False):
-        self.cfg, self.run_dir, self.wandb_group, self.in_sweep = cfg, run_dir, wandb_group, in_sweep
-        lora_kl_reference(cfg)  # before the config is recorded: what the run really does
+    def __init__(self, cfg: Config | DictConfig, run_dir: Path, wandb_group: str | None = None,
+                 in_sweep: bool = False):
+        """`cfg`: a composed config or a `Config`; the run holds it as the validated `Config`."""
         planned = plan(cfg)
-        self.benchmark, self.order = planned.benchmark, planned.order
-        self.paradigm = build_paradigm(planned.schema.paradigm, planned.schema.launcher.world_size)
+        self.cfg: Config = planned.config
+        self.run_dir, self.wandb_group, self.in_sweep = run_dir, wandb_group, in_sweep
+        self.benchmark, self.order, self.paradigm = planned.benchmark, planned.order, planned.paradigm
+        cfg = self.cfg
         self.general = list(self.benchmark.general) if cfg.eval.general else []
         self.stages: list[StageRecord] = []
         self.compute = Compute()
@@ -237,7 +142,7 @@ class Run:
         """Data, run directory and resume state, provenance, seed, base model, tracker, model."""
         cfg, run_dir = self.cfg, self.run_dir
         # drawing every split first surfaces a too-small task before any model is built
-        self.test_sets = test_sets(self.benchmark, self.order, self.general)
+        self.test_sets = self.benchmark.test_sets(self.order, self.general)
         self.stage_items = stage_items(self.benchmark, self.order, cfg.schedule, cfg.seed, cfg.replay)
         run_dir.mkdir(parents=True, exist_ok=True)
         for record in prepare_run_dir(cfg, run_dir):  # the finished stages' cost still counts
@@ -247,19 +152,18 @@ class Run:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.info = {
-            "status": "running", "command": command_line(), "config": _comparable(cfg),
+            "status": "running", "command": command_line(), "config": comparable(cfg),
             "order": self.order, "general_suite": self.general, "seed": cfg.seed,
             "versions": package_versions(), "hardware": hardware(), "precision": run_precision(cfg).describe(),
             # which engine generated: vLLM's greedy output is not bit-identical to transformers'
             "backends": {"evaluation": str(cfg.eval.backend), "rif_rollouts": str(cfg.eval.backend),
-                         "grpo_rollouts": ("vllm" if cfg.paradigm.use_vllm else "hf") if "use_vllm" in cfg.paradigm
-                         else None},
+                         "grpo_rollouts": rollout_backend(cfg.paradigm)},
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         from transformers import set_seed
 
         set_seed(cfg.seed)
-        if cfg.launcher.name == "local" and cfg.deepspeed.config and ensure_process_group_env():
+        if cfg.launcher.name == LauncherName.local and cfg.deepspeed.config and ensure_process_group_env():
             log.info("deepspeed=%s in this process: a one-process group on this machine "
                      "(launcher=torchrun for more GPUs)", cfg.deepspeed.name)
         t0 = time.time()
@@ -280,21 +184,8 @@ class Run:
             self.steps.load(self.start_path())
 
     def check_disk(self) -> None:
-        """Refuse to start when the checkpoints this run will hold at once cannot fit on the disk
-        (estimated from the base model's folder; a hub id is not measured)."""
-        base = Path(self.base_path)
-        if not base.is_dir():
-            return
-        left, size = self.num_stages - max(len(self.stages) - 1, 0), disk_bytes(base)
-        if self.cfg.schedule == Schedule.evaluate:
-            left = 0  # nothing is trained, nothing saved
-        need = checkpoint_space(size, left, self.cfg.checkpoint.keep)
-        free = shutil.disk_usage(self.run_dir).free
-        if need > free:
-            raise ConfigError(
-                f"not enough disk in {self.run_dir}: {left} stage checkpoints of about {human_bytes(size)} "
-                f"with checkpoint.keep={self.cfg.checkpoint.keep} need about {human_bytes(need)}, "
-                f"{human_bytes(free)} are free; free space, pick another hydra.run.dir or pass checkpoint.keep=last")
+        stages_left = 0 if self.cfg.schedule == Schedule.evaluate else self.num_stages - max(len(self.stages) - 1, 0)
+        check_disk(self.run_dir, self.base_path, stages_left, self.cfg.checkpoint.keep)
 
     def finish(self, started: float, status: str, metrics: dict | None, error: str | None) -> None:
         """Always runs: timings, plots of what was computed, run.json's status, the tracker closed."""
@@ -358,7 +249,7 @@ class Run:
         spec.dir.mkdir(parents=True, exist_ok=True)
         if self.cfg.schedule == Schedule.evaluate:
             return self.evaluate_checkpoint(spec)
-        filtered = self.steps.filter(spec) if self.cfg.filter.name == "rif" else None
+        filtered = self.steps.filter(spec) if self.cfg.filter.name == FilterName.rif else None
         items = filtered.items if filtered else spec.items
         # replay.fraction: the earlier tasks' items among a sequential stage's
         replayed = [ex for ex in items if ex.task != spec.task] if spec.task != JOINT else []
@@ -372,9 +263,8 @@ class Run:
         # TRL counts the tokens its trainers process (cumulative over the stage) in `num_tokens`
         trained.train.processed_tokens = int(max((row.get("num_tokens", 0) for row in trained.log), default=0))
         evaluation = self.steps.evaluate(spec.dir / "eval", drift_from=self.base_path, task=spec.task)
-        diagnostics = {**trained.diagnostics, "param_drift": evaluation.param_drift, **evaluation.output_drift}
-        if filtered:
-            diagnostics["rif_kept_fraction"] = filtered.stats.kept_fraction
+        diagnostics = replace(evaluation.drift, training=trained.diagnostics,
+                              rif_kept_fraction=filtered.stats.kept_fraction if filtered else None)
         timings = StageTimings(train_seconds=round(trained.train_seconds, 3),
                                save_seconds=round(trained.save_seconds, 3),
                                optimizer_steps=trained.train.optimizer_steps)
@@ -391,16 +281,16 @@ class Run:
         self.steps.load(path)
         evaluation = self.steps.evaluate(spec.dir / "eval", drift_from=self.base_path, task=spec.task)
         self.record(self.stage_record(spec.stage, spec.task, evaluation, model=path,
-                                      diagnostics={"param_drift": evaluation.param_drift, **evaluation.output_drift},
+                                      diagnostics=evaluation.drift,
                                       disk_bytes=disk_bytes(spec.dir)))
 
     @staticmethod
     def stage_record(stage: int, task: str, evaluation: Evaluation, *, timings: StageTimings | None = None,
-                     diagnostics: dict | None = None, **fields) -> StageRecord:
+                     diagnostics: Diagnostics | None = None, **fields) -> StageRecord:
         timings = timings or StageTimings()
         timings.eval_seconds = round(evaluation.seconds, 3)
         rates = evaluation.format_rate
-        diagnostics = {**(diagnostics or {}), "format_rate": sum(rates.values()) / max(len(rates), 1)}
+        diagnostics = replace(diagnostics or Diagnostics(), format_rate=sum(rates.values()) / max(len(rates), 1))
         return StageRecord(stage=stage, trained_task=task, accuracy=evaluation.accuracy, n=evaluation.n,
                            diagnostics=diagnostics, format_rate=rates, timings=timings, **fields)
 
