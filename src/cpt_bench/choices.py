@@ -67,6 +67,12 @@ class GenerationBackend(StrEnum):
     vllm = "vllm"  # vLLM's offline engine (optional extra; launcher=torchrun)
 
 
+class HarnessBackend(StrEnum):
+    none = "none"  # the benchmark's own general suite only
+    lm_eval = "lm_eval"  # EleutherAI's lm-evaluation-harness (extra `cpt-bench[harness]`)
+    lmms_eval = "lmms_eval"  # lmms-eval for vision-language models (extra `cpt-bench[harness-vlm]`)
+
+
 class VLLMMode(StrEnum):
     colocate = "colocate"  # TRL runs vLLM inside each training process
     server = "server"  # a separate `trl vllm-serve`

@@ -95,6 +95,43 @@ class Diagnostics:
         return cls(training=data, **kls, **own)
 
 
+HARNESS_PREFIX = "harness:"  # a harness task's column in the matrix (model/harness.py)
+
+
+@dataclass
+class HarnessScore:
+    """One harness task's score on one model."""
+
+    task: str
+    metric: str  # the primary metric, with the harness's filter name ("exact_match,strict-match")
+    value: float
+    stderr: float | None
+    n: int  # items scored
+    num_fewshot: int | None
+    version: str | None  # the task's own version
+
+    @property
+    def column(self) -> str:
+        return HARNESS_PREFIX + self.task
+
+
+@dataclass
+class HarnessResult:
+    """A stage's harness evaluation: what ran and each task's score (stage.json's `harness`)."""
+
+    backend: str
+    version: str  # the harness package's version
+    scores: list[HarnessScore]
+    seconds: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> HarnessResult:
+        return cls(data["backend"], data["version"], [HarnessScore(**s) for s in data["scores"]], data["seconds"])
+
+
 @dataclass
 class StageTimings:
     """Seconds per step of a stage (stage 0 only evaluates)."""
@@ -123,6 +160,7 @@ class StageRecord:
     format_rate: dict[str, float] = field(default_factory=dict)  # eval task -> CoT format compliance
     timings: StageTimings = field(default_factory=StageTimings)
     disk_bytes: int | None = None  # the stage folder (checkpoint, eval records, logs) when it completed
+    harness: HarnessResult | None = None  # eval.harness's scores (their values are also in `accuracy`)
 
     def to_json(self) -> dict:
         data = {"stage": self.stage, "trained_task": self.trained_task, "accuracy": self.accuracy, "n": self.n,
@@ -130,7 +168,7 @@ class StageRecord:
                 "filter": asdict(self.filter) if self.filter else None,
                 "train": asdict(self.train) if self.train else None,
                 "diagnostics": self.diagnostics.to_json(), "format_rate": self.format_rate,
-                "timings": self.timings.to_json()}
+                "timings": self.timings.to_json(), "harness": self.harness.to_json() if self.harness else None}
         return _drop_none(data)
 
     @classmethod
@@ -142,6 +180,7 @@ class StageRecord:
             train=TrainStats(**data["train"]) if data.get("train") else None,
             diagnostics=Diagnostics.from_json(data.get("diagnostics", {})), format_rate=data.get("format_rate", {}),
             timings=StageTimings(**data.get("timings", {})),
+            harness=HarnessResult.from_json(data["harness"]) if data.get("harness") else None,
         )
 
 

@@ -101,7 +101,9 @@ class WandbTracker:
     def log_stage(self, record: StageRecord, metrics: dict | None) -> None:
         row = {"cpt/stage": record.stage}
         row.update({f"cpt/diag/{k}": v for k, v in record.diagnostics.to_json().items() if isinstance(v, int | float)})
-        row.update({f"cpt/acc/{task}": acc for task, acc in record.accuracy.items()})
+        row.update({f"cpt/acc/{task}": acc for task, acc in record.accuracy.items()})  # harness:<task> too
+        if record.harness:
+            row.update({f"cpt/harness_stderr/{s.task}": s.stderr for s in record.harness.scores if s.stderr is not None})
         for key in HEADLINE_METRICS:
             if metrics and metrics.get(key) is not None:
                 row[f"cpt/{key}"] = metrics[key]

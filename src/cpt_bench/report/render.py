@@ -273,6 +273,37 @@ def gain_rule_section(runs: Sequence[RunRecord]) -> str:
     return "\n".join(parts)
 
 
+def harness_section(summaries: Sequence[VariantSummary]) -> str:
+    """Each harness task's score on the base model and after the sequence, per variant (its runs'
+    means), beside what was run: harness, version, metric, few-shot count, items."""
+    described: dict[str, str] = {}
+    for run in (r for s in summaries for r in s.runs):
+        for result in run.harness.values():
+            for sc in result.scores:
+                described[sc.column] = (f"{sc.task} ({result.backend} {result.version}: {sc.metric}, "
+                                        f"{sc.num_fewshot}-shot, {sc.n} items, task version {sc.version})")
+    if not described:
+        return ""
+    columns = sorted(described)
+    rows = []
+    for s in summaries:
+        cells = []
+        for column in columns:
+            series = [[r["accuracy"] for r in sorted(run.matrix, key=lambda r: r["stage"]) if r["eval_task"] == column]
+                      for run in s.runs]
+            series = [x for x in series if x]
+            if not series:
+                cells.append("n/a")
+                continue
+            base, final = statistics.fmean(x[0] for x in series), statistics.fmean(x[-1] for x in series)
+            cells.append(f"{_pts(base, False)} → {_pts(final, False)} ({_pts(final - base)})")
+        rows.append([s.label, len(s.runs), *cells])
+    return "\n".join(["## General ability by harness", "",
+                      "Scores on the base model → after the last stage (change), means over each variant's runs, "
+                      "percent; counted in the general change above. " + "; ".join(described[c] for c in columns) + ".",
+                      "", _table(["variant", "n", *columns], rows)])
+
+
 def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummary], base: Path | None,
                     figures: Sequence[str], drift: str = "") -> str:
     analysed = [r for s in summaries for r in s.runs]  # the runs behind the variants' means: every comparison's
@@ -287,6 +318,7 @@ def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummar
         "## Results per variant", "",
         variant_table(summaries), "",
         NOTE, "",
+        *([harness, ""] if (harness := harness_section(summaries)) else []),
         matched_gain_section(analysed), "",
         *([rule, ""] if (rule := gain_rule_section(analysed)) else []),
         *([compute, ""] if compute else []),

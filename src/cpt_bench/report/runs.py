@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cpt_bench.errors import ReportError
-from cpt_bench.outputs.records import Compute, Diagnostics
+from cpt_bench.outputs.records import Compute, Diagnostics, HarnessResult, StageRecord
 from cpt_bench.outputs.rundir import MATRIX_CSV, METRICS_JSON, RUN_JSON, STAGE_JSON, read_json, read_matrix_csv
 
 log = logging.getLogger("cpt_bench.report")
@@ -49,6 +49,7 @@ class RunRecord:
     compute: Compute | None  # None: a run.json without a compute block (nothing to report)
     variant: str = ""
     diagnostics: dict[int, Diagnostics] = field(default_factory=dict)  # stage -> its stage.json diagnostics
+    harness: dict[int, HarnessResult] = field(default_factory=dict)  # stage -> its eval.harness scores
 
     @property
     def paradigm(self) -> str:
@@ -117,6 +118,7 @@ def load_run(path: Path) -> RunRecord:
     metrics = read_json(path / METRICS_JSON)
     matrix = read_matrix_csv(path / MATRIX_CSV) if (path / MATRIX_CSV).exists() else []
     config = info.get("config") or {}
+    stages = [StageRecord.from_json(read_json(p)) for p in sorted((path / "stages").glob(f"*/{STAGE_JSON}"))]
     return RunRecord(
         path=path,
         status=info.get("status") or "unknown",
@@ -127,8 +129,8 @@ def load_run(path: Path) -> RunRecord:
         order=list(info.get("order") or metrics.get("order") or []),
         general=list(info.get("general_suite") or metrics.get("general_suite") or []),
         compute=Compute.from_json(info["compute"]) if info.get("compute") else None,
-        diagnostics={d["stage"]: Diagnostics.from_json(d.get("diagnostics", {}))
-                     for d in (read_json(p) for p in sorted((path / "stages").glob(f"*/{STAGE_JSON}")))},
+        diagnostics={r.stage: r.diagnostics for r in stages},
+        harness={r.stage: r.harness for r in stages if r.harness},
     )
 
 

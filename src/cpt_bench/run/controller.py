@@ -29,6 +29,7 @@ from cpt_bench.builtin import base_model_path
 from cpt_bench.choices import FilterName, KeepCheckpoints, LauncherName, Schedule
 from cpt_bench.config import Config
 from cpt_bench.distributed import ensure_process_group_env
+from cpt_bench.model.harness import harness_columns
 from cpt_bench.model.loading import run_precision
 from cpt_bench.model.prompts import PromptStyle
 from cpt_bench.outputs import plots
@@ -95,7 +96,9 @@ class Run:
         self.run_dir, self.wandb_group, self.in_sweep = run_dir, wandb_group, in_sweep
         self.benchmark, self.order, self.paradigm = planned.benchmark, planned.order, planned.paradigm
         cfg = self.cfg
-        self.general = list(self.benchmark.general) if cfg.eval.general else []
+        # the general columns: the benchmark's suite, then eval.harness's tasks (harness:<task>)
+        self.suite = list(self.benchmark.general) if cfg.eval.general else []
+        self.general = [*self.suite, *harness_columns(cfg.eval.harness)]
         self.stages: list[StageRecord] = []
         self.compute = Compute()
         self.timings: dict = {"stages": {}}
@@ -142,7 +145,7 @@ class Run:
         """Data, run directory and resume state, provenance, seed, base model, tracker, model."""
         cfg, run_dir = self.cfg, self.run_dir
         # drawing every split first surfaces a too-small task before any model is built
-        self.test_sets = self.benchmark.test_sets(self.order, self.general)
+        self.test_sets = self.benchmark.test_sets(self.order, self.suite)
         self.stage_items = stage_items(self.benchmark, self.order, cfg.schedule, cfg.seed, cfg.replay)
         run_dir.mkdir(parents=True, exist_ok=True)
         for record in prepare_run_dir(cfg, run_dir):  # the finished stages' cost still counts
@@ -292,7 +295,8 @@ class Run:
         rates = evaluation.format_rate
         diagnostics = replace(diagnostics or Diagnostics(), format_rate=sum(rates.values()) / max(len(rates), 1))
         return StageRecord(stage=stage, trained_task=task, accuracy=evaluation.accuracy, n=evaluation.n,
-                           diagnostics=diagnostics, format_rate=rates, timings=timings, **fields)
+                           diagnostics=diagnostics, format_rate=rates, timings=timings, harness=evaluation.harness,
+                           **fields)
 
     def record(self, record: StageRecord) -> None:
         """A stage is complete: its stage.json (last in its folder), the run's files, the tracker."""

@@ -35,7 +35,7 @@ from pathlib import Path
 from cpt_bench.config import validate
 from cpt_bench.distributed import LAUNCH_VARS, available_cpus
 from cpt_bench.errors import ConfigError
-from cpt_bench.outputs.records import Diagnostics
+from cpt_bench.outputs.records import Diagnostics, HarnessResult
 from cpt_bench.outputs.rundir import read_json, write_jsonl
 from cpt_bench.paradigms.filtering import keep_item
 from cpt_bench.run.steps import Evaluation, Filtered, OnLog, StageSpec, Trained, record_filter, write_eval_records
@@ -126,13 +126,18 @@ class TorchrunSteps:
     def evaluate(self, out_dir: Path, drift_from: str | None = None, task: str | None = None) -> Evaluation:
         start = time.time()
         out_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("drift.json", "harness.json"):  # a killed attempt's leftovers
+            (out_dir / name).unlink(missing_ok=True)
         self._run("evaluate", EvalSpec(dir=str(out_dir), model_path=self.model_path, seed=self.cfg.seed,
                                        drift_from=drift_from, task=task), out_dir)
         records = merge_eval_shards(out_dir, self.test_sets)
         write_eval_records(out_dir, records)
         drift = Diagnostics.from_json(read_json(out_dir / "drift.json")) if drift_from else None
-        (out_dir / "drift.json").unlink(missing_ok=True)
-        return Evaluation.of(records, time.time() - start, drift)
+        harness_file = out_dir / "harness.json"
+        harness = HarnessResult.from_json(read_json(harness_file)) if harness_file.exists() else None
+        for name in ("drift.json", "harness.json"):
+            (out_dir / name).unlink(missing_ok=True)
+        return Evaluation.of(records, time.time() - start, drift, harness)
 
     def filter(self, spec: StageSpec) -> Filtered:
         start = time.time()

@@ -2,8 +2,9 @@
 
 `plan()` turns a composed config into the typed `Config` (validated node by node), builds the
 benchmark (no data is drawn yet) and the task order, checks the checkpoints of
-schedule=evaluate, the multi-node rendezvous and vLLM's presence, and builds the paradigm
-(GRPO's batch arithmetic); every failure is one `ConfigError` line.
+schedule=evaluate, the multi-node rendezvous, vLLM's presence and the harness (installed, its
+tasks known, their data readable here), and builds the paradigm (GRPO's batch arithmetic);
+every failure is one `ConfigError` line.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from cpt_bench.builtin import BUILTIN_MODELS
 from cpt_bench.choices import FilterName, GenerationBackend, LauncherName, Schedule
 from cpt_bench.config import Config, validate
 from cpt_bench.errors import ConfigError, unknown
+from cpt_bench.model.harness import check_harness
 from cpt_bench.paradigms import build_paradigm
 from cpt_bench.paradigms.base import Paradigm
 from cpt_bench.run.launch import rendezvous
@@ -47,6 +49,7 @@ def plan(cfg) -> Plan:
         from cpt_bench.model.vllm_engine import require_vllm
 
         require_vllm("eval.backend=vllm")
+    check_harness(config.eval.harness)  # installed, every task known, its data readable here
     paradigm = build_paradigm(config.paradigm, config.launcher.world_size)  # e.g. GRPO's batch arithmetic
     return Plan(config, benchmark, order, paradigm)
 

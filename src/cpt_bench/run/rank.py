@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from cpt_bench.choices import HarnessBackend
 from cpt_bench.config import Config, validate
 from cpt_bench.distributed import zero_stage
 from cpt_bench.model.loading import load_processing_class
@@ -30,6 +31,7 @@ from cpt_bench.run.steps import (
     StageSpec,
     drift_prompts,
     evaluate_sets,
+    harness_step,
     load_model,
     measure_drift,
     rif_rollouts,
@@ -112,13 +114,20 @@ class RankSteps:
         write_record(self.dir / f"shard-{self.rank}.json",
                      EvalShard(indices=[i for task in sets for i in indices[task]],
                                records=[r for task in sets for r in rows[task]]))
-        if self.rank != 0 or not spec.drift_from:
+        harness_on = cfg.eval.harness.backend != HarnessBackend.none
+        if self.rank != 0 or not (spec.drift_from or harness_on):
             return
-        if engine is not None:  # the engine gives its GPU back; the drift reads real weights
+        if engine is not None:  # the engine gives its GPU back; the harness and the drift read real weights
             engine.close()
             engine = model = None
             gc.collect()
             model, processing_class = load_model(cfg, spec.model_path, self.device)
+        if harness_on:  # a live model gives the harness no data-parallel share: rank 0 runs it all
+            if self.world > 1:
+                log.info("eval.harness runs on rank 0 only: lm-eval shards no live model over ranks")
+            write_json(self.dir / "harness.json", harness_step(cfg, model, processing_class, spec.model_path).to_json())
+        if not spec.drift_from:
+            return
         base = None
         if spec.task and cfg.eval.kl_samples:
             base = load_model(cfg, spec.drift_from, self.device)[0].eval()  # the run's dtype, this rank's device

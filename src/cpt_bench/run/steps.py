@@ -26,15 +26,16 @@ from pathlib import Path
 import torch
 
 from cpt_bench import faults
-from cpt_bench.choices import PeftMethod, Schedule
+from cpt_bench.choices import HarnessBackend, PeftMethod, Schedule
 from cpt_bench.config import Config, EvalConfig
 from cpt_bench.errors import TrainingDiverged
 from cpt_bench.model.drift import output_kl, param_drift
 from cpt_bench.model.evaluation import evaluate_tasks
+from cpt_bench.model.harness import evaluate_harness
 from cpt_bench.model.loading import load_checkpoint, run_precision
 from cpt_bench.model.processing import PixelBounds
 from cpt_bench.model.prompts import PromptStyle, format_prompt
-from cpt_bench.outputs.records import Diagnostics, FilterStats, KLToBase, TrainStats
+from cpt_bench.outputs.records import Diagnostics, FilterStats, HarnessResult, KLToBase, TrainStats
 from cpt_bench.outputs.results import JOINT
 from cpt_bench.outputs.rundir import write_jsonl
 from cpt_bench.paradigms.base import Paradigm, StageContext
@@ -86,14 +87,19 @@ class Evaluation:
     format_rate: dict[str, float]
     seconds: float
     drift: Diagnostics = field(default_factory=Diagnostics)  # from the base, when asked for (drift_from)
+    harness: HarnessResult | None = None  # eval.harness's scores, also in `accuracy` as harness:<task>
 
     @classmethod
-    def of(cls, records: dict[str, list[dict]], seconds: float, drift: Diagnostics | None = None) -> Evaluation:
-        """From every task's graded records (`EvalRecord` as dicts), in the matrix's task order."""
-        return cls(accuracy={k: sum(r["score"] for r in v) / len(v) if v else 0.0 for k, v in records.items()},
-                   n={k: len(v) for k, v in records.items()},
+    def of(cls, records: dict[str, list[dict]], seconds: float, drift: Diagnostics | None = None,
+           harness: HarnessResult | None = None) -> Evaluation:
+        """From every task's graded records (`EvalRecord` as dicts), in the matrix's task order,
+        then the harness's tasks as general columns."""
+        scores = harness.scores if harness else []
+        return cls(accuracy={**{k: sum(r["score"] for r in v) / len(v) if v else 0.0 for k, v in records.items()},
+                             **{s.column: s.value for s in scores}},
+                   n={**{k: len(v) for k, v in records.items()}, **{s.column: s.n for s in scores}},
                    format_rate={k: sum(r["format_ok"] for r in v) / len(v) for k, v in records.items() if v},
-                   seconds=seconds, drift=drift or Diagnostics())
+                   seconds=seconds, drift=drift or Diagnostics(), harness=harness)
 
 
 def stage_items(benchmark: Benchmark, order: list[str], schedule: str, seed: int,
@@ -254,6 +260,14 @@ def evaluate_sets(cfg, model, processing_class, benchmark: Benchmark, test_sets:
     return {name: [asdict(r) for r in recs] for name, recs in records.items()}
 
 
+def harness_step(cfg: Config, model, processing_class, model_path: str | None) -> HarnessResult | None:
+    """`eval.harness`'s tasks on the model, in the run's precision; None when it is off."""
+    if cfg.eval.harness.backend == HarnessBackend.none:
+        return None
+    with run_precision(cfg).inference():
+        return evaluate_harness(model, processing_class, cfg.eval.harness, model_path)
+
+
 def write_eval_records(out_dir: Path, records: dict[str, list[dict]]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, rows in records.items():
@@ -320,7 +334,7 @@ class LocalSteps:
         self.cfg, self.benchmark, self.style, self.test_sets, self.paradigm = cfg, benchmark, style, test_sets, paradigm
         self.general = [t for t in test_sets if t in benchmark.general]
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = self.processing_class = None
+        self.model = self.processing_class = self.model_path = None
 
     def load(self, path: str | Path) -> None:
         """Hold the checkpoint at `path` (and its processing class) as the current model."""
@@ -329,6 +343,7 @@ class LocalSteps:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         self.model, self.processing_class = load_model(self.cfg, path, self.device)
+        self.model_path = str(path)
 
     def evaluate(self, out_dir: Path, drift_from: str | None = None, task: str | None = None) -> Evaluation:
         """Greedy evaluation of every test set; each task's records go to `out_dir/<task>.jsonl`.
@@ -337,6 +352,7 @@ class LocalSteps:
         start = time.time()
         rows = evaluate_sets(self.cfg, self.model, self.processing_class, self.benchmark, self.test_sets, self.style)
         write_eval_records(out_dir, rows)
+        harness = harness_step(self.cfg, self.model, self.processing_class, self.model_path)
         seconds = time.time() - start
         drift = None
         if drift_from:
@@ -349,7 +365,7 @@ class LocalSteps:
             finally:
                 if base is not None:
                     base.to("cpu")
-        return Evaluation.of(rows, seconds, drift)
+        return Evaluation.of(rows, seconds, drift, harness)
 
     def filter(self, spec: StageSpec) -> Filtered:
         """RIF: keep the items the current model can learn from; record what it cost."""
@@ -374,6 +390,7 @@ class LocalSteps:
 
         ctx = stage_context(self.cfg, self.benchmark, self.style, spec, forward)
         result, self.model = train_step(self.paradigm, self.model, self.processing_class, items, ctx, spec)
+        self.model_path = str(spec.model_dir)
         write_jsonl(spec.dir / "train_log.jsonl", logs)
         if self.cfg.deepspeed.config:
             self._reload_from_deepspeed(spec.model_dir)
