@@ -3,15 +3,12 @@ a stage's Diagnostics (stage.json, W&B, the report) come back as what was writte
 
 from __future__ import annotations
 
-import math
-
 import pytest
 from omegaconf import OmegaConf
 
 from cpt_bench.config import Config, config_dict
 from cpt_bench.errors import ConfigError
 from cpt_bench.outputs.records import Diagnostics, KLToBase, StageRecord
-from cpt_bench.paradigms.rft import RFTParadigm
 from cpt_bench.run.wire import read_config, write_config
 
 from conftest import compose_config
@@ -57,8 +54,13 @@ def test_diagnostics_keep_stage_json_flat_and_come_back_typed():
 
 
 def test_an_rft_node_settles_its_kl_reference_under_lora():
-    cfg = Config(paradigm=RFTParadigm(), benchmark=None, order=None, model=None, deepspeed=None,
-                 peft=compose_config("peft=lora").peft, logger=None, filter=None, launcher=None)
-    cfg.peft = OmegaConf.to_object(cfg.peft)
-    cfg.paradigm.settle(cfg)
-    assert cfg.paradigm.kl_reference == "previous" and not math.isnan(cfg.paradigm.kl_coef)
+    """With LoRA, GRPO's KL reference is the adapter-free model, i.e. the stage's start: planning
+    records kl_reference=previous; without LoRA, or without the KL term, the node is left as is."""
+    from cpt_bench.config import validate
+    from cpt_bench.run.plan import plan
+
+    assert plan(compose_config("paradigm=rft", "peft=lora")).config.paradigm.kl_reference == "previous"
+    assert validate(compose_config("paradigm=rft", "peft=lora")).paradigm.kl_reference == "base"  # not yet planned
+    assert plan(compose_config("paradigm=rft")).config.paradigm.kl_reference == "base"
+    no_kl = plan(compose_config("paradigm=rft", "peft=lora", "paradigm.kl_coef=0")).config.paradigm
+    assert no_kl.kl_reference == "base"

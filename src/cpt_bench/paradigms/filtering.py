@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from cpt_bench import faults
+from cpt_bench.config import FilterConfig
 from cpt_bench.model.processing import text_tokenizer
 from cpt_bench.model.prompts import PromptStyle, encode_prompts, format_prompt
 from cpt_bench.tasks.base import Example, Task
@@ -44,8 +45,8 @@ class Rollouts:
     prompts_per_batch: int
 
     @classmethod
-    def of(cls, f, max_new_tokens: int) -> Rollouts:
-        """From `filter.*` (config.FilterConfig, whose batch_size counts completions)."""
+    def of(cls, f: FilterConfig, max_new_tokens: int) -> Rollouts:
+        """From `filter.*` (whose batch_size counts completions)."""
         return cls(f.num_rollouts, f.temperature, max_new_tokens, max(1, f.batch_size // f.num_rollouts))
 
 
