@@ -40,7 +40,7 @@ def write_toy_max(folder: Path) -> list[dict]:
     return rows
 
 
-def write_capitals(folder: Path, n: int = 12) -> list[dict]:
+def write_capitals(folder: Path, n: int = 8) -> list[dict]:
     """Sentences to complete with a capital (capitals.json), four cities to choose from."""
     from cpt_bench.tasks.natural import CAPITALS
 
