@@ -13,6 +13,10 @@ repeated, medians reported:
               (`LocalSteps.train`; GRPO with and without the KL term, and with
               `paradigm.generation_steps=4`)
   run share   evaluation's share of a study run, from the figures above and the study's shape
+  learning    whether bf16 still learns: the study's first stage (`add`, 8 optimizer steps) from the
+              base in both precisions, SFT (lr 5e-6) and GRPO (lr 2e-5), its mean training loss and
+              the accuracy on the trained task's 64 test items before and after (`--learning`
+              runs only this part; its figures do not depend on the machine's load)
 
 Targets (issue 18): evaluation >= 3x and a GRPO step >= 2.5x faster in bf16 than in float32,
 generation >= 40 % of the bf16 forward bound. Writes bench-results/smollm2.json.
@@ -113,6 +117,44 @@ def step_seconds(setting: Setting) -> list[float]:
     return [b - a for a, b in zip(ends, ends[1:])]
 
 
+def learning(dtype: str, paradigm: str, lr: str, seed: int) -> dict:
+    """One stage of the study from the base: the trainer's mean loss and the trained task's accuracy."""
+    from transformers import set_seed
+
+    from cpt_bench.run.steps import StageSpec, stage_items
+
+    set_seed(seed)
+    setting = Setting(dtype, f"paradigm={paradigm}", f"paradigm.learning_rate={lr}", "eval.general=false",
+                      f"seed={seed}")
+    task, items = stage_items(setting.benchmark, setting.order, setting.cfg.schedule, 0, setting.cfg.replay)[0]
+    setting.steps.test_sets = {task: setting.test_sets[task]}
+    with tempfile.TemporaryDirectory() as tmp:
+        before = setting.steps.evaluate(Path(tmp) / "before").accuracy[task]
+        spec = StageSpec(stage=1, task=task, items=items, base_path=setting.base, start_path=setting.base,
+                         dir=Path(tmp) / "stage", seed=seed + 1)  # the stage loop's seed for stage 1
+        spec.dir.mkdir()
+        trained = setting.steps.train(spec, items, lambda step, total, logs: None)
+        after = setting.steps.evaluate(Path(tmp) / "after").accuracy[task]
+    losses = [row["loss"] for row in trained.log if "loss" in row]
+    return {"task": task, "optimizer_steps": trained.train.optimizer_steps,
+            "mean_loss": round(statistics.fmean(losses), 4), "accuracy_before": round(before, 4),
+            "accuracy_after": round(after, 4), **({"mean_reward": round(trained.diagnostics["reward"], 4)}
+                                                 if "reward" in trained.diagnostics else {})}
+
+
+def learning_check(seeds: int, paradigms: list[str]) -> dict:
+    """Per paradigm and precision, each seed's stage and the mean accuracy after it."""
+    out = {}
+    for name, paradigm, lr in (("sft", "sft_smollm2", "5e-6"), ("grpo", "rft_smollm2", "2e-5")):
+        if name not in paradigms:
+            continue
+        runs = {p: [learning(p, paradigm, lr, seed) for seed in range(seeds)] for p in PRECISIONS}
+        out[f"{name} lr {lr}"] = {p: {"runs": r, "mean_accuracy_after": round(statistics.fmean(x["accuracy_after"]
+                                                                                            for x in r), 4)}
+                                  for p, r in runs.items()}
+    return out
+
+
 def median(rows: list[dict], key: str) -> float:
     return round(statistics.median(r[key] for r in rows), 1)
 
@@ -120,6 +162,9 @@ def median(rows: list[dict], key: str) -> float:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="generation measurements per batch and precision")
+    parser.add_argument("--learning", action="store_true", help="only the learning check (fp32 vs bf16 stage)")
+    parser.add_argument("--seeds", type=int, default=1, help="training seeds of the learning check")
+    parser.add_argument("--paradigms", nargs="+", default=["sft", "grpo"], help="the learning check's paradigms")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO / "src"))
     from cpt_bench.outputs.provenance import cpu_fingerprint
@@ -127,6 +172,13 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     result: dict = {"machine": f"{cpu_fingerprint()}, {os.cpu_count()} cores, {platform.platform()}",
                     "torch_threads": torch.get_num_threads(), "new_tokens": NEW_TOKENS}
+    out = REPO / "bench-results"
+    out.mkdir(exist_ok=True)
+    if args.learning:
+        result["learning"] = learning_check(args.seeds, args.paradigms)
+        (out / "smollm2-learning.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+        return 0
     steps_cap = ["paradigm.max_steps=4", "paradigm.logging_steps=1"]
     settings = {p: Setting(p) for p in PRECISIONS}
     gen: dict = {p: {b: [] for b in BATCHES} for p in PRECISIONS}
@@ -165,8 +217,7 @@ def main(argv: list[str]) -> int:
         "grpo_step_2_5x": result["speedup_bf16"]["grpo"] >= 2.5,
         "generation_40pct_of_forward": {b: bound[b]["share_of_bf16_forward"] >= 0.4 for b in bound},
     }
-    out = REPO / "bench-results"
-    out.mkdir(exist_ok=True)
+    result["learning"] = learning_check(args.seeds, args.paradigms)
     (out / "smollm2.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0

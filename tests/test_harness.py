@@ -237,3 +237,25 @@ def test_the_paper_harness_presets_say_what_they_need_before_any_model():
     assert list(cfg.eval.harness.tasks) == ["mmmu_val", "pope"]
     with pytest.raises(ConfigError, match=r"needs lmms-eval, which is not installed .*'cpt-bench\[harness-vlm\]'"):
         plan(cfg)
+
+
+@pytest.mark.slow
+def test_a_launched_run_scores_the_harness_on_rank_0(model_cache, tiny_base, tmp_path):
+    """launcher=torchrun over two ranks: the evaluation step's rank 0 runs the harness (and says
+    it ran alone); the base row's harness scores equal the direct computation."""
+    from cpt_bench.model.loading import load_checkpoint
+
+    rows = write_toy_max(tmp_path)
+    run_dir = tmp_path / "run"
+    res = run_cli("order.tasks=[max]", "benchmark.test_size=10", "benchmark.train_size=32", "paradigm.epochs=1",
+                  "eval.general=false", "launcher=torchrun", "launcher.nproc_per_node=2", "logger=none",
+                  "eval.harness.backend=lm_eval", f"eval.harness.include_path={TASKS}",
+                  "eval.harness.tasks=[toy_max_mc]",
+                  f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "eval.harness runs on rank 0 only" in next(run_dir.glob("stages/00*/eval/evaluate.log")).read_text()
+    stage0 = json.loads(next(run_dir.glob("stages/00*/stage.json")).read_text())
+    model, tok = load_checkpoint(tiny_base)
+    assert stage0["accuracy"]["harness:toy_max_mc"] == pytest.approx(direct_choice_accuracy(model, tok, rows), abs=1e-6)
+    stage1 = json.loads(next(run_dir.glob("stages/01-*/stage.json")).read_text())
+    assert stage1["n"]["harness:toy_max_mc"] == 20 and stage1["harness"]["scores"][0]["task"] == "toy_max_mc"
