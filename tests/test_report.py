@@ -275,6 +275,30 @@ def test_cli_writes_every_file_into_out(sweep, tmp_path):
     assert set(read_csv(out / "report.csv")) == {str(sweep / "0"), str(sweep / "4")}  # outside OUT: absolute
 
 
+def test_a_report_csv_re_reports_the_same_statistics_without_the_run_directories(sweep, tmp_path):
+    """A study whose run directories are gone is re-analysed from its report.csv: the same
+    per-variant table and matched-gain comparison, only the matrix figures are missing."""
+    first, again = tmp_path / "first", tmp_path / "again"
+    assert main([str(sweep), "--out", str(first)]) == 0
+    assert main([str(first / "report.csv"), "--out", str(again)]) == 0
+    from_dirs, from_csv = report.load_runs([sweep]), report.load_report_csv(first / "report.csv")
+    assert [r.variant for r in from_csv] == [r.variant for r in from_dirs]
+    assert report.variant_table(report.summarize(from_csv)) == report.variant_table(report.summarize(from_dirs))
+    assert report.matched_gain_section(from_csv) == report.matched_gain_section(from_dirs)
+    assert sorted(p.name for p in again.iterdir()) == ["report.csv", "report.md", "report_compute.png",
+                                                       "report_pareto.png"]
+    assert read_csv(again / "report.csv").keys() == read_csv(first / "report.csv").keys()
+
+
+def test_a_report_csv_is_read_alone_and_a_wrong_one_fails_in_one_line(sweep, tmp_path, capsys):
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "other.csv")])  # no --out: would overwrite its own folder
+    assert main([str(tmp_path / "other.csv"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("cpt-bench-report: error:") and "not a report.csv" in err
+
+
 @pytest.mark.parametrize("args, message", [
     (["{missing}"], "no such directory"),
     (["{empty}"], "no run with results"),

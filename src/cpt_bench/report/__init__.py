@@ -29,13 +29,13 @@ from cpt_bench.report.drift import stage_points
 from cpt_bench.report.figures import plot_compute, plot_curves, plot_drift, plot_heatmaps, plot_pareto
 from cpt_bench.report.frontier import matched_gain, pareto_frontier
 from cpt_bench.report.render import NOTE, csv_rows, drift_section, matched_gain_section, render_markdown, variant_table
-from cpt_bench.report.runs import COMPUTE, RunRecord, find_runs, load_run, load_runs, variant_labels
+from cpt_bench.report.runs import COMPUTE, RunRecord, find_runs, load_report_csv, load_run, load_runs, variant_labels
 from cpt_bench.report.summary import analysed_runs, mean_std, stage_curve, summarize
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ReportCallback", "ReportError", "RunRecord", "analysed_runs", "find_runs", "load_run", "load_runs",
-           "main", "matched_gain", "matched_gain_section", "mean_std", "pareto_frontier", "stage_curve",
+           "load_report_csv", "main", "matched_gain", "matched_gain_section", "mean_std", "pareto_frontier", "stage_curve",
            "summarize", "variant_labels", "write_report"]
 
 PROG = "cpt-bench-report"
@@ -59,12 +59,17 @@ def write_report(runs: Sequence[RunRecord], out: Path) -> dict[str, Path]:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(csv_rows(runs, base))
-    plot_heatmaps(runs, paths["heatmaps"])
-    plot_curves(summaries, paths["curves"])
+    figures = []
+    if any(r.matrix for r in runs):  # runs read back from a report.csv have none
+        plot_heatmaps([r for r in runs if r.matrix], paths["heatmaps"])
+        plot_curves(summaries, paths["curves"])
+        figures += [FILES["heatmaps"], FILES["curves"]]
+    else:
+        del paths["heatmaps"], paths["curves"]
     analysed = [r for s in summaries for r in s.runs]  # analysed_runs(runs), summarised once
     plot_pareto(analysed, paths["pareto"])
     plot_compute(analysed, paths["compute"])
-    figures = [FILES["heatmaps"], FILES["curves"], FILES["pareto"], FILES["compute"]]
+    figures += [FILES["pareto"], FILES["compute"]]
     points = [p for run in analysed for p in stage_points(run)]
     if points:
         plot_drift(points, paths["drift"])
@@ -80,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="Cross-run report of cpt-bench runs: per-variant means over seeds, "
         "Pareto frontiers and a matched-gain comparison of the paradigms.")
     parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR",
-                        help="a run directory, or a directory holding runs (e.g. a multirun sweep)")
+                        help="a run directory, or a directory holding runs (e.g. a multirun sweep); or one "
+                        "report.csv, to re-analyse a study whose run directories are gone (with --out)")
     parser.add_argument("--out", type=Path, help="where to write the report (default: the single DIR)")
     return parser
 
@@ -92,8 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--out is required with several DIRs")
     if not logging.getLogger().handlers:
         logging.basicConfig(format=f"{PROG}: %(levelname)s: %(message)s", stream=sys.stderr)
+    from_csv = [p for p in args.dirs if p.suffix == ".csv"]
+    if from_csv and (len(args.dirs) > 1 or args.out is None):
+        parser.error("a report.csv is read alone and needs --out (its own folder would be overwritten)")
     try:
-        runs = load_runs(args.dirs)
+        runs = load_report_csv(from_csv[0]) if from_csv else load_runs(args.dirs)
     except ReportError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ A run's *variant* is the set of config keys that set it apart from the other run
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cpt_bench.errors import ReportError
+from cpt_bench.metrics import HEADLINE_METRICS
 from cpt_bench.outputs.records import Compute, Diagnostics, HarnessResult, StageRecord
 from cpt_bench.outputs.rundir import MATRIX_CSV, METRICS_JSON, RUN_JSON, STAGE_JSON, read_json, read_matrix_csv
 
@@ -146,6 +148,38 @@ def load_runs(paths: Iterable[Path | str]) -> list[RunRecord]:
         raise ReportError("no readable runs")
     for run, label in zip(runs, variant_labels([r.config for r in runs])):
         run.variant = label
+    return runs
+
+
+def load_report_csv(path: Path) -> list[RunRecord]:
+    """The runs of a report.csv (one row per run, as `write_report` writes it), so a study whose
+    run directories are gone can be re-analysed: headline metrics, compute and the variant
+    labels of the report that wrote it; no matrices, diagnostics or harness scores. The base
+    model (column `base_model`) is the `model.recipe.seed` it came from, blank for one base."""
+    def number(text: str, kind=float):
+        return kind(float(text)) if text not in ("", None) else None
+
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        raise ReportError(f"{path}: {exc.strerror}") from exc
+    missing = {"run_dir", "variant", "paradigm", "seed", "lr", *HEADLINE_METRICS} - set(rows[0] if rows else {})
+    if not rows or missing:
+        raise ReportError(f"{path}: not a report.csv with runs (missing columns: {sorted(missing) or 'all rows'})")
+    runs = []
+    for row in rows:
+        config: dict[str, Any] = {"paradigm": {"name": row["paradigm"], "learning_rate": number(row["lr"])},
+                                  "schedule": row.get("schedule") or "sequential", "seed": number(row["seed"], int)}
+        if row.get("base_model"):
+            config["model"] = {"recipe": {"seed": number(row["base_model"], int)}}
+        metrics = {k: number(row.get(k, "")) for k in HEADLINE_METRICS}
+        metrics |= {k: number(row.get(k, ""), int) for k in ("stages_completed", "num_tasks")}
+        spent = {k: number(row[k], float if k.endswith("seconds") else int) for k in COMPUTE if row.get(k)}
+        compute = Compute(**spent) if spent else None  # blank: a run.json without a compute block
+        runs.append(RunRecord(path=Path(row["run_dir"]), status=row.get("status") or "finished", config=config,
+                              seed=config["seed"], metrics=metrics, matrix=[], order=[], general=[],
+                              compute=compute, variant=row["variant"]))
     return runs
 
 
