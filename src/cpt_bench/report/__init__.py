@@ -34,8 +34,8 @@ from cpt_bench.report.summary import analysed_runs, mean_std, stage_curve, summa
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReportCallback", "ReportError", "RunRecord", "analysed_runs", "find_runs", "load_run", "load_runs",
-           "load_report_csv", "main", "matched_gain", "matched_gain_section", "mean_std", "pareto_frontier", "stage_curve",
+__all__ = ["ReportCallback", "ReportError", "RunRecord", "analysed_runs", "find_runs", "load_report_csv", "load_run",
+           "load_runs", "main", "matched_gain", "matched_gain_section", "mean_std", "pareto_frontier", "stage_curve",
            "summarize", "variant_labels", "write_report"]
 
 PROG = "cpt-bench-report"
