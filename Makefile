@@ -82,9 +82,9 @@ study-toy: $(STAMP) ## toy: pareto over 3 base models x 3 seeds, both paradigms,
 study-smollm2: $(STAMP) ## real LM: SFT vs GRPO (with and without KL) on format-aligned SmolLM2-135M, 3 seeds
 	$(BIN)/cpt-bench -m +experiment=smollm2_study paradigm=sft_smollm2 paradigm.learning_rate=2e-6,5e-6 \
 		hydra.sweep.dir=$(STUDY)/smollm2/sft $(ARGS)
-	$(BIN)/cpt-bench -m +experiment=smollm2_study paradigm=rft_smollm2 paradigm.learning_rate=1e-5,2e-5 \
+	$(BIN)/cpt-bench -m +experiment=smollm2_study paradigm=rft_smollm2 paradigm.learning_rate=1e-5 \
 		hydra.sweep.dir=$(STUDY)/smollm2/rft $(ARGS)
-	$(BIN)/cpt-bench -m +experiment=smollm2_study paradigm=rft_smollm2 paradigm.learning_rate=2e-5 paradigm.kl_coef=0.01 \
+	$(BIN)/cpt-bench -m +experiment=smollm2_study paradigm=rft_smollm2 paradigm.learning_rate=1e-5 paradigm.kl_coef=0.01 \
 		hydra.sweep.dir=$(STUDY)/smollm2/rft_kl $(ARGS)
 	$(BIN)/cpt-bench-report $(STUDY)/smollm2
 
