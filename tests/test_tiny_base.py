@@ -38,6 +38,7 @@ def test_a_damaged_shipped_base_is_refused_in_one_line(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.release  # ~2 min: make test-release, when the recipe or the shipped base changes
 def test_a_rebuild_from_the_recipe_matches_the_shipped_base(tmp_path):
     """Bit-identical on the CPU it was built on; elsewhere within the stated score band."""
     rebuilt = build_tiny_base(TinyRecipe(), tmp_path, shipped=False)
