@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 # each stage trains for several seconds, and the signal goes 1 s after stage 1 is complete, so it
 # lands inside stage 2's training loop (a signal that landed while the trainer was being built
 # was once swallowed by library code: the job requeued itself but carried on; see the note)
-SEQUENCE = ["order.tasks=[max,shift,add]", "benchmark.train_size=256", "benchmark.test_size=50",
+SEQUENCE = ["order.tasks=[max,shift]", "benchmark.train_size=256", "benchmark.test_size=50",
             "paradigm.epochs=30", "logger=none", "seed=0"]
 
 
@@ -49,7 +49,7 @@ def test_a_signalled_job_is_requeued_resumes_and_matches_an_uninterrupted_run(mo
     assert proc.returncode == 0, out[-3000:]
 
     info = json.loads((run_dir / "run.json").read_text())
-    assert info["status"] == "finished" and info["stages_completed"] == 3
+    assert info["status"] == "finished" and info["stages_completed"] == 2
     job_logs = "".join(p.read_text(errors="replace") for p in (sweep / ".submitit").rglob("*_log.*"))
     assert "Requeued job" in job_logs, job_logs[-2000:]
     log = (run_dir / "cli.log").read_text()
