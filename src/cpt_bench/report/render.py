@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cpt_bench.metrics import HEADLINE_METRICS, SIGN_NOTE
 from cpt_bench.report.drift import SHORT, StagePoint, correlations, pairs
-from cpt_bench.report.frontier import MATCHED_POINTS
+from cpt_bench.report.frontier import MATCHED_POINTS, pareto_frontier
 from cpt_bench.report.runs import BASE_KEY, COMPUTE, RunRecord, base_model
 from cpt_bench.report.stats import (
     CONFIDENCE,
@@ -18,11 +18,13 @@ from cpt_bench.report.stats import (
     REACH,
     Interval,
     MatchedComparison,
+    Nearest,
     RunPoint,
     group_diff_ci,
     matched_gain_across_bases,
     matched_gain_ci,
     mean_ci,
+    nearest_variants,
     variant_means,
 )
 from cpt_bench.report.summary import (
@@ -151,15 +153,27 @@ def matched_gain_table(cmp: MatchedComparison, pa: str, pb: str, what: str, mini
                    f"{100 * CONFIDENCE:.0f} % CI", "resamples reaching it", "verdict"], rows)
 
 
-def nearest_line(cmp: MatchedComparison, pa: str, pb: str, what: str, minimize: bool) -> str:
+def nearest_line(near: Nearest | None, pa: str, pb: str, what: str, minimize: bool) -> str:
     """The direct comparison beside the frontiers: the two variants nearest in gain."""
-    near = cmp.nearest
     if near is None:
         return ""
     return (f"Directly, the variants nearest in gain ({pa} `{near.variant_a}` at {_pts(near.gain_a)}, {pb} "
             f"`{near.variant_b}` at {_pts(near.gain_b)} pts of gain): {what} difference {_pts(near.diff)} "
             f"{_ci(near.ci) or '(no interval)'} (Welch's t over their runs): "
             f"{_verdict(near.ci, pa, pb, minimize)}.")
+
+
+def no_overlap_line(a: Sequence[RunPoint], b: Sequence[RunPoint], pa: str, pb: str, minimize: bool) -> str:
+    """Why there is no matched-gain comparison: the gains each frontier spans (a dominated variant,
+    one that another beats on gain and on the outcome, is not on its paradigm's frontier)."""
+    spans = []
+    for name, points in ((pa, a), (pb, b)):
+        means = variant_means(points)
+        front = [means[i][0] for i in pareto_frontier(means, minimize)]
+        span = _pts(front[0]) if len(front) == 1 else f"{_pts(min(front))} to {_pts(max(front))}"
+        spans.append(f"{name}: {span}, {len(front)} of {len(means)} variant{'s' if len(means) > 1 else ''} on it")
+    return ("The paradigms' frontiers do not overlap in gain (" + "; ".join(spans)
+            + "), so there is no matched-gain comparison.")
 
 
 def across_bases_table(a: Sequence[RunPoint], b: Sequence[RunPoint], pa: str, pb: str, what: str,
@@ -221,15 +235,14 @@ def matched_gain_section(runs: Sequence[RunRecord]) -> str:
                 continue
             cmp = matched_gain_ci(series[pa], series[pb], minimize_y=minimize)
             if cmp is None:
-                gains = {p: [g for g, _ in variant_means(series[p])] for p in (pa, pb)}
-                parts.append("The gain ranges of the variants' means do not overlap (" + "; ".join(
-                    f"{p}: {_pts(min(g))} to {_pts(max(g))}" for p, g in gains.items())
-                    + "), so there is no matched-gain comparison.")
+                parts.append(no_overlap_line(series[pa], series[pb], pa, pb, minimize))
+                if line := nearest_line(nearest_variants(series[pa], series[pb]), pa, pb, what, minimize):
+                    parts.append("\n" + line)
                 continue
             parts.append(f"{pa}: {cmp.runs[0]} runs in {cmp.variants[0]} variants; {pb}: {cmp.runs[1]} runs in "
                          f"{cmp.variants[1]} variants; {cmp.clusters} base model{'s' if cmp.clusters > 1 else ''}.\n")
             parts.append(matched_gain_table(cmp, pa, pb, what, minimize))
-            if line := nearest_line(cmp, pa, pb, what, minimize):
+            if line := nearest_line(cmp.nearest, pa, pb, what, minimize):
                 parts.append("\n" + line)
             better = f"{pa} forgets more" if minimize else f"{pa} keeps more general ability"
             parts.append(f"\nPositive difference = {better} at the same gain.")
