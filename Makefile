@@ -47,7 +47,7 @@ compare: $(STAMP) ## SFT vs RFT (same seed and order) and their comparison repor
 # MARKS selects the tiers: make test runs every test but the release checks; CI runs the fast
 # tier first, then MARKS="slow and not release"
 MARKS ?= not release
-test: $(STAMP) ## the whole test suite but the release checks (CPU; about 20 min on 2 cores)
+test: $(STAMP) ## the whole test suite but the release checks (CPU; about 30 min on 2 cores)
 	$(BIN)/python -m pytest -q -m "$(MARKS)" $(ARGS)
 
 test-fast: $(STAMP) ## the tests that build no model (under a minute): the edit-test loop
