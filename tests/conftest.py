@@ -1,16 +1,54 @@
 """Shared fixtures: hermetic offline environment and one embedded base model per session;
-helpers the test modules import (`from conftest import ...`): config composition, the CLI."""
+helpers the test modules import (`from conftest import ...`): config composition, the CLI.
+
+`make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadfile`: a module's
+tests, and so its module fixtures, stay on one worker). Each worker, and every process it
+starts, runs torch on one thread: two single-threaded processes use 2 cores better than one
+process with two threads on models this small. A session fixture that trains or converts a
+model is built once for the whole session, by whichever worker asks first (`once_per_session`),
+and the other workers read it back; reuse one for a new end-to-end assertion
+(docs/development.md, "The test budget")."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+from filelock import FileLock
+
+from budget import (  # noqa: F401 (the test budget's hooks)
+    pytest_addoption,
+    pytest_sessionfinish,
+    pytest_sessionstart,
+    pytest_terminal_summary,
+)
 
 REPO = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # before any test imports torch; inherited by the CLI runs
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+def once_per_session(tmp_path_factory, name: str, build: Callable[[Path], T]) -> T:
+    """`build(folder)` run once per test session, even across xdist workers: the first worker to
+    ask builds under a file lock and pickles the result; the others wait and read it back."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    folder, done = root / f"shared-{name}", root / f"shared-{name}.pkl"
+    with FileLock(str(root / f"shared-{name}.lock")):
+        if not done.exists():
+            folder.mkdir(exist_ok=True)
+            done.write_bytes(pickle.dumps(build(folder)))
+        return pickle.loads(done.read_bytes())
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -49,9 +87,11 @@ def smollm2_cache(tmp_path_factory) -> Path:
     shared by the tests of the conversion and of the format-aligned model built on it."""
     from cpt_bench.builtin.smollm2 import build_smollm2
 
-    cache = tmp_path_factory.mktemp("smollm2-cache")
-    build_smollm2(cache)
-    return cache
+    def build(cache: Path) -> Path:
+        build_smollm2(cache)
+        return cache
+
+    return once_per_session(tmp_path_factory, "smollm2-cache", build)
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +138,24 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600,
                           env={**base, **(env or {})})
 
 
+def freeze_at(point: str, once: Path) -> dict[str, str]:
+    """The environment that freezes a `cpt-bench` process (SIGSTOP) the first time it reaches a
+    fault point (cpt_bench.faults), once across processes: a test acts on it there, at a known
+    point, instead of racing a long stage."""
+    from cpt_bench.faults import ENV, ONCE_ENV, SIGNAL_ENV
+
+    return {ENV: point, SIGNAL_ENV: "SIGSTOP", ONCE_ENV: str(once)}
+
+
+def wait_frozen(pid: int, once: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Wait until process `pid` has frozen itself at its fault point (`freeze_at`)."""
+    deadline = time.time() + timeout
+    while not (once.exists() and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"):
+        assert proc.poll() is None, "the run ended before it reached its fault point"
+        assert time.time() < deadline, "the run never reached its fault point"
+        time.sleep(0.1)
+
+
 # a short sequence used by the end-to-end tests: two tasks the base model is partly good at
 QUICK = [
     "order.tasks=[max,shift]",
@@ -115,10 +173,22 @@ def cli_run(tmp_path_factory, name: str, *overrides: str, model_cache: Path):
     return run_dir, res
 
 
+def shared_cli_run(tmp_path_factory, name: str, *overrides: str, model_cache: Path):
+    """`cli_run` once per test session, whichever worker asks first (a session fixture's run)."""
+
+    def build(folder: Path):
+        run_dir = folder / "run"
+        res = run_cli(*overrides, f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}")
+        assert res.returncode == 0, res.stderr[-3000:]
+        return run_dir, res
+
+    return once_per_session(tmp_path_factory, name, build)
+
+
 @pytest.fixture(scope="session")
 def quick_run(model_cache, tmp_path_factory):
     """The quick SFT sequence through the CLI (launcher=local): (run dir, completed process)."""
-    return cli_run(tmp_path_factory, "quick", *QUICK, model_cache=model_cache)
+    return shared_cli_run(tmp_path_factory, "quick", *QUICK, model_cache=model_cache)
 
 
 # a short GRPO sequence with CoT and RIF (test_rft: its pinned reference)
@@ -129,4 +199,4 @@ RFT_COT_RIF = ["paradigm=rft", "order.tasks=[max,shift]", "benchmark.train_size=
 
 @pytest.fixture(scope="session")
 def rft_cot_rif_run(model_cache, tmp_path_factory):
-    return cli_run(tmp_path_factory, "rft", *RFT_COT_RIF, model_cache=model_cache)
+    return shared_cli_run(tmp_path_factory, "rft", *RFT_COT_RIF, model_cache=model_cache)
