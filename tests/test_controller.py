@@ -19,7 +19,7 @@ import pytest
 from cpt_bench.run.launch import rank_threads, rendezvous
 from cpt_bench.run.runlock import RunDirLock
 
-from conftest import compose_config, run_cli
+from conftest import compose_config, freeze_at, run_cli, wait_frozen
 
 CLI = str(Path(sys.executable).with_name("cpt-bench"))
 
@@ -72,11 +72,12 @@ def test_a_killed_torchrun_controller_takes_its_workers_with_it(model_cache, tmp
 @pytest.mark.slow
 def test_one_controller_per_run_directory_and_a_killed_ones_lock_does_not_block_the_resume(model_cache, tmp_path):
     run_dir = tmp_path / "run"
-    # a stage that trains for about 15 s (600 steps), so the first controller is still in it
-    args = ["order.tasks=[max]", "benchmark.train_size=64", "benchmark.test_size=20", "paradigm.epochs=150",
+    args = ["order.tasks=[max]", "benchmark.train_size=64", "benchmark.test_size=20", "paradigm.epochs=2",
             "eval.general=false", "logger=none", f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}"]
-    first = subprocess.Popen([CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(run_dir / "stages/00-base/stage.json", first)  # stage 1's training begins
+    once = tmp_path / "frozen"  # the first controller freezes in stage 1's training loop, holding the directory
+    first = subprocess.Popen([CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, **freeze_at("training@1", once)})
+    wait_frozen(first.pid, once, first)
     second = run_cli(*args, timeout=120)
     assert first.poll() is None, "the first controller must still hold the directory"
     assert second.returncode == 2

@@ -8,12 +8,11 @@ import signal
 
 import pytest
 
-from cpt_bench.faults import ENV, POINTS
+from cpt_bench import faults
+from cpt_bench.faults import ENV, ONCE_ENV, POINTS, SIGNAL_ENV
 from cpt_bench.outputs.rundir import METRICS_JSON, RUN_JSON, read_json
 
 from conftest import run_cli
-
-pytestmark = pytest.mark.slow
 
 # SFT with RIF before each stage, so that every point of a stage is passed through
 FAULTY = ["paradigm=sft", "order.tasks=[max,shift]", "benchmark.train_size=48", "benchmark.test_size=20",
@@ -44,6 +43,7 @@ KILLS = [("rif_rollouts@2", "all", ["01-max", "02-shift"]), ("training@2", "all"
 assert {k.split("@")[0] for k, _, _ in KILLS} == set(POINTS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_at,keep,kept", KILLS)
 def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_results(kill_at, keep, kept, straight, model_cache,
                                                                      tmp_path):
@@ -72,7 +72,30 @@ def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_results(kill_at, kee
     assert sorted(p.parent.name for p in run_dir.glob("stages/*/model")) == kept
 
 
+@pytest.mark.slow
 def test_each_stage_records_the_disk_it_used(straight):
     for stage in ("01-max", "02-shift"):
         weights = (straight / "stages" / stage / "model" / "model.safetensors").stat().st_size
         assert read_json(straight / "stages" / stage / "stage.json")["disk_bytes"] > weights
+
+
+def test_a_fault_fires_at_its_point_and_stage_with_its_signal_once_across_processes(tmp_path, monkeypatch):
+    """SIGSTOP (here SIGUSR1, caught) instead of SIGKILL; with a once-file, a second process
+    reaching the same point (a requeued job, which inherits the environment) goes on."""
+    fired = []
+    previous = signal.signal(signal.SIGUSR1, lambda *_: fired.append(faults._stage))
+    try:
+        monkeypatch.setenv(ENV, "training@2")
+        monkeypatch.setenv(SIGNAL_ENV, "SIGUSR1")
+        monkeypatch.setenv(ONCE_ENV, str(tmp_path / "fired"))
+        faults.enter_stage(1)
+        faults.reached("training")  # another stage
+        faults.enter_stage(2)
+        faults.reached("evaluation")  # another point
+        assert fired == [] and not (tmp_path / "fired").exists()
+        faults.reached("training")
+        faults.reached("training")  # once: the file says it fired
+        assert fired == [2] and (tmp_path / "fired").exists()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        faults.enter_stage(None)

@@ -3,8 +3,8 @@ time limit; submitit's handler in the controller checkpoints and requeues the jo
 same overrides into the same run directory, where the sequence resumes from its last complete
 stage and ends with the matrix an uninterrupted run gives. Re-submitting a finished sweep
 returns the stored results instead of failing. Run with Hydra's submitit_local launcher, and
-the signal sent by the test itself once the first stage is complete (deterministic, where a
-time limit would race the machine's speed)."""
+the signal sent by the test itself while the job stands frozen in stage 2's training loop
+(cpt_bench.faults: deterministic, where a time limit would race the machine's speed)."""
 
 from __future__ import annotations
 
@@ -18,15 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import freeze_at, run_cli, wait_frozen
 
 pytestmark = pytest.mark.slow
 
-# each stage trains for several seconds, and the signal goes 1 s after stage 1 is complete, so it
-# lands inside stage 2's training loop (a signal that landed while the trainer was being built
-# was once swallowed by library code: the job requeued itself but carried on; see the note)
-SEQUENCE = ["order.tasks=[max,shift]", "benchmark.train_size=256", "benchmark.test_size=50",
-            "paradigm.epochs=30", "logger=none", "seed=0"]
+# the job freezes itself at a trainer log event of stage 2 (once: its requeued run goes on), where
+# the signal lands inside the training loop (a signal that landed while the trainer was being
+# built was once swallowed by library code: the job requeued itself but carried on)
+SEQUENCE = ["order.tasks=[max,shift]", "benchmark.train_size=128", "benchmark.test_size=50",
+            "paradigm.epochs=2", "logger=none", "seed=0"]
 
 
 def test_a_signalled_job_is_requeued_resumes_and_matches_an_uninterrupted_run(model_cache, tmp_path):
@@ -34,17 +34,21 @@ def test_a_signalled_job_is_requeued_resumes_and_matches_an_uninterrupted_run(mo
     sweep_cmd = ["-m", "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}", *SEQUENCE,
                  f"model.cache_dir={model_cache}"]
     exe = Path(sys.executable).with_name("cpt-bench")
-    proc = subprocess.Popen([str(exe), *sweep_cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    once = tmp_path / "frozen"
+    proc = subprocess.Popen([str(exe), *sweep_cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **freeze_at("training@2", once)})
     run_dir = sweep / "0"
     deadline = time.time() + 300
-    while not (run_dir / "stages/01-max/stage.json").exists():  # the first stage is complete
+    while not once.exists():  # the job reached its fault point
         assert proc.poll() is None and time.time() < deadline, "the sweep ended before the signal"
         time.sleep(0.2)
     # a local job's id is the pid of submitit's job controller, whose child runs the Hydra job
     (job_id,) = [p.name for p in (sweep / ".submitit").iterdir() if p.name.isdigit()]
     (task,) = Path(f"/proc/{job_id}/task/{job_id}/children").read_text().split()
-    time.sleep(1.0)  # into stage 2's training loop
+    wait_frozen(int(task), once, proc)
+    assert (run_dir / "stages/01-max/stage.json").exists() and not (run_dir / "stages/02-shift/stage.json").exists()
     os.kill(int(task), signal.SIGUSR2)  # as SLURM does before a pre-emption or the time limit
+    os.kill(int(task), signal.SIGCONT)  # it handles the signal in stage 2's training loop
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
 

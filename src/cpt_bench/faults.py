@@ -2,6 +2,11 @@
 run dying there loses nothing (tests/test_faults.py).
 
     CPT_BENCH_KILL_AT=<point>[@<stage>]   SIGKILL the first time <point> is reached (in that stage)
+    CPT_BENCH_FAULT_SIGNAL=SIGSTOP        send that signal instead: SIGSTOP freezes the process at
+                                          the point, where a test acts on it (sends SLURM's SIGUSR2,
+                                          starts a second controller) without racing its speed
+    CPT_BENCH_FAULT_ONCE=<file>           fire only while <file> does not exist, and create it: once
+                                          across processes (a requeued job inherits the environment)
 
 A SIGKILL runs no handler and no `finally`, like the OOM killer, a node failure or `kill -9`,
 so what is on disk at that instant is exactly what a resumed run finds. Unset (always, outside
@@ -14,6 +19,8 @@ import os
 import signal
 
 ENV = "CPT_BENCH_KILL_AT"
+SIGNAL_ENV = "CPT_BENCH_FAULT_SIGNAL"
+ONCE_ENV = "CPT_BENCH_FAULT_ONCE"
 POINTS = (
     "rif_rollouts",  # between two batches of RIF rollouts
     "training",  # at a trainer log event, mid-stage
@@ -36,5 +43,12 @@ def reached(point: str) -> None:
     if not spec:
         return
     name, _, stage = spec.partition("@")
-    if name == point and (not stage or int(stage) == _stage):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if name != point or (stage and int(stage) != _stage):
+        return
+    once = os.environ.get(ONCE_ENV)
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # atomic: one process wins
+        except FileExistsError:
+            return
+    os.kill(os.getpid(), signal.Signals[os.environ.get(SIGNAL_ENV, "SIGKILL")])
