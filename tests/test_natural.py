@@ -187,7 +187,7 @@ def test_grpo_on_the_aligned_model_through_the_cli(aligned, tmp_path):
                   "benchmark.general=[smaller]", "benchmark.train_size=2", "benchmark.test_size=2",
                   "paradigm.num_generations=2",
                   "paradigm.per_device_batch_size=4", "paradigm.max_completion_length=8", "eval.max_new_tokens=8",
-                  "eval.kl_samples=2", "logger=none", "checkpoint.keep=none", "threads=2",
+                  "eval.kl_samples=2", "logger=none", "checkpoint.keep=none",
                   *[f"model.align.{k}={v}" for k, v in SMALL_ALIGN.items()], f"model.cache_dir={cache}",
                   f"hydra.run.dir={run_dir}")
     assert res.returncode == 0, res.stderr[-3000:]
