@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from cpt_bench.errors import ConfigError
-from cpt_bench.model.harness import evaluate_harness, primary_score
+from cpt_bench.model.harness import _task_manager, evaluate_harness, primary_score
 from cpt_bench.outputs.records import HarnessScore
 
 from conftest import REPO, run_cli
@@ -108,6 +108,10 @@ def test_lm_eval_on_the_tiny_model_equals_a_direct_computation(tiny_base, tmp_pa
     assert (mc.n, mc.num_fewshot, mc.version, gen.version) == (20, 0, "1.0", "2.0")
     assert mc.stderr == pytest.approx((mc.value * (1 - mc.value) / 19) ** 0.5)
     assert (result.backend, result.version) == ("lm_eval", metadata.version("lm-eval"))
+    # the task index is built once per process (a run asks at planning and at every evaluation),
+    # and an evaluation on the reused index gives the same scores
+    assert evaluate_harness(model, tok, harness(TOY)).scores == result.scores
+    assert _task_manager(harness(TOY)) is _task_manager(harness(["toy_max_mc"]))
 
 
 @pytest.mark.slow
