@@ -58,6 +58,9 @@ def split_of(prompt: str, test_share: int = 4) -> str:
     return "test" if zlib.crc32(prompt.encode()) % test_share == 0 else "train"
 
 
+STALL_DRAWS = 20_000  # where one draw in 2,000 still finds a new item, a false stop has a 5e-5 chance
+
+
 def sample_split(
     make: Callable[[random.Random], Example],
     rng: random.Random,
@@ -76,10 +79,12 @@ def sample_split(
     """
     seen: set[str] = set()
     out: list[Example] = []
-    tries = 0
+    tries = last_new = 0
     while len(out) < n:
         tries += 1
-        if tries > max_tries_per_item * max(n, 1):
+        # too few distinct items: the whole budget spent, or so many draws in a row without a new
+        # item that the split is exhausted (a request far above the task's size fails at once)
+        if tries > max_tries_per_item * max(n, 1) or tries - last_new > STALL_DRAWS:
             raise ConfigError(
                 f"task {task!r} has too few distinct {split} items: drew {len(out)} of {n} requested; "
                 f"lower benchmark.{split}_size"
@@ -89,6 +94,7 @@ def sample_split(
             continue
         seen.add(ex.prompt)
         out.append(ex)
+        last_new = tries
     return out
 
 
