@@ -48,7 +48,7 @@ compare: $(STAMP) ## SFT vs RFT (same seed and order) and their comparison repor
 # tier first, then MARKS="slow and not release". Tests run on JOBS pytest-xdist workers, a test
 # module per worker at a time (its module fixtures built once), one torch thread each.
 # Each tier has a wall-time budget on these machines (2 cores, Intel or AMD; docs/development.md):
-# a session over its budget by more than 15 % fails. CPT_BENCH_BUDGET_SCALE=1.5 raises every
+# a session over its budget by more than 15 % (the fast tier: 25 %) fails. CPT_BENCH_BUDGET_SCALE=1.5 raises every
 # budget on a slower machine kind.
 MARKS       ?= not release
 JOBS        ?= 2
@@ -63,8 +63,9 @@ PYTEST = $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile
 test: $(STAMP) ## the whole test suite but the release checks (CPU; about 14 min on 2 cores)
 	$(PYTEST) -m "$(MARKS)" --budget $(TEST_BUDGET) $(ARGS)
 
+# a one-minute tier varies more with the machine than a fifteen-minute one: a 25 % margin
 test-fast: $(STAMP) ## the tests that build no model (under a minute): the edit-test loop
-	$(PYTEST) -m "not slow" --budget $(BUDGET_FAST) $(ARGS)
+	$(PYTEST) -m "not slow" --budget $(BUDGET_FAST) --budget-margin 0.25 $(ARGS)
 
 test-release: $(STAMP) ## the release checks: the shipped base rebuilt from its recipe (~2 min)
 	$(BIN)/python -m pytest -q -m release $(ARGS)
