@@ -1,8 +1,10 @@
 """How far a stage has moved the model from the base: in its weights (parameter drift) and in
 what it says (output drift, the KL divergence to the base on given prompts).
 
-Output drift follows RL's Razor (Shenfeld et al. 2025), which finds forgetting predicted by
-KL(pi_t || pi_0) on the new task's inputs. Estimator, per prompt x: one response y sampled from
+Output drift here is the *reverse* KL, KL(pi_t || pi_0), with responses from the stage's model.
+It is not RL's Razor's predictor (Shenfeld et al. 2025, arXiv 2509.04259), which is the forward
+KL(pi_0 || pi_t) on the new task's inputs, with responses sampled from the base; that direction
+is not measured yet (issue 25). Estimator, per prompt x: one response y sampled from
 the stage's model pi_t (temperature 1, no top-k/top-p and none of the checkpoint's generation-config
 processors, never a placeholder token, at most `max_new_tokens`, through the first
 end-of-sequence token), and log pi_t(y|x) - log pi_0(y|x) summed over y's tokens, an

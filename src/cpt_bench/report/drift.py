@@ -2,9 +2,10 @@
 
 One point per run and stage t: the forgetting of the tasks trained before t and the change on
 the general suite as of stage t (the run's metrics computed on rows 0..t of its matrix), against
-the drift recorded after stage t: KL to the base model on the trained task's prompts and on the
-general suite's (drift.output_kl) and the parameter drift. A least-squares line per panel with
-its R^2, over every paradigm's points together (RL's Razor's claim is one predictor for both).
+the drift recorded after stage t: the reverse KL(pi_t || pi_0) to the base model on the trained
+task's prompts and on the general suite's (drift.output_kl; RL's Razor's predictor is the forward
+KL, not measured yet) and the parameter drift. A least-squares line per panel with its R^2, over
+every paradigm's points together (RL's Razor's claim is one predictor for both).
 Pure functions of `RunRecord`s.
 """
 
