@@ -59,6 +59,22 @@ def test_no_interval_from_one_run_or_runs_that_agree():
     assert mean_ci([0.4]) is None and mean_ci([None, 0.4]) is None
     assert mean_ci([0.2, 0.2, 0.2]) is None  # not a zero-width interval presented as certainty
     assert diff_ci([0.1], [0.2, 0.3]) is None and diff_ci([0.1, 0.1], [0.2, 0.2]) is None
+    # runs equal to float precision: no interval, never a zero-width one (a 2-seed sweep once
+    # printed "+7.5 ± 0.0 [+7.5, +7.5]")
+    assert mean_ci([0.075, 0.07500000000000001]) is None
+    assert mean_ci([0.1 + 0.2, 0.3, 0.3]) is None and mean_ci([300.0, 300.0 + 1e-10]) is None
+    assert diff_ci([0.075, 0.07500000000000001], [0.3, 0.1 + 0.2]) is None
+    assert diff_ci([0.075, 0.07500000000000001], [0.2, 0.3]) is not None  # one side's spread is real
+    assert mean_ci([0.075, 0.0751]) is not None  # a real difference, however small
+
+
+def test_a_narrow_interval_is_printed_with_the_decimals_that_tell_its_ends_apart():
+    from cpt_bench.report.render import _ci
+    from cpt_bench.report.stats import Interval
+
+    assert _ci(Interval(0.0751, 0.0752, 2)) == "[+7.51, +7.52]"
+    assert _ci(Interval(0.07501, 0.07504, 2)) == "[+7.501, +7.504]"
+    assert _ci(Interval(0.07, 0.09, 3)) == "[+7.0, +9.0]"
 
 
 def test_paired_difference_over_base_models():

@@ -37,16 +37,20 @@ from cpt_bench.report.summary import (
 )
 
 
-def _pts(value: float, signed: bool = True) -> str:
-    return f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
+def _pts(value: float, signed: bool = True, digits: int = 1) -> str:
+    return f"{100 * value:+.{digits}f}" if signed else f"{100 * value:.{digits}f}"
 
 
 def _ci(ci: Interval | None, signed: bool = True) -> str:
-    """[low, high], with the number of base models when they, not runs, are its unit."""
+    """[low, high], with the number of base models when they, not runs, are its unit; with more
+    decimals where one would print a narrow interval as [x, x], which reads as certainty."""
     if ci is None:
         return ""
+    digits = 1
+    while digits < 4 and _pts(ci.low, signed, digits) == _pts(ci.high, signed, digits):
+        digits += 1
     unit = f" n = {ci.n} {ci.unit}" if ci.unit != "runs" else ""
-    return f"[{_pts(ci.low, signed)}, {_pts(ci.high, signed)}]{unit}"
+    return f"[{_pts(ci.low, signed, digits)}, {_pts(ci.high, signed, digits)}]{unit}"
 
 
 def _pct(mean: float | None, std: float | None, signed: bool, ci: Interval | None = None) -> str:
@@ -89,7 +93,7 @@ NOTE = ("Mean ± sample std over a variant's runs (its seeds, and base models wh
         f"(accuracies) or percentage points, then the {100 * CONFIDENCE:.0f} % Student-t confidence interval of "
         "the mean in brackets, over the n runs of the n column; where the runs come from several base models, "
         "over the base models' means (the bracket then says how many). No interval: a single run, or runs "
-        "that agree exactly. "
+        "that agree to within float rounding. "
         "`-` = a single run, n/a = undefined (e.g. BWT and forgetting of a joint run). "
         f"{SIGN_NOTE} Compute columns are means over the same runs.")
 

@@ -16,7 +16,8 @@
   common gain is reported instead. Across base models the headline is the t-interval over the
   bases' own matched-gain differences (n = bases), under the same rule in each.
 
-No interval of zero width is given: where the values do not vary, there is none.
+No interval of zero width is given: where the values do not vary, or agree to within float
+rounding (two runs at 0.075 and 0.07500000000000001), there is none.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ CONFIDENCE = 0.95
 REACH = 0.975  # a matched gain is compared only where (nearly) every resample's frontiers reach it
 MATCHED_RESAMPLES = 2000  # each refits two frontiers in Python: ~1 s in all
 BOOTSTRAP_SEED = 0  # the report is a pure function of its runs: same runs, same intervals
+ROUNDING = 1e-9  # values whose spread is below this (relative to their size) agree: no interval
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,16 @@ def _t(confidence: float, df: float) -> float:
     return float(t.ppf((1 + confidence) / 2, df))
 
 
+def agree(values) -> bool:
+    """Whether the values agree to within float rounding (no spread to build an interval on)."""
+    xs = np.asarray(values, dtype=float)
+    return float(np.ptp(xs)) <= ROUNDING * max(1.0, float(np.abs(xs).max()))
+
+
 def t_interval(values: Sequence[float], confidence: float = CONFIDENCE, unit: str = "runs") -> Interval | None:
     """Student-t interval of the mean; None with fewer than two values or no spread."""
     xs = np.asarray(values, dtype=float)
-    if len(xs) < 2 or np.all(xs == xs[0]):
+    if len(xs) < 2 or agree(xs):
         return None
     half = _t(confidence, len(xs) - 1) * float(np.std(xs, ddof=1)) / math.sqrt(len(xs))
     return Interval(float(xs.mean()) - half, float(xs.mean()) + half, len(xs), unit)
@@ -85,9 +93,9 @@ def diff_ci(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDEN
     xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if len(xa) < 2 or len(xb) < 2:
         return None
-    va, vb = np.var(xa, ddof=1) / len(xa), np.var(xb, ddof=1) / len(xb)
-    if va + vb == 0:
+    if agree(xa) and agree(xb):
         return None
+    va, vb = np.var(xa, ddof=1) / len(xa), np.var(xb, ddof=1) / len(xb)
     df = (va + vb) ** 2 / (va ** 2 / (len(xa) - 1) + vb ** 2 / (len(xb) - 1))
     d, half = float(xa.mean() - xb.mean()), _t(confidence, df) * math.sqrt(va + vb)
     return Interval(d - half, d + half, len(xa) + len(xb))
@@ -192,7 +200,7 @@ def _resample(points: Sequence[RunPoint], rng: np.random.Generator) -> list[RunP
 def _percentile_interval(samples: np.ndarray, confidence: float, n: int) -> Interval | None:
     tail = 100 * (1 - confidence) / 2
     low, high = float(np.percentile(samples, tail)), float(np.percentile(samples, 100 - tail))
-    return Interval(low, high, n) if high > low else None
+    return None if agree([low, high]) else Interval(low, high, n)
 
 
 def matched_gain_ci(a: Sequence[RunPoint], b: Sequence[RunPoint], minimize_y: bool = True,
