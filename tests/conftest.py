@@ -165,24 +165,21 @@ QUICK = [
 ]
 
 
-def cli_run(tmp_path_factory, name: str, *overrides: str, model_cache: Path):
-    """A run through the CLI into a fresh folder: (run dir, completed process)."""
-    run_dir = tmp_path_factory.mktemp(name) / "run"
+def _cli_run_into(run_dir: Path, overrides, model_cache: Path):
     res = run_cli(*overrides, f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}")
     assert res.returncode == 0, res.stderr[-3000:]
     return run_dir, res
 
 
+def cli_run(tmp_path_factory, name: str, *overrides: str, model_cache: Path):
+    """A run through the CLI into a fresh folder: (run dir, completed process)."""
+    return _cli_run_into(tmp_path_factory.mktemp(name) / "run", overrides, model_cache)
+
+
 def shared_cli_run(tmp_path_factory, name: str, *overrides: str, model_cache: Path):
     """`cli_run` once per test session, whichever worker asks first (a session fixture's run)."""
-
-    def build(folder: Path):
-        run_dir = folder / "run"
-        res = run_cli(*overrides, f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}")
-        assert res.returncode == 0, res.stderr[-3000:]
-        return run_dir, res
-
-    return once_per_session(tmp_path_factory, name, build)
+    return once_per_session(tmp_path_factory, name,
+                            lambda folder: _cli_run_into(folder / "run", overrides, model_cache))
 
 
 @pytest.fixture(scope="session")
