@@ -48,12 +48,14 @@ compare: $(STAMP) ## SFT vs RFT (same seed and order) and their comparison repor
 # tier first, then MARKS="slow and not release". Tests run on JOBS pytest-xdist workers, a test
 # module per worker at a time (its module fixtures built once), one torch thread each.
 # Each tier has a wall-time budget on these machines (2 cores, Intel or AMD; docs/development.md):
-# a session over its budget by more than 15 % (the fast tier: 25 %) fails. CPT_BENCH_BUDGET_SCALE=1.5 raises every
-# budget on a slower machine kind.
+# a session over its budget by more than 15 % (the fast tier: 50 %) fails;
+# CPT_BENCH_BUDGET_SCALE=1.5 raises every budget on a slower machine kind. The slow tier took
+# 771-935 s on clean clones of the AMD EPYC; its budget leaves room for the slower Intel Xeon
+# (about 1.27x) and still fails a change that adds ten minutes.
 MARKS       ?= not release
 JOBS        ?= 2
 BUDGET_FAST ?= 60
-BUDGET_SLOW ?= 900
+BUDGET_SLOW ?= 1100
 ifeq ($(MARKS),slow and not release)
 TEST_BUDGET ?= $(BUDGET_SLOW)
 else
@@ -63,9 +65,9 @@ PYTEST = $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile
 test: $(STAMP) ## the whole test suite but the release checks (CPU; about 14 min on 2 cores)
 	$(PYTEST) -m "$(MARKS)" --budget $(TEST_BUDGET) $(ARGS)
 
-# a one-minute tier varies more with the machine than a fifteen-minute one: a 25 % margin
+# a one-minute tier varies more than a fifteen-minute one (55-68 s on clean clones of one machine): a 50 % margin
 test-fast: $(STAMP) ## the tests that build no model (under a minute): the edit-test loop
-	$(PYTEST) -m "not slow" --budget $(BUDGET_FAST) --budget-margin 0.25 $(ARGS)
+	$(PYTEST) -m "not slow" --budget $(BUDGET_FAST) --budget-margin 0.5 $(ARGS)
 
 test-release: $(STAMP) ## the release checks: the shipped base rebuilt from its recipe (~2 min)
 	$(BIN)/python -m pytest -q -m release $(ARGS)
