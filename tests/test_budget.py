@@ -48,7 +48,7 @@ def test_a_deliberately_slow_test_fails_the_session_over_its_budget(slow_suite):
 def test_within_budget_the_session_passes_and_says_its_share(slow_suite):
     res = slow_suite.runpytest("--budget", "60")
     assert res.ret == pytest.ExitCode.OK
-    res.stdout.fnmatch_lines(["test budget: the suite took 0 s of 60 s (*%)"])
+    res.stdout.fnmatch_lines(["test budget: the suite took * s of 60 s (*%)"])
 
 
 def test_the_scale_raises_the_budget_on_a_slower_machine_kind(slow_suite, monkeypatch):
