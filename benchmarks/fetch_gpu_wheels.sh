@@ -3,7 +3,9 @@
 # (git-ignored, < 64 MiB), so `benchmarks/gpu_check.sh` can install them there with
 # --no-index --no-deps on top of the machine's own CUDA torch. The machine has torch,
 # transformers, accelerate, pandas, pyarrow, safetensors, pytest, but no TRL, Hydra, omegaconf,
-# DeepSpeed (nor its pydantic), datasets or W&B, and reaches no registry.
+# DeepSpeed (nor its pydantic), datasets or W&B, and reaches no registry. Its transformers,
+# huggingface_hub, tokenizers and peft are older than the lock's (5.17 against 5.24 in 2026-11),
+# so the lock's versions travel too: the check runs the code on the versions it was tested with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -18,6 +20,8 @@ $PY -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 
     "${platforms[@]}" -d "$OUT" \
     "trl==$(version trl)" "datasets==$(version datasets)" "hydra-core==$(version hydra-core)" \
     "omegaconf==$(version omegaconf)" \
+    "transformers==$(version transformers)" "huggingface_hub==$(version huggingface_hub)" \
+    "tokenizers==$(version tokenizers)" "peft==$(version peft)" \
     "dill==$(version dill)" "multiprocess==$(version multiprocess)" "hjson==$(version hjson)" \
     "mathruler==$(version mathruler)" "pydantic==$(version pydantic)" "pydantic-core==$(version pydantic-core)" \
     "annotated-types==$(version annotated-types)" "typing-inspection==$(version typing-inspection)"
