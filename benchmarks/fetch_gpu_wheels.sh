@@ -5,7 +5,8 @@
 # transformers, accelerate, pandas, pyarrow, safetensors, pytest, but no TRL, Hydra, omegaconf,
 # DeepSpeed (nor its pydantic), datasets or W&B, and reaches no registry. Its transformers,
 # huggingface_hub, tokenizers and peft are older than the lock's (5.17 against 5.24 in 2026-11),
-# so the lock's versions travel too: the check runs the code on the versions it was tested with.
+# so the lock's versions travel too, with the newer hub's own needs (httpx2 and what it imports):
+# the check runs the code on the versions it was tested with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -22,6 +23,9 @@ $PY -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 
     "omegaconf==$(version omegaconf)" \
     "transformers==$(version transformers)" "huggingface_hub==$(version huggingface_hub)" \
     "tokenizers==$(version tokenizers)" "peft==$(version peft)" \
+    "httpx2==$(version httpx2)" "httpcore2==$(version httpcore2)" "truststore==$(version truststore)" \
+    "hf-xet==$(version hf-xet)" "click==$(version click)" "anyio==$(version anyio)" "idna==$(version idna)" \
+    "typing_extensions==$(version typing_extensions)" "regex==$(version regex)" "fsspec==$(version fsspec)" \
     "dill==$(version dill)" "multiprocess==$(version multiprocess)" "hjson==$(version hjson)" \
     "mathruler==$(version mathruler)" "pydantic==$(version pydantic)" "pydantic-core==$(version pydantic-core)" \
     "annotated-types==$(version annotated-types)" "typing-inspection==$(version typing-inspection)"

@@ -24,6 +24,7 @@ import math
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -130,7 +131,7 @@ def check_kl(args, device: str) -> dict:
             "projected_seconds_per_stage": round(seconds * samples_per_stage / batch, 1)}
 
 
-def check_eval(args, device: str) -> dict:
+def check_eval(args, device: str, save=lambda record: None) -> dict:
     from cpt_bench.model.evaluation import generate
     from cpt_bench.model.processing import PixelBounds
     from cpt_bench.model.prompts import format_prompt
@@ -155,6 +156,7 @@ def check_eval(args, device: str) -> dict:
                          "projected_hours_per_matrix_row": round(ROW_ITEMS / batch * seconds / 3600, 1)}
         except torch.OutOfMemoryError as exc:
             out[name] = {"out_of_memory": str(exc).splitlines()[0]}
+        save(out)  # the capped figures survive a time limit that stops the uncapped run
     return out
 
 
@@ -212,9 +214,14 @@ def main() -> None:
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, CARD_GB * 2**30 / total))
         torch.cuda.reset_peak_memory_stats()
-    result = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu (smoke)",
-              **{"kl": check_kl, "eval": check_eval, "grpo": check_grpo}[args.check](args, device)}
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu (smoke)"
+
+    def save(record: dict) -> None:
+        args.out.write_text(json.dumps({"device": name, **record}, indent=2) + "\n")
+
+    check = {"kl": check_kl, "eval": partial(check_eval, save=save), "grpo": check_grpo}[args.check]
+    result = {"device": name, **check(args, device)}
+    save(result)
     print(json.dumps(result, indent=2))
 
 
