@@ -68,17 +68,20 @@ class WandbTracker:
             job_type="cpt-sequence",
             settings=wandb.Settings(console="off", silent=True, init_timeout=cfg.init_timeout))
         mode = "offline" if cfg.mode == "online" and _online_failed else str(cfg.mode)
+        started = False  # whether W&B's service was asked to start the run
         try:
             if mode == "online":
                 # the key and the server first: a failed online init would keep the run id
                 # busy in W&B's service, and the offline fallback needs that same id
                 wandb.login(verify=True, timeout=cfg.init_timeout)
+            started = True
             self.run = init(mode=mode)
         except Exception as exc:  # noqa: BLE001 - no key, no network, a server error: all go offline
             if mode != "online":
                 raise
             _online_failed = True
-            wandb.teardown()
+            if started:  # only a failed init holds the id; after a failed login, teardown can
+                wandb.teardown()  # wait forever on a service that has nothing to end
             log.warning("W&B online is unavailable (%s: %s); logging offline to %s/wandb instead "
                         "(`wandb sync` uploads it later)", type(exc).__name__, str(exc).splitlines()[0], run_dir)
             self.run = init(mode="offline")
