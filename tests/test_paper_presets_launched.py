@@ -120,7 +120,7 @@ def test_paper_preset_on_two_ranks(case, model_cache, tmp_path):
         assert stage["diagnostics"]["kl"] >= 0
     if case == "paper_rif_rft":  # RIF's rollouts, sharded over the ranks and merged in item order
         assert stage["filter"]["items"] == 8 and stage["train"]["items"] == stage["filter"]["kept"]
-        assert "on rank 1 of 2" in (run_dir / "stages/01-max/filter.log").read_text()
+        assert "on rank 1 of 2" in (run_dir / "stages/01-max/rollout-rif.log").read_text()
         filtered = [json.loads(x) for x in (run_dir / "stages/01-max/filter.jsonl").read_text().splitlines()]
         assert len(filtered) == 8 and all(len(r["scores"]) == 8 for r in filtered)
 

@@ -14,9 +14,10 @@ import pytest
 from cpt_bench.errors import ConfigError
 from cpt_bench.model.processing import PixelBounds
 from cpt_bench.model.vllm_engine import VLLMEngine
+from cpt_bench.paradigms.filtering import rif_sampling
 from cpt_bench.run.plan import plan
 from cpt_bench.run.rank import RankSteps
-from cpt_bench.run.wire import EvalSpec, FilterSpec
+from cpt_bench.run.wire import EvalSpec, RolloutSpec
 
 from conftest import compose_config as composed
 from conftest import worker_config
@@ -134,10 +135,10 @@ def test_worker_evaluates_and_rolls_out_through_vllm(fake_vllm, model_cache, tmp
     # the stage model and the base, both in the run's weights dtype on the rank's device, after the engine went
     assert loaded == [(base, "cpu", run_precision(resolved).weights, True)] * 2
     assert drift["kl_to_base_task"] == 0.0  # the base against itself
-    RankSteps(resolved, FilterSpec(stage=1, task="max", dir=str(tmp_path / "stage"), seed=0,
-                                   model_path=base)).filter()
-    shard = json.loads((tmp_path / "stage/filter-shard-0.json").read_text())
+    RankSteps(resolved, RolloutSpec.of(rif_sampling(resolved.filter, None), stage=1, task="max",
+                                       dir=str(tmp_path / "stage"), seed=0, model_path=base)).rollout()
+    shard = json.loads((tmp_path / "stage/rollout-rif-shard-0.json").read_text())
     assert shard["indices"] == list(range(16)) and shard["generated_tokens"] > 0
-    assert all(len(s) == 8 for s in shard["scores"])
+    assert all(len(s) == 8 for s in shard["scores"]) and all(len(c) == 8 for c in shard["completions"])
     _, params = FakeLLM.instances[-1].calls[0]
     assert params.kwargs["n"] == 8 and params.kwargs["temperature"] == 1.0

@@ -34,8 +34,9 @@ from cpt_bench.model.processing import (
 )
 from cpt_bench.model.prompts import PromptStyle, encode_prompts, format_prompt, user_message
 from cpt_bench.paradigms.base import StageContext
-from cpt_bench.paradigms.filtering import Rollouts, keep_item, rollout_scores
+from cpt_bench.paradigms.filtering import keep_item
 from cpt_bench.paradigms.rft import RFT, RFTParadigm
+from cpt_bench.paradigms.rollouts import Rollouts, sample_rollouts
 from cpt_bench.paradigms.sft import SFT, SFTParadigm
 from cpt_bench.tasks.base import Example
 
@@ -340,7 +341,9 @@ def test_rif_rollouts_with_images(sft_stage, task):
     model, proc = sft_stage["model"], sft_stage["proc"]
     spy = ForwardSpy(model)
     rollouts = Rollouts(num_rollouts=4, temperature=1.0, max_new_tokens=4, prompts_per_batch=64 // 4)
-    scores, tokens = rollout_scores(model, proc, task.train(), rollouts, tasks={"colour": task}, style=STYLE)
+    sampled, tokens = sample_rollouts(model, proc, task.train(), rollouts, tasks={"colour": task}, style=STYLE)
+    scores = [s.scores for s in sampled]
+    assert all(len(s.completions) == 4 for s in sampled)
     spy.remove()
     assert len(scores) == len(task.train()) and all(len(s) == 4 for s in scores)
     assert tokens > 0 and spy.vision_calls == math.ceil(len(task.train()) / (64 // 4))

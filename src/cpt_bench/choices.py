@@ -34,6 +34,12 @@ class KeepRule(StrEnum):
     nonzero_variance = "nonzero_variance"  # some right, some wrong
 
 
+class SFTWeighting(StrEnum):
+    none = "none"  # every item's loss counts the same
+    reward_variance = "reward_variance"  # p(1-p), p the item's success rate over K rollouts
+    reward_std = "reward_std"  # sqrt(p(1-p)): what GRPO's group normalisation leaves of the signal
+
+
 class KLReference(StrEnum):
     base = "base"  # the original base model (the paper)
     previous = "previous"  # the stage's starting checkpoint

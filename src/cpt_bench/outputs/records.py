@@ -21,7 +21,7 @@ class TrainStats:
 
     items: int  # training items after filtering
     optimizer_steps: int
-    generated_tokens: int = 0  # GRPO rollout tokens; 0 for SFT
+    generated_tokens: int = 0  # tokens generated to train: GRPO's rollouts, a paradigm's rollout step; 0 for SFT
     replayed: int = 0  # of `items`, those replayed from earlier tasks (replay.fraction)
     processed_tokens: int = 0  # tokens the trainer processed (TRL's num_tokens: sequences, or prompts + completions)
 
@@ -38,6 +38,24 @@ class FilterStats:
     rollout_seconds: float
     rollout_tokens: int
     train_items_saved: int
+
+
+@dataclass
+class RolloutStats:
+    """A paradigm's rollout step before a stage (self-SFT, reward-variance-weighted SFT): how it
+    sampled, what the samples left to train on and what they cost."""
+
+    purpose: str  # what the rollouts are for: self_sft, reward_variance, reward_std
+    num_rollouts: int
+    temperature: float
+    max_new_tokens: int
+    items: int  # items rolled out (after RIF, when it ran)
+    kept: int  # items that train: with a rewarded sample (self-SFT), with a non-zero weight (weighting)
+    kept_fraction: float
+    rows: int  # training rows (self-SFT: one per rewarded sample kept)
+    mean_success: float  # p averaged over the items
+    rollout_seconds: float
+    rollout_tokens: int
 
 
 @dataclass
@@ -140,6 +158,7 @@ class StageTimings:
     save_seconds: float | None = None
     optimizer_steps: int | None = None
     eval_seconds: float | None = None
+    rollout_seconds: float | None = None  # a paradigm's rollout step (RIF's is in its FilterStats)
 
     def to_json(self) -> dict:
         return _drop_none(asdict(self))
@@ -155,6 +174,7 @@ class StageRecord:
     n: dict[str, int]  # eval task -> items evaluated
     model: str | None = None  # stage 0: the base model evaluated
     filter: FilterStats | None = None  # noqa: A003 - the stage.json key
+    rollouts: RolloutStats | None = None  # a paradigm's rollout step
     train: TrainStats | None = None
     diagnostics: Diagnostics = field(default_factory=Diagnostics)  # cpt/diag/* in W&B
     format_rate: dict[str, float] = field(default_factory=dict)  # eval task -> CoT format compliance
@@ -166,6 +186,7 @@ class StageRecord:
         data = {"stage": self.stage, "trained_task": self.trained_task, "accuracy": self.accuracy, "n": self.n,
                 "model": self.model, "disk_bytes": self.disk_bytes,
                 "filter": asdict(self.filter) if self.filter else None,
+                "rollouts": asdict(self.rollouts) if self.rollouts else None,
                 "train": asdict(self.train) if self.train else None,
                 "diagnostics": self.diagnostics.to_json(), "format_rate": self.format_rate,
                 "timings": self.timings.to_json(), "harness": self.harness.to_json() if self.harness else None}
@@ -177,6 +198,7 @@ class StageRecord:
             stage=data["stage"], trained_task=data["trained_task"], accuracy=data["accuracy"], n=data["n"],
             model=data.get("model"), disk_bytes=data.get("disk_bytes"),
             filter=FilterStats(**data["filter"]) if data.get("filter") else None,
+            rollouts=RolloutStats(**data["rollouts"]) if data.get("rollouts") else None,
             train=TrainStats(**data["train"]) if data.get("train") else None,
             diagnostics=Diagnostics.from_json(data.get("diagnostics", {})), format_rate=data.get("format_rate", {}),
             timings=StageTimings(**data.get("timings", {})),
@@ -190,10 +212,10 @@ class Compute:
 
     optimizer_steps: int = 0
     processed_tokens: int = 0  # by the trainers (TRL's num_tokens)
-    generated_tokens: int = 0  # GRPO rollouts
+    generated_tokens: int = 0  # generated to train: GRPO's rollouts, a paradigm's rollout step
     rollout_tokens: int = 0  # RIF rollouts
     train_seconds: float = 0.0
-    rollout_seconds: float = 0.0
+    rollout_seconds: float = 0.0  # RIF's rollouts and a paradigm's rollout step
     eval_seconds: float = 0.0
     wall_seconds: float | None = None  # set when the run ends
 
@@ -206,6 +228,7 @@ class Compute:
         if record.filter:
             self.rollout_tokens += record.filter.rollout_tokens
             self.rollout_seconds += record.filter.rollout_seconds
+        self.rollout_seconds += record.timings.rollout_seconds or 0.0
         self.train_seconds += record.timings.train_seconds or 0.0
         self.eval_seconds += record.timings.eval_seconds or 0.0
 

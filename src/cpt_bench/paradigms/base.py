@@ -22,6 +22,7 @@ from cpt_bench import faults
 from cpt_bench.choices import require
 from cpt_bench.config import PeftConfig
 from cpt_bench.model.prompts import PromptStyle
+from cpt_bench.paradigms.rollouts import Rollouts, Sampled
 from cpt_bench.tasks.base import Example, Task
 
 
@@ -95,6 +96,23 @@ class StageContext:
     align_vision: bool = False
     # called with (global_step, max_steps, logs) on every trainer log event
     on_log: Callable[[int, int, dict[str, float]], None] = lambda step, total, logs: None
+    # the paradigm's rollout step (`Paradigm.rollouts`): one `Sampled` per training item, in order
+    rollouts: list[Sampled] | None = None
+
+
+@dataclass(frozen=True)
+class TrainRow:
+    """One row a stage trains on: an item, the completion it is trained towards (None: the
+    item's reference answer) and its loss weight."""
+
+    example: Example
+    completion: str | None = None
+    weight: float = 1.0
+
+
+def reference_rows(examples: list[Example]) -> list[TrainRow]:
+    """Every item towards its reference answer, weight 1 (a paradigm without a rollout step)."""
+    return [TrainRow(ex) for ex in examples]
 
 
 @dataclass(kw_only=True)
@@ -183,6 +201,15 @@ class Paradigm(Protocol):
     prompts_per_step: int  # training prompts per optimizer step (all processes together)
     completions_per_prompt: int  # 1 for SFT; the group size for GRPO
     completion_length: int | None  # the longest rollout it generates; None if it generates nothing
+    # the rollout step it asks for before each stage's training (None: none): the stage loop
+    # samples these with the stage's starting model and hands them over as `StageContext.rollouts`
+    rollouts: Rollouts | None
+
+    def rows(self, examples: list[Example], sampled: list[Sampled] | None) -> list[TrainRow]:
+        """What the stage trains on, given its items and (with a rollout step) their rollouts;
+        pure, so the stage loop records it and every rank trains on the same rows. No rows:
+        the stage trains nothing."""
+        ...
 
     def train_stage(self, model, processing_class, examples: list[Example], ctx: StageContext) -> StageResult: ...
 

@@ -34,10 +34,12 @@ from cpt_bench.paradigms.base import (
     StageContext,
     StageResult,
     StageTraining,
+    TrainRow,
     common_trainer_args,
     forward_logs,
     lora_config,
     mean_logs,
+    reference_rows,
     save_stage,
 )
 from cpt_bench.tasks.base import Example
@@ -198,6 +200,11 @@ def completion_str(completion) -> str:
 
 class RFT:
     name = "rft"
+    rollouts = None  # GRPO samples inside its trainer
+
+    @staticmethod
+    def rows(examples: list[Example], sampled=None) -> list[TrainRow]:
+        return reference_rows(examples)
 
     def __init__(self, cfg, world_size: int = 1):
         self.cfg = cfg = as_schema(cfg)

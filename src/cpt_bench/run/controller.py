@@ -2,7 +2,7 @@
 
     setup:   plan, draw the data, open the run dir (resume state), build the base model, tracker
     stage 0: evaluate the base model                                   --> R[0]
-    stage t: [filter] -> train -> checkpoint -> evaluate -> record     --> R[t]
+    stage t: [filter] -> [rollout] -> train -> checkpoint -> evaluate -> record  --> R[t]
     finish:  run.json, plots, W&B closed (always, also when a stage fails)
 
 The controller owns the run directory, resume, the tracker and every shared result file; the
@@ -55,7 +55,7 @@ from cpt_bench.run.launch import TorchrunSteps
 from cpt_bench.run.plan import plan
 from cpt_bench.run.resume import check_disk, comparable, finished_metrics, prepare_run_dir
 from cpt_bench.run.runlock import RunDirLock
-from cpt_bench.run.steps import Evaluation, LocalSteps, StageSpec, stage_items
+from cpt_bench.run.steps import Evaluation, LocalSteps, StageSpec, record_rollouts, stage_items
 
 log = logging.getLogger("cpt_bench")
 
@@ -246,7 +246,8 @@ class Run:
                      p.completions_per_prompt)
 
     def run_stage(self, spec: StageSpec) -> None:
-        """filter -> train (leaves the checkpoint) -> evaluate -> record."""
+        """filter -> rollout (when the paradigm asks for it) -> train (leaves the checkpoint) ->
+        evaluate -> record."""
         faults.enter_stage(spec.stage)
         requeue.check()
         spec.dir.mkdir(parents=True, exist_ok=True)
@@ -261,8 +262,17 @@ class Run:
                                                     for ex in replayed])
         log.info("stage %d/%d: %s on %r (%d items%s)", spec.stage, self.num_stages, self.paradigm.name, spec.task,
                  len(items), f", {len(replayed)} of them replayed" if replayed else "")
-        trained = self.steps.train(spec, items, Progress(self.tracker, spec.stage, self.compute.optimizer_steps))
+        sampling = rollout_stats = None
+        if (rollouts := self.paradigm.rollouts) is not None:  # the paradigm's declared rollout step
+            sampling = self.steps.rollout(spec, items, rollouts)
+            rows = self.paradigm.rows(items, sampling.sampled)
+            rollout_stats = record_rollouts(spec, rollouts, items, sampling, rows,
+                                            rollouts.max_new_tokens or self.cfg.eval.max_new_tokens)
+        trained = self.steps.train(spec, items, Progress(self.tracker, spec.stage, self.compute.optimizer_steps),
+                                   sampling.sampled if sampling else None)
         trained.train.replayed = len(replayed)
+        if sampling:  # tokens generated to train, counted as GRPO's are
+            trained.train.generated_tokens += sampling.tokens
         # TRL counts the tokens its trainers process (cumulative over the stage) in `num_tokens`
         trained.train.processed_tokens = int(max((row.get("num_tokens", 0) for row in trained.log), default=0))
         evaluation = self.steps.evaluate(spec.dir / "eval", drift_from=self.base_path, task=spec.task)
@@ -270,9 +280,11 @@ class Run:
                               rif_kept_fraction=filtered.stats.kept_fraction if filtered else None)
         timings = StageTimings(train_seconds=round(trained.train_seconds, 3),
                                save_seconds=round(trained.save_seconds, 3),
-                               optimizer_steps=trained.train.optimizer_steps)
+                               optimizer_steps=trained.train.optimizer_steps,
+                               rollout_seconds=round(sampling.seconds, 3) if sampling else None)
         self.record(self.stage_record(spec.stage, spec.task, evaluation, timings=timings, diagnostics=diagnostics,
                                       train=trained.train, filter=filtered.stats if filtered else None,
+                                      rollouts=rollout_stats,
                                       disk_bytes=disk_bytes(spec.dir)))
         self.prune_checkpoints()
 

@@ -1,7 +1,7 @@
 """`launcher=torchrun`: a stage's heavy steps as torchrun jobs, this process the controller.
 
 The controller (the Hydra job) owns the config, the run directory, resume, W&B and every
-shared result file, and never holds a model. Each step (RIF rollouts, training, evaluation)
+shared result file, and never holds a model. Each step (rollouts, training, evaluation)
 runs as
 
     torchrun --nproc_per_node N [--nnodes M ...] -m cpt_bench.run.worker <step> <config> <spec>
@@ -37,13 +37,24 @@ from cpt_bench.distributed import LAUNCH_VARS, available_cpus
 from cpt_bench.errors import ConfigError
 from cpt_bench.outputs.records import Diagnostics, HarnessResult
 from cpt_bench.outputs.rundir import read_json, write_jsonl
-from cpt_bench.paradigms.filtering import keep_item
-from cpt_bench.run.steps import Evaluation, Filtered, OnLog, StageSpec, Trained, record_filter, write_eval_records
+from cpt_bench.paradigms.filtering import keep_item, rif_sampling
+from cpt_bench.paradigms.rollouts import Rollouts, Sampled
+from cpt_bench.run.steps import (
+    ROLLOUTS_JSONL,
+    Evaluation,
+    Filtered,
+    OnLog,
+    Sampling,
+    StageSpec,
+    Trained,
+    record_filter,
+    write_eval_records,
+)
 from cpt_bench.run.wire import (
     EvalShard,
     EvalSpec,
-    FilterSpec,
     RolloutShard,
+    RolloutSpec,
     TrainResult,
     TrainSpec,
     read_record,
@@ -142,20 +153,35 @@ class TorchrunSteps:
     def filter(self, spec: StageSpec) -> Filtered:
         start = time.time()
         f = self.cfg.filter
-        self._run("filter", FilterSpec(stage=spec.stage, task=spec.task, dir=str(spec.dir), seed=spec.seed,
-                                       model_path=self.model_path), spec.dir)
-        paths = sorted(spec.dir.glob("filter-shard-*.json"))
+        sampled, tokens = self._rollouts(spec, rif_sampling(f, self.paradigm.completion_length), None)
+        scores = [s.scores for s in sampled]
+        return record_filter(spec, f, scores, [keep_item(sc, f.keep) for sc in scores],
+                             seconds=time.time() - start, tokens=tokens)
+
+    def rollout(self, spec: StageSpec, items: list, rollouts: Rollouts) -> Sampling:
+        start = time.time()
+        position = {id(ex): i for i, ex in enumerate(spec.items)}
+        sampled, tokens = self._rollouts(spec, rollouts, [position[id(ex)] for ex in items])
+        return Sampling(sampled, tokens, time.time() - start)
+
+    def _rollouts(self, spec: StageSpec, rollouts: Rollouts, indices: list[int] | None) -> tuple[list[Sampled], int]:
+        """The rollout step over the ranks: one `Sampled` per item (the stage's items at
+        `indices`, or all of them), in item order, and the tokens generated."""
+        self._run("rollout", RolloutSpec.of(rollouts, stage=spec.stage, task=spec.task, dir=str(spec.dir),
+                                            seed=spec.seed, model_path=self.model_path, item_indices=indices),
+                  spec.dir, label=f"rollout-{rollouts.purpose}")
+        paths = sorted(spec.dir.glob(f"rollout-{rollouts.purpose}-shard-*.json"))
         shards = [read_record(p, RolloutShard) for p in paths]
-        scores = {i: sc for shard in shards for i, sc in zip(shard.indices, shard.scores)}
-        if len(scores) != len(spec.items):
-            raise StepFailed(f"RIF shards in {spec.dir} cover {len(scores)} of {len(spec.items)} items")
+        by_item = {i: Sampled(c, sc) for shard in shards
+                   for i, c, sc in zip(shard.indices, shard.completions, shard.scores)}
+        count = len(spec.items) if indices is None else len(indices)
+        if len(by_item) != count:
+            raise StepFailed(f"rollout shards in {spec.dir} cover {len(by_item)} of {count} items")
         for path in paths:
             path.unlink()
-        ordered = [scores[i] for i in range(len(spec.items))]
-        return record_filter(spec, f, ordered, [keep_item(sc, f.keep) for sc in ordered],
-                             seconds=time.time() - start, tokens=sum(s.generated_tokens for s in shards))
+        return [by_item[i] for i in range(count)], sum(s.generated_tokens for s in shards)
 
-    def train(self, spec: StageSpec, items: list, on_log: OnLog) -> Trained:
+    def train(self, spec: StageSpec, items: list, on_log: OnLog, rollouts: list[Sampled] | None = None) -> Trained:
         position = {id(ex): i for i, ex in enumerate(spec.items)}
         log_path = spec.dir / "train_log.jsonl"
         log_path.unlink(missing_ok=True)
@@ -164,7 +190,10 @@ class TorchrunSteps:
         tail = _LogTail(log_path, on_log)
         self._run("train", TrainSpec(stage=spec.stage, task=spec.task, dir=str(spec.dir), seed=spec.seed,
                                      base_path=spec.base_path, start_path=spec.start_path,
-                                     item_indices=[position[id(ex)] for ex in items]), spec.dir, tail.poll)
+                                     item_indices=[position[id(ex)] for ex in items],
+                                     # the controller wrote them (record_rollouts) before training
+                                     rollouts_file=str(spec.dir / ROLLOUTS_JSONL) if rollouts is not None else None),
+                  spec.dir, tail.poll)
         tail.poll()
         write_jsonl(log_path, tail.rows)  # the same format a single process writes
         self.model_path = str(spec.model_dir)
@@ -194,10 +223,11 @@ class TorchrunSteps:
         env.update(WANDB_MODE="disabled", PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads))
         return env
 
-    def _run(self, step: str, spec, folder: Path, poll=None) -> None:
+    def _run(self, step: str, spec, folder: Path, poll=None, label: str | None = None) -> None:
         """Run one step to completion; raise StepFailed with its log's tail if it fails."""
         folder.mkdir(parents=True, exist_ok=True)
-        spec_path, log_path = folder / f"{step}-spec.json", folder / f"{step}.log"
+        label = label or step  # names the step's spec and log in the folder (RIF's and a paradigm's rollouts)
+        spec_path, log_path = folder / f"{label}-spec.json", folder / f"{label}.log"
         write_record(spec_path, spec)
         with open(log_path, "w") as out:
             proc = subprocess.Popen(self.command(step, spec_path), stdout=out, stderr=subprocess.STDOUT,

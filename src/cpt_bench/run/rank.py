@@ -2,7 +2,7 @@
 
 The worker uses no Hydra and no W&B: it rebuilds the benchmark from the config,
 deterministically, so items cross the process boundary as indices. Each step's body is the
-one the in-process launcher runs (steps.py: `evaluate_sets`, `measure_drift`, `rif_rollouts`,
+one the in-process launcher runs (steps.py: `evaluate_sets`, `measure_drift`, `sample`,
 `train_step`); a rank only adds its share of the items and the files the controller reads
 (what each step writes: worker.py's docstring).
 """
@@ -34,12 +34,13 @@ from cpt_bench.run.steps import (
     harness_step,
     load_model,
     measure_drift,
-    rif_rollouts,
+    read_rollouts,
+    sample,
     stage_context,
     stage_items,
     train_step,
 )
-from cpt_bench.run.wire import EvalShard, EvalSpec, FilterSpec, RolloutShard, TrainSpec, write_record
+from cpt_bench.run.wire import EvalShard, EvalSpec, RolloutShard, RolloutSpec, TrainSpec, write_record
 from cpt_bench.tasks import build_benchmark, resolve_order
 
 log = logging.getLogger("cpt_bench.run.worker")
@@ -55,7 +56,7 @@ def policy_device(device: str, zero: int | None) -> str:
 class RankSteps:
     """One rank's view of a launched step: the run's config, the step's spec, its device."""
 
-    def __init__(self, cfg: Config, spec: EvalSpec | FilterSpec | TrainSpec, device: str = "cpu"):
+    def __init__(self, cfg: Config, spec: EvalSpec | RolloutSpec | TrainSpec, device: str = "cpu"):
         self.cfg, self.spec, self.device = validate(cfg), spec, device
         self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
         if cfg.threads:
@@ -69,7 +70,7 @@ class RankSteps:
 
     @functools.cached_property
     def paradigm(self):
-        """Built when a step needs it (RIF's completion length, training): building it imports
+        """Built when a step needs it (training): building it imports
         TRL and DeepSpeed, seconds an evaluation step does not have to spend on every rank."""
         return build_paradigm(self.cfg.paradigm, self.world)
 
@@ -135,19 +136,21 @@ class RankSteps:
         drift = measure_drift(cfg, model, processing_class, spec.drift_from, self.style, prompts, base)
         write_json(self.dir / "drift.json", drift.to_json())
 
-    def filter(self) -> None:
+    def rollout(self) -> None:
         from transformers import set_seed  # here, not at the top: it imports peft (2-3 s an evaluation skips)
 
         spec = self.spec
         set_seed(spec.seed + self.rank)  # each rank samples its own rollouts
         items = self.items(spec.stage)
-        idx = self.mine(len(items))
+        if spec.item_indices is not None:
+            items = [items[i] for i in spec.item_indices]
+        idx = self.mine(len(items))  # positions in `items`
         model, processing_class, engine = self.generator(spec.model_path, spec.seed)
-        scores, tokens = rif_rollouts(self.cfg, model, processing_class, [items[i] for i in idx],
-                                      benchmark=self.benchmark, style=self.style,
-                                      completion_length=self.paradigm.completion_length, engine=engine)
-        write_record(self.dir / f"filter-shard-{self.rank}.json",
-                     RolloutShard(indices=idx, scores=scores, generated_tokens=tokens))
+        sampled, tokens = sample(self.cfg, model, processing_class, [items[i] for i in idx], spec.rollouts,
+                                 benchmark=self.benchmark, style=self.style, engine=engine)
+        write_record(self.dir / f"rollout-{spec.purpose}-shard-{self.rank}.json",
+                     RolloutShard(indices=idx, completions=[s.completions for s in sampled],
+                                  scores=[s.scores for s in sampled], generated_tokens=tokens))
 
     def train(self) -> None:
         from transformers import set_seed
@@ -167,7 +170,8 @@ class RankSteps:
 
         stage = StageSpec(stage=spec.stage, task=spec.task, items=items, base_path=spec.base_path,  # the kept ones
                           start_path=spec.start_path, dir=self.dir, seed=spec.seed)
-        ctx = stage_context(self.cfg, self.benchmark, self.style, stage, on_log)
+        rollouts = read_rollouts(Path(spec.rollouts_file)) if spec.rollouts_file else None
+        ctx = stage_context(self.cfg, self.benchmark, self.style, stage, on_log, rollouts)
         if needs_alignment(model, ctx.deepspeed, self.world):
             align_vision_tower(model, processing_class)
             ctx.align_vision = True  # and the trainer's KL reference (paradigms/rft.py)

@@ -1,12 +1,13 @@
 """The steps of one stage, each a typed spec in and a typed result out.
 
-    filter (RIF rollouts) -> train (and save the stage checkpoint) -> evaluate (one matrix row)
+    filter (RIF rollouts) -> rollout (a paradigm's rollout step) -> train (and save the stage
+    checkpoint) -> evaluate (one matrix row)
 
 `LocalSteps` runs them in this process and hands the live model from one step to the next;
 its inputs are plain values (a `StageSpec`: paths, items, seed) and its outputs are records,
 so another executor can run the same steps in launched processes that read the checkpoint
 from `spec.start_path` instead. Each step writes the files of its own stage folder
-(`eval/<task>.jsonl`, `filter.jsonl`, `train_log.jsonl`, `model/`); the run directory's
+(`eval/<task>.jsonl`, `filter.jsonl`, `rollouts.jsonl`, `train_log.jsonl`, `model/`); the run directory's
 shared files belong to the stage loop.
 """
 
@@ -35,11 +36,12 @@ from cpt_bench.model.harness import evaluate_harness
 from cpt_bench.model.loading import load_checkpoint, run_precision
 from cpt_bench.model.processing import PixelBounds
 from cpt_bench.model.prompts import PromptStyle, format_prompt
-from cpt_bench.outputs.records import Diagnostics, FilterStats, HarnessResult, KLToBase, TrainStats
+from cpt_bench.outputs.records import Diagnostics, FilterStats, HarnessResult, KLToBase, RolloutStats, TrainStats
 from cpt_bench.outputs.results import JOINT
-from cpt_bench.outputs.rundir import write_jsonl
-from cpt_bench.paradigms.base import Paradigm, StageContext
-from cpt_bench.paradigms.filtering import Rollouts, keep_item, rollout_scores
+from cpt_bench.outputs.rundir import read_jsonl, write_jsonl
+from cpt_bench.paradigms.base import Paradigm, StageContext, TrainRow
+from cpt_bench.paradigms.filtering import keep_item, rif_sampling
+from cpt_bench.paradigms.rollouts import Rollouts, Sampled, sample_rollouts
 from cpt_bench.run import requeue
 from cpt_bench.run.wire import TrainResult
 from cpt_bench.tasks import Benchmark
@@ -47,6 +49,8 @@ from cpt_bench.tasks.base import Example
 from cpt_bench.tasks.images import load_images
 
 log = logging.getLogger("cpt_bench")
+
+ROLLOUTS_JSONL = "rollouts.jsonl"  # a paradigm's rollout step, in the stage folder
 
 
 @dataclass
@@ -190,14 +194,14 @@ def output_drift(model, base, processing_class, style: PromptStyle, items: list[
     return KLToBase(est.kl, est.kl_se, est.kl_per_token)
 
 
-def rif_rollouts(cfg, model, processing_class, items: list[Example], *, benchmark: Benchmark, style: PromptStyle,
-                 completion_length: int | None, engine=None) -> tuple[list[list[float]], int]:
-    """RIF's K rollouts per item (`filter.*`) at the paradigm's completion length: the scores
-    in item order and the tokens generated. The same call in one process and on each rank."""
-    rollouts = Rollouts.of(cfg.filter, completion_length or cfg.eval.max_new_tokens)
+def sample(cfg, model, processing_class, items: list[Example], rollouts: Rollouts, *, benchmark: Benchmark,
+           style: PromptStyle, engine=None) -> tuple[list[Sampled], int]:
+    """K graded rollouts per item (RIF's or a paradigm's), in the run's precision, up to their
+    own completion length or else `eval.max_new_tokens`: one `Sampled` per item and the tokens
+    generated. The same call in one process and on each rank."""
     with run_precision(cfg).inference():
-        return rollout_scores(model, processing_class, items, rollouts, tasks=benchmark.tasks, style=style,
-                              engine=engine)
+        return sample_rollouts(model, processing_class, items, rollouts.length(cfg.eval.max_new_tokens),
+                               tasks=benchmark.tasks, style=style, engine=engine)
 
 
 def train_step(paradigm: Paradigm, model, processing_class, items: list[Example], ctx: StageContext,
@@ -208,7 +212,8 @@ def train_step(paradigm: Paradigm, model, processing_class, items: list[Example]
     reports and the model the stage ends with."""
     if main:
         shutil.rmtree(spec.partial_model_dir, ignore_errors=True)  # a killed attempt's leftovers
-    if items:
+    rows = paradigm.rows(items, ctx.rollouts) if items else []
+    if rows:
         result = paradigm.train_stage(model, processing_class, items, ctx)
         out = TrainResult(optimizer_steps=result.optimizer_steps, generated_tokens=result.generated_tokens,
                           train_seconds=result.train_seconds, save_seconds=result.save_seconds,
@@ -216,7 +221,8 @@ def train_step(paradigm: Paradigm, model, processing_class, items: list[Example]
         model = result.model
         del result
     else:
-        log.warning("stage %d: no training items left, skipping training", spec.stage)
+        log.warning("stage %d: %s, skipping training", spec.stage,
+                    "nothing to train on after the rollouts" if items else "no training items left")
         start = time.time()
         if main:
             model.save_pretrained(spec.partial_model_dir)
@@ -232,6 +238,15 @@ def train_step(paradigm: Paradigm, model, processing_class, items: list[Example]
 class Filtered:
     items: list[Example]  # the kept training items
     stats: FilterStats
+
+
+@dataclass
+class Sampling:
+    """A paradigm's rollout step: one `Sampled` per item it was handed, and what it cost."""
+
+    sampled: list[Sampled]
+    tokens: int
+    seconds: float
 
 
 @dataclass
@@ -294,6 +309,30 @@ def record_filter(spec: StageSpec, f, scores: list[list[float]], keep: list[bool
     return Filtered(kept, stats)
 
 
+def record_rollouts(spec: StageSpec, rollouts: Rollouts, items: list[Example], sampling: Sampling,
+                    rows: list[TrainRow], max_new_tokens: int) -> RolloutStats:
+    """A paradigm's rollout step, however it was rolled out: rollouts.jsonl (every item, its
+    completions and grades; what a launched training step reads back) and the stats of what
+    the samples left to train on (`rows`, the paradigm's); logged in one line."""
+    write_jsonl(spec.dir / ROLLOUTS_JSONL, [{"prompt": ex.prompt, "answer": ex.answer, "completions": s.completions,
+                                            "scores": s.scores} for ex, s in zip(items, sampling.sampled)])
+    kept = len({id(row.example) for row in rows})
+    stats = RolloutStats(purpose=rollouts.purpose, num_rollouts=rollouts.num_rollouts,
+                         temperature=rollouts.temperature, max_new_tokens=max_new_tokens, items=len(items), kept=kept,
+                         kept_fraction=kept / len(items) if items else 0.0, rows=len(rows),
+                         mean_success=sum(s.success_rate for s in sampling.sampled) / len(items) if items else 0.0,
+                         rollout_seconds=round(sampling.seconds, 3), rollout_tokens=sampling.tokens)
+    log.info("stage %d: %s rollouts (K=%d): mean success %.2f, %d/%d items train (%d dropped), %d rows, %.1f s",
+             spec.stage, rollouts.purpose, rollouts.num_rollouts, stats.mean_success, kept, len(items),
+             len(items) - kept, len(rows), sampling.seconds)
+    return stats
+
+
+def read_rollouts(path: Path) -> list[Sampled]:
+    """rollouts.jsonl back as one `Sampled` per item, in item order."""
+    return [Sampled(row["completions"], row["scores"]) for row in read_jsonl(path)]
+
+
 def check_finite(stage: int, step: int, logs: dict[str, float]) -> None:
     """Stop a diverged stage at the trainer log event that shows it (every `logging_steps`):
     a NaN or infinite loss, gradient norm or reward (GRPO's `reward`, `rewards/...`)."""
@@ -305,7 +344,8 @@ def check_finite(stage: int, step: int, logs: dict[str, float]) -> None:
                 "before it are kept (the same command resumes; a lower paradigm.learning_rate usually helps)")
 
 
-def stage_context(cfg, benchmark: Benchmark, style: PromptStyle, spec: StageSpec, on_log: OnLog) -> StageContext:
+def stage_context(cfg, benchmark: Benchmark, style: PromptStyle, spec: StageSpec, on_log: OnLog,
+                  rollouts: list[Sampled] | None = None) -> StageContext:
     """What a paradigm's trainer needs for `spec`, in this process (local or a launched rank)."""
 
     def logged(step: int, total: int, logs: dict[str, float]) -> None:
@@ -322,6 +362,7 @@ def stage_context(cfg, benchmark: Benchmark, style: PromptStyle, spec: StageSpec
         deepspeed=cfg.deepspeed.config or None,
         peft=cfg.peft if cfg.peft.name == PeftMethod.lora else None,
         on_log=logged,
+        rollouts=rollouts,
     )
 
 
@@ -369,26 +410,38 @@ class LocalSteps:
 
     def filter(self, spec: StageSpec) -> Filtered:
         """RIF: keep the items the current model can learn from; record what it cost."""
-        from transformers import set_seed
-
-        set_seed(spec.seed)  # the stage's own sampling seed: a resumed run draws the same rollouts
         start = time.time()
-        scores, tokens = rif_rollouts(self.cfg, self.model, self.processing_class, spec.items,
-                                      benchmark=self.benchmark, style=self.style,
-                                      completion_length=self.paradigm.completion_length)
+        sampled, tokens = self._sample(spec, spec.items, rif_sampling(self.cfg.filter,
+                                                                      self.paradigm.completion_length))
+        scores = [s.scores for s in sampled]
         keep = [keep_item(sc, self.cfg.filter.keep) for sc in scores]
         return record_filter(spec, self.cfg.filter, scores, keep, seconds=time.time() - start, tokens=tokens)
 
-    def train(self, spec: StageSpec, items: list[Example], on_log: OnLog) -> Trained:
-        """Train one stage on `items`, leave its Hugging Face checkpoint in `spec.model_dir` and
-        hold the trained model; the trainer's log goes to `train_log.jsonl`."""
+    def rollout(self, spec: StageSpec, items: list[Example], rollouts: Rollouts) -> Sampling:
+        """The paradigm's rollout step on the stage's (kept) items, with the stage's start model."""
+        start = time.time()
+        sampled, tokens = self._sample(spec, items, rollouts)
+        return Sampling(sampled, tokens, time.time() - start)
+
+    def _sample(self, spec: StageSpec, items: list[Example], rollouts: Rollouts) -> tuple[list[Sampled], int]:
+        from transformers import set_seed
+
+        set_seed(spec.seed)  # the stage's own sampling seed: a resumed run draws the same rollouts
+        return sample(self.cfg, self.model, self.processing_class, items, rollouts, benchmark=self.benchmark,
+                      style=self.style)
+
+    def train(self, spec: StageSpec, items: list[Example], on_log: OnLog,
+              rollouts: list[Sampled] | None = None) -> Trained:
+        """Train one stage on `items` (with the paradigm's `rollouts` of them, if it asked for
+        any), leave its Hugging Face checkpoint in `spec.model_dir` and hold the trained model;
+        the trainer's log goes to `train_log.jsonl`."""
         logs: list[dict] = []
 
         def forward(step: int, total: int, row: dict) -> None:
             logs.append({"step": step, **row})
             on_log(step, total, row)
 
-        ctx = stage_context(self.cfg, self.benchmark, self.style, spec, forward)
+        ctx = stage_context(self.cfg, self.benchmark, self.style, spec, forward, rollouts)
         result, self.model = train_step(self.paradigm, self.model, self.processing_class, items, ctx, spec)
         self.model_path = str(spec.model_dir)
         write_jsonl(spec.dir / "train_log.jsonl", logs)

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from cpt_bench.config import BENCHMARK_SCHEMAS, Config, validate
 from cpt_bench.outputs.rundir import read_json, write_json, write_text
 from cpt_bench.paradigms import paradigm_spec
+from cpt_bench.paradigms.rollouts import Rollouts
 
 R = TypeVar("R")
 
@@ -34,14 +35,31 @@ class EvalSpec:
 
 
 @dataclass
-class FilterSpec:
-    """RIF rollouts on the stage's training items with `model_path`, the stage's start."""
+class RolloutSpec:
+    """K rollouts per item with `model_path`, the stage's start: RIF's on every training item of
+    the stage, or a paradigm's rollout step on the kept ones (`item_indices`). The sampling
+    settings are a `paradigms.rollouts.Rollouts`, flat."""
 
     stage: int
     task: str
     dir: str
     seed: int
     model_path: str
+    purpose: str  # Rollouts.purpose: names the shard files
+    num_rollouts: int
+    temperature: float
+    max_new_tokens: int | None
+    prompts_per_batch: int
+    item_indices: list[int] | None = None  # None: every item of the stage
+
+    @classmethod
+    def of(cls, rollouts: Rollouts, **fields) -> RolloutSpec:
+        return cls(**fields, **asdict(rollouts))
+
+    @property
+    def rollouts(self) -> Rollouts:
+        return Rollouts(self.num_rollouts, self.temperature, self.max_new_tokens, self.prompts_per_batch,
+                        self.purpose)
 
 
 @dataclass
@@ -55,6 +73,7 @@ class TrainSpec:
     base_path: str
     start_path: str
     item_indices: list[int]
+    rollouts_file: str | None = None  # the paradigm's rollout step (rollouts.jsonl), in item order
 
 
 @dataclass
@@ -78,14 +97,16 @@ class EvalShard:
 
 @dataclass
 class RolloutShard:
-    """One rank's RIF rollouts: its items' indices, their K scores each, the tokens generated."""
+    """One rank's rollouts: its items' indices, their K completions and scores each, the tokens
+    generated."""
 
     indices: list[int]
+    completions: list[list[str]]
     scores: list[list[float]]
     generated_tokens: int
 
 
-SPECS = {"evaluate": EvalSpec, "filter": FilterSpec, "train": TrainSpec}  # the worker's steps
+SPECS = {"evaluate": EvalSpec, "rollout": RolloutSpec, "train": TrainSpec}  # the worker's steps
 
 
 def write_record(path: Path, record) -> None:

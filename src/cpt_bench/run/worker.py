@@ -1,6 +1,6 @@
 """One step of a stage in one process of a torchrun job (`launcher=torchrun`).
 
-    python -m torch.distributed.run ... -m cpt_bench.run.worker <train|evaluate|filter> CONFIG SPEC
+    python -m torch.distributed.run ... -m cpt_bench.run.worker <train|evaluate|rollout> CONFIG SPEC
 
 CONFIG is the run's resolved config (written once by the controller), SPEC the step's typed
 spec (wire.py, written per step). This module only starts the rank, before anything that
@@ -15,7 +15,8 @@ reads (wire.py); the exit code says whether it failed.
     evaluate  each rank holds a full replica on its own device and greedily evaluates the test
               items i with i % world == rank into `shard-<rank>.json`; rank 0 also measures
               the drift from the base model when asked (`drift.json`)
-    filter    RIF rollouts, sharded the same way, into `filter-shard-<rank>.json`
+    rollout   K rollouts per item (RIF's, or a paradigm's rollout step), sharded the same way,
+              into `rollout-<purpose>-shard-<rank>.json`
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ log = logging.getLogger("cpt_bench.run.worker")
 def own_engine_device(step: str, cfg) -> bool:
     """Whether the step's engine must see only the rank's own GPU: vLLM's (tensor parallel
     size 1) takes the first visible GPU, so on 8 ranks every engine would land on GPU 0."""
-    return step in ("evaluate", "filter") and str(cfg.eval.backend) == "vllm"
+    return step in ("evaluate", "rollout") and str(cfg.eval.backend) == "vllm"
 
 
 def main(argv: list[str] | None = None) -> int:
