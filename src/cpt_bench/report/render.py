@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cpt_bench.metrics import HEADLINE_METRICS, SIGN_NOTE
 from cpt_bench.report.drift import SHORT, StagePoint, correlations, pairs
+from cpt_bench.report.explain import explain_section
 from cpt_bench.report.frontier import MATCHED_POINTS, pareto_frontier
 from cpt_bench.report.runs import BASE_KEY, COMPUTE, RunRecord, base_model
 from cpt_bench.report.stats import (
@@ -337,6 +338,7 @@ def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummar
         NOTE, "",
         *([harness, ""] if (harness := harness_section(summaries)) else []),
         matched_gain_section(analysed), "",
+        *([explain, ""] if (explain := explain_section(analysed)) else []),
         *([rule, ""] if (rule := gain_rule_section(analysed)) else []),
         *([compute, ""] if compute else []),
         *([drift, ""] if drift else []),
