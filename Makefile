@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
 .PHONY: help install run compare test test-fast test-release lint lock tiny-base reference bench bench-sweep multirun clean \
-        study-toy study-smollm2 \
+        study-toy study-smollm2 study-explain \
         paper-sft paper-rft paper-joint paper-ablations
 
 help: ## list the targets
@@ -109,6 +109,21 @@ study-smollm2: $(STAMP) ## real LM: SFT vs GRPO (with and without KL) on format-
 	$(BIN)/cpt-bench -m +experiment=smollm2_study paradigm=rft_smollm2 paradigm.learning_rate=1e-5 paradigm.kl_coef=0.01 \
 		hydra.sweep.dir=$(STUDY)/smollm2/rft_kl $(ARGS)
 	$(BIN)/cpt-bench-report $(STUDY)/smollm2
+
+# Why does RL forget less (+experiment=explain, docs/study.md): one sweep per family, each over
+# its own learning-rate grid (chosen so the gains overlap), 3 seeds, into one folder; one report.
+# Resumable: run it again and every finished run is skipped.
+EXPLAIN := $(BIN)/cpt-bench -m +experiment=explain hydra/launcher=joblib
+study-explain: $(STAMP) ## why RL forgets less: SFT, GRPO with/without KL, self-SFT, weighted SFT, RIF-SFT (~60 min)
+	$(EXPLAIN) paradigm=sft paradigm.learning_rate=3e-6,1e-5,2e-5,3e-5 hydra.sweep.dir=$(STUDY)/explain/sft $(ARGS)
+	$(EXPLAIN) paradigm=rft paradigm.learning_rate=3e-5,1e-4,3e-4 hydra.sweep.dir=$(STUDY)/explain/grpo_kl $(ARGS)
+	$(EXPLAIN) paradigm=rft paradigm.kl_coef=0.0 paradigm.learning_rate=3e-5,1e-4,3e-4 \
+		hydra.sweep.dir=$(STUDY)/explain/grpo_no_kl $(ARGS)
+	$(EXPLAIN) paradigm=self_sft paradigm.learning_rate=SELF_LRS hydra.sweep.dir=$(STUDY)/explain/self_sft $(ARGS)
+	$(EXPLAIN) paradigm=sft paradigm.weighting=reward_variance paradigm.learning_rate=WEIGHTED_LRS \
+		hydra.sweep.dir=$(STUDY)/explain/weighted_sft $(ARGS)
+	$(EXPLAIN) paradigm=sft filter=rif paradigm.learning_rate=RIF_LRS hydra.sweep.dir=$(STUDY)/explain/rif_sft $(ARGS)
+	$(BIN)/cpt-bench-report $(STUDY)/explain
 
 multirun: $(STAMP) ## example sweep: two seeds x two orders = four sequences
 	$(BIN)/cpt-bench -m seed=1,2 order=default,reverse $(ARGS)
