@@ -9,9 +9,11 @@ import pytest
 from test_report import config, metrics, write_run
 
 from cpt_bench import report
+from cpt_bench.report.frontier import pareto_frontier
 from cpt_bench.report.stats import (
     REACH,
     RunPoint,
+    _frontiers_at,
     diff_ci,
     gain_rule,
     group_diff_ci,
@@ -126,6 +128,26 @@ def test_matched_gain_covers_a_known_gap_with_realistic_seed_noise():
             covered.append(cmp.mean_ci.covers(0.03))
     assert estimable >= 45
     assert np.mean(covered) >= 0.8, np.mean(covered)
+
+
+def test_the_bootstrap_refits_every_resamples_frontier_as_the_point_estimate_does():
+    """The bootstrap evaluates all resamples' frontiers at once (`_frontiers_at`); each must be the
+    frontier `pareto_frontier` picks, read off as `np.interp` reads it (its nearest end outside its
+    range), reaching a gain as `np.isclose` has it. Coarse random means: ties, exact duplicates,
+    gains on a variant, just past an end and outside the range."""
+    rng = np.random.default_rng(7)
+    for _ in range(100):
+        xs, ys = np.round(rng.uniform(0, 1, (2, 20, int(rng.integers(1, 6)))), 1)  # 20 resamples of 1-5 variants
+        gains = np.sort(np.append(rng.uniform(-0.1, 1.1, 2), [xs[0, 0], xs[0].max() + 1e-9]))
+        for minimize in (True, False):
+            values, inside = _frontiers_at(gains, xs, ys, minimize)
+            for r in range(len(xs)):
+                pts = list(zip(xs[r], ys[r]))
+                front = sorted({pts[i] for i in pareto_frontier(pts, minimize)})
+                fx, fy = [x for x, _ in front], [y for _, y in front]
+                assert values[r] == pytest.approx(np.interp(gains, fx, fy), abs=1e-12)
+                reach = ((gains >= fx[0]) | np.isclose(gains, fx[0])) & ((gains <= fx[-1]) | np.isclose(gains, fx[-1]))
+                assert (inside[r] == reach).all()
 
 
 def test_frontiers_that_meet_at_one_point_are_not_estimable():
