@@ -17,13 +17,14 @@ from cpt_bench.outputs.flips import (
     ItemOutcome,
     StageOutcomes,
     chance_corrected,
+    chance_level,
     count_flips,
     flip_rows,
     stage_scalars,
 )
 from cpt_bench.outputs.records import StageRecord
 from cpt_bench.outputs.rundir import FLIPS_COLUMNS, FLIPS_CSV, read_flips_csv, stage_dir, write_flips
-from cpt_bench.tasks.base import Example, chance_level
+from cpt_bench.tasks.base import Example
 
 
 def outcomes(task: str, correct: str, prompts: list[str] | None = None) -> list[ItemOutcome]:

@@ -84,6 +84,15 @@ class ChanceCorrected:
         return self.forgotten / self.known_before if self.known_before > 0 else None
 
 
+def chance_level(task: object) -> float | None:
+    """A task's declared chance level (`tasks.base.Task.chance`); None for a task that declares none."""
+    chance = getattr(task, "chance", None)
+    if chance is not None and not 0.0 <= chance < 1.0:
+        raise ValueError(f"task {getattr(task, 'name', task)!r} declares a chance level of {chance}, "
+                         "outside [0, 1)")
+    return chance
+
+
 def _short(text: str, width: int = 80) -> str:
     text = text.replace("\n", " ")
     return repr(text if len(text) <= width else text[: width - 3] + "...")

@@ -16,9 +16,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from cpt_bench.outputs.flips import FlipRow, Flips, ItemOutcome, StageOutcomes, flip_rows
+from cpt_bench.outputs.flips import FlipRow, Flips, ItemOutcome, StageOutcomes, chance_level, flip_rows
 from cpt_bench.outputs.records import HARNESS_PREFIX, StageRecord
-from cpt_bench.tasks.base import Task, chance_level
 
 RUN_JSON = "run.json"
 MATRIX_CSV = "matrix.csv"
@@ -138,10 +137,10 @@ def stage_outcomes(run_dir: Path, record: StageRecord) -> StageOutcomes:
                          where=str(folder.relative_to(run_dir)))
 
 
-def write_flips(run_dir: Path, stages: Sequence[StageRecord], tasks: Mapping[str, Task]) -> list[FlipRow]:
+def write_flips(run_dir: Path, stages: Sequence[StageRecord], tasks: Mapping[str, object]) -> list[FlipRow]:
     """flips.csv of the completed `stages` (the matrix's rows, row 0 first), recomputed from their
     eval records on disk, so a resumed run counts the stages an earlier process ran; `tasks`
-    (the benchmark's, by name) give the chance levels. Returns the rows written."""
+    (the benchmark's `Task`s, by name) give the chance levels. Returns the rows written."""
     outcomes = [stage_outcomes(run_dir, r) for r in stages]
     evaluated = {t for o in outcomes for t in o.tasks}
     rows = flip_rows(outcomes, {t: chance_level(tasks[t]) for t in evaluated if t in tasks})

@@ -37,7 +37,7 @@ class Task(Protocol):
     # The chance level: the accuracy a uniform random guess among the answer options reaches on
     # the task's test set (1/k for k options; where the number of options varies per item, the
     # mean of 1/k over the test items). None for free-form answers, where a guess is (almost)
-    # never right. Optional: a task without the attribute has none (`chance_level`).
+    # never right. Optional: a task without the attribute has none (outputs.flips.chance_level).
     chance: float | None
 
     def train(self) -> list[Example]: ...
@@ -47,14 +47,6 @@ class Task(Protocol):
     def grade(self, answer: str | None, example: Example) -> float:
         """0/1 for an extracted answer (None = no answer found)."""
         ...
-
-
-def chance_level(task: Task) -> float | None:
-    """A task's declared chance level (`Task.chance`); None for a task that declares none."""
-    chance = getattr(task, "chance", None)
-    if chance is not None and not 0.0 <= chance < 1.0:
-        raise ValueError(f"task {task.name!r} declares a chance level of {chance}, outside [0, 1)")
-    return chance
 
 
 def stable_seed(*parts: object) -> int:
