@@ -34,6 +34,56 @@ def test_matrix_has_every_stage_and_every_task(quick_run):
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 and r["n"] == "50" for r in rows)
 
 
+def read_flips(run_dir) -> dict[tuple[int, str, str], dict]:
+    with open(run_dir / "flips.csv", newline="") as f:
+        return {(int(r["stage"]), r["eval_task"], r["since"]): r for r in csv.DictReader(f)}
+
+
+def recount_flips(run_dir) -> dict[tuple[int, str, str], tuple[int, int, int, int, int]]:
+    """flips.csv's counts, recomputed here from the stages' eval records: (stage, task, since) ->
+    (n, correct before, correct after, correct->wrong, wrong->correct); the items line up."""
+    folders = sorted((run_dir / "stages").iterdir())
+    scores = {}
+    for stage, folder in enumerate(folders):
+        for path in sorted((folder / "eval").glob("*.jsonl")):
+            records = [json.loads(line) for line in path.read_text().splitlines()]
+            scores[(stage, path.stem)] = [r["score"] == 1.0 for r in records]
+            base = [json.loads(line) for line in (folders[0] / "eval" / path.name).read_text().splitlines()]
+            assert [(r["prompt"], r["answer"]) for r in records] == [(r["prompt"], r["answer"]) for r in base]
+    counts = {}
+    for (stage, task), after in scores.items():
+        for since, ref in (("previous", stage - 1), ("base", 0)):
+            if stage > 0:
+                before = scores[(ref, task)]
+                counts[(stage, task, since)] = (
+                    len(after), sum(before), sum(after), sum(b and not a for b, a in zip(before, after)),
+                    sum(a and not b for b, a in zip(before, after)))
+    return counts
+
+
+def test_flips_csv_counts_each_items_change_in_the_eval_files(quick_run):
+    run_dir, _ = quick_run
+    rows = read_flips(run_dir)
+    recounted = recount_flips(run_dir)
+    assert set(rows) == set(recounted) == {(s, t, since) for s in (1, 2) for t in [*TASKS, *GENERAL]
+                                           for since in ("previous", "base")}
+    for key, row in rows.items():
+        got = tuple(int(row[k]) for k in ("n", "correct_before", "correct_after", "correct_to_wrong",
+                                          "wrong_to_correct"))
+        assert got == recounted[key], key
+        assert int(row["reference_stage"]) == (0 if key[2] == "base" else key[0] - 1)
+        assert row["chance"] == row["lost_share_corrected"] == ""  # the toy tasks' answers are free-form
+    # the counts agree with the matrix, and the run did flip items both ways
+    acc = {(int(r["stage"]), r["eval_task"]): float(r["accuracy"]) for r in read_matrix(run_dir)}
+    for (stage, task, _), row in rows.items():
+        assert int(row["correct_after"]) == round(50 * acc[(stage, task)])
+    assert sum(int(r["correct_to_wrong"]) for r in rows.values()) > 0
+    assert sum(int(r["wrong_to_correct"]) for r in rows.values()) > 0
+    lost = rows[(2, "max", "base")]
+    assert float(lost["lost_share"]) == pytest.approx(int(lost["correct_to_wrong"]) / int(lost["correct_before"]),
+                                                      abs=1e-6)
+
+
 def test_pinned_reference_matrix(quick_run):
     """The fixed-seed quick run's matrix, byte for byte (tests/reference.py)."""
     check_reference("sft_quick", quick_run[0])
@@ -97,6 +147,15 @@ def test_wandb_offline_run_contents(quick_run):
     assert 0 < drift[0] < drift[1] and "cpt/diag/param_drift" not in stage_rows[0]
     matrix = {(int(r["stage"]), r["eval_task"]): float(r["accuracy"]) for r in read_matrix(run_dir)}
     assert stage_rows[1]["cpt/acc/max"] == pytest.approx(matrix[(1, "max")])
+    # each stage's flips ride on the same axis
+    flips = read_flips(run_dir)
+    for stage in (1, 2):
+        for since in ("previous", "base"):
+            assert stage_rows[stage][f"cpt/flips/min/lost_since_{since}"] == int(
+                flips[(stage, "min", since)]["correct_to_wrong"])
+            assert stage_rows[stage][f"cpt/flips/max/gained_since_{since}"] == int(
+                flips[(stage, "max", since)]["wrong_to_correct"])
+    assert not any(k.startswith("cpt/flips/") for k in stage_rows[0])
     # training metrics of both stages are kept on one increasing axis
     train = [r for r in run.history if "train/loss" in r]
     assert {r["train/stage"] for r in train} == {1, 2}
@@ -128,6 +187,7 @@ def test_an_interrupted_run_resumes_after_its_last_complete_stage(quick_run, tmp
     args = [a for a in res.args[1:] if not a.startswith("hydra.run.dir=")] + [f"hydra.run.dir={run_dir}"]
     # simulate a crash during stage 2: its completion marker is missing, the run is not finished
     (run_dir / "stages/02-shift/stage.json").unlink()
+    (run_dir / "flips.csv").unlink()  # the resumed run recounts stage 1's flips from its eval files
     info = json.loads((run_dir / "run.json").read_text())
     (run_dir / "run.json").write_text(json.dumps({**info, "status": "failed"}))
     stage1 = (run_dir / "stages/01-max/model/model.safetensors").stat().st_mtime_ns
@@ -139,6 +199,10 @@ def test_an_interrupted_run_resumes_after_its_last_complete_stage(quick_run, tmp
     resumed = json.loads((run_dir / "run.json").read_text())
     assert resumed["status"] == "finished"
     assert len(read_matrix(run_dir)) == 3 * 5
+    flips = read_flips(run_dir)
+    assert {k: v for k, v in flips.items() if k[0] == 1} == {k: v for k, v in read_flips(trained).items() if k[0] == 1}
+    assert {k: tuple(int(v[c]) for c in ("n", "correct_before", "correct_after", "correct_to_wrong",
+                                         "wrong_to_correct")) for k, v in flips.items()} == recount_flips(run_dir)
     # the compute of the stage that was not redone still counts
     steps = [json.loads((run_dir / f"stages/{d}/stage.json").read_text())["train"]["optimizer_steps"]
              for d in ("01-max", "02-shift")]
@@ -243,6 +307,7 @@ def test_checkpoints_trained_elsewhere_give_back_the_trained_runs_matrix(quick_r
                   f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}")
     assert res.returncode == 0, res.stderr[-3000:]
     assert (run_dir / "matrix.csv").read_text() == (trained / "matrix.csv").read_text()
+    assert (run_dir / "flips.csv").read_text() == (trained / "flips.csv").read_text()
     ours, theirs = (json.loads((d / "metrics.json").read_text()) for d in (run_dir, trained))
     for key in ("final_avg_acc", "gain", "forgetting", "bwt", "general_delta"):
         assert ours[key] == theirs[key], key

@@ -66,6 +66,7 @@ def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_results(kill_at, kee
     done = 1 if kill_at.endswith("@2") and not kill_at.startswith("result_files") else 2
     assert f"after stage {done}" in resumed.stdout + resumed.stderr  # the completed stages were kept
     assert (run_dir / "matrix.csv").read_text() == (straight / "matrix.csv").read_text()
+    assert (run_dir / "flips.csv").read_text() == (straight / "flips.csv").read_text()  # recounted from disk
     assert comparable_metrics(run_dir) == comparable_metrics(straight)
     assert read_json(run_dir / RUN_JSON)["status"] == "finished"
     assert not list(run_dir.rglob("model.partial")) and not list(run_dir.rglob(".*.tmp"))

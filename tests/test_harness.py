@@ -170,6 +170,12 @@ def test_a_run_records_the_harness_as_general_columns_and_resumes_without_evalua
     assert stage["harness"]["version"] == metadata.version("lm-eval")
     assert [(s["task"], s["n"], s["num_fewshot"]) for s in stage["harness"]["scores"]] == [(t, 20, 0) for t in TOY]
 
+    # flips.csv: the built-in tasks item by item (stage 1 recounted by the resumed run); the harness
+    # columns have no per-item records here
+    flips = [line.split(",") for line in (run_dir / "flips.csv").read_text().splitlines()[1:]]
+    assert {(int(r[0]), r[2]) for r in flips} == {(s, t) for s in (1, 2) for t in ("max", "shift", *per_task)
+                                                  if not t.startswith("harness:")}
+
     offline = read_offline_run(sorted(find_offline_runs(run_dir / "wandb"))[-1])
     logged = {row["cpt/stage"] for row in offline.history if "cpt/acc/harness:toy_max_mc" in row}
     assert logged == {0, 1, 2} and any("cpt/harness_stderr/toy_max_gen" in row for row in offline.history)

@@ -70,6 +70,7 @@ def test_the_controller_alone_writes_the_run_directory(torchrun_sft):
     # the eval shards were merged into the files one process writes, in item order
     records = [json.loads(x) for x in (torchrun_sft / "stages/01-max/eval/max.jsonl").read_text().splitlines()]
     assert len(records) == 50 and "index" not in records[0]
+    assert (torchrun_sft / "flips.csv").exists()  # every stage's merged records pair up item by item
     assert not list(torchrun_sft.rglob("shard-*.json"))
     # training logs streamed to the controller, in the same format as a single process's
     rows = [json.loads(x) for x in (torchrun_sft / "stages/01-max/train_log.jsonl").read_text().splitlines()]

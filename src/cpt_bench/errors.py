@@ -21,6 +21,11 @@ class TrainingDiverged(RuntimeError):
     saved; the stages before it stay complete and resumable."""
 
 
+class ItemsMisaligned(RuntimeError):
+    """Two evaluations of one task whose records do not hold the same test items at the same
+    positions: per-item comparisons (flips.csv) would count the wrong pairs, so none is made."""
+
+
 class ReportError(Exception):
     """`cpt-bench-report` was given nothing it can compare."""
 

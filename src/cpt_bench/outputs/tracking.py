@@ -13,10 +13,12 @@ import functools
 import logging
 import secrets
 import string
+from collections.abc import Sequence
 from pathlib import Path
 
 from cpt_bench.errors import unknown
 from cpt_bench.metrics import HEADLINE_METRICS
+from cpt_bench.outputs.flips import FlipRow, stage_scalars
 from cpt_bench.outputs.records import StageRecord
 from cpt_bench.outputs.results import long_rows
 from cpt_bench.outputs.rundir import MATRIX_COLUMNS, WANDB_RUN_ID
@@ -33,7 +35,7 @@ class NullTracker:
     def __init__(self, cfg=None, run_dir: Path | None = None, config: dict | None = None, name: str = "",
                  group: str | None = None): ...
 
-    def log_stage(self, record: StageRecord, metrics: dict | None) -> None: ...
+    def log_stage(self, record: StageRecord, metrics: dict | None, flips: Sequence[FlipRow] = ()) -> None: ...
 
     def log_train(self, step: int, stage: int, logs: dict) -> None: ...
 
@@ -101,15 +103,18 @@ class WandbTracker:
             log.warning("W&B logging failed (%s: %s); the run goes on, its files are complete",
                         type(exc).__name__, exc)
 
-    def log_stage(self, record: StageRecord, metrics: dict | None) -> None:
+    def log_stage(self, record: StageRecord, metrics: dict | None, flips: Sequence[FlipRow] = ()) -> None:
+        """The stage's row on the `cpt/stage` axis; `flips`: the run's flips.csv rows (this stage's are logged)."""
         row = {"cpt/stage": record.stage}
         row.update({f"cpt/diag/{k}": v for k, v in record.diagnostics.to_json().items() if isinstance(v, int | float)})
         row.update({f"cpt/acc/{task}": acc for task, acc in record.accuracy.items()})  # harness:<task> too
         if record.harness:
-            row.update({f"cpt/harness_stderr/{s.task}": s.stderr for s in record.harness.scores if s.stderr is not None})
+            row.update({f"cpt/harness_stderr/{s.task}": s.stderr for s in record.harness.scores
+                        if s.stderr is not None})
         for key in HEADLINE_METRICS:
             if metrics and metrics.get(key) is not None:
                 row[f"cpt/{key}"] = metrics[key]
+        row.update(stage_scalars(flips, record.stage))
         self._log(row)
 
     def log_train(self, step: int, stage: int, logs: dict) -> None:

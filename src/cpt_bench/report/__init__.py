@@ -1,6 +1,6 @@
 """`cpt-bench-report`: one report across many runs (a sweep, or several sweeps side by side).
 
-Reads each run directory's run.json, metrics.json and matrix.csv, labels every run with the
+Reads each run directory's run.json, metrics.json, matrix.csv and flips.csv, labels every run with the
 config keys that set it apart from the others (its *variant*), averages each variant over
 seeds, and writes report.md, report.csv and three figures. The paradigms are also compared
 at matched gain, because at equal learning rate GRPO often learns less and so forgets less:

@@ -10,6 +10,7 @@ from pathlib import Path
 from cpt_bench.metrics import HEADLINE_METRICS, SIGN_NOTE
 from cpt_bench.report.drift import SHORT, StagePoint, correlations, pairs
 from cpt_bench.report.explain import explain_section
+from cpt_bench.report.flips import FLIP_COLUMNS, FLIPS_NOTE, variant_flips
 from cpt_bench.report.frontier import MATCHED_POINTS, pareto_frontier
 from cpt_bench.report.runs import BASE_KEY, COMPUTE, RunRecord, base_model
 from cpt_bench.report.stats import (
@@ -327,6 +328,17 @@ def harness_section(summaries: Sequence[VariantSummary]) -> str:
                       "", _table(["variant", "n", *columns], rows)])
 
 
+def flips_section(summaries: Sequence[VariantSummary]) -> str:
+    """Per variant, the share of the base's correct items lost (and of its wrong ones gained) by
+    the end of each run, raw and chance-corrected; "" when no run has a flips.csv."""
+    rows = [[s.label, n, *(_pct(mean, std, False, ci) for mean, std, ci in cells)]
+            for s in summaries if (got := variant_flips(s.runs)) for n, cells in [got]]
+    if not rows:
+        return ""
+    return "\n".join(["## Forgetting item by item", "", FLIPS_NOTE, "",
+                      _table(["variant", "n", *[title for _, _, title in FLIP_COLUMNS]], rows)])
+
+
 def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummary], base: Path | None,
                     figures: Sequence[str], drift: str = "") -> str:
     analysed = [r for s in summaries for r in s.runs]  # the runs behind the variants' means: every comparison's
@@ -342,6 +354,7 @@ def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummar
         variant_table(summaries), "",
         NOTE, "",
         *([harness, ""] if (harness := harness_section(summaries)) else []),
+        *([flips, ""] if (flips := flips_section(summaries)) else []),
         matched_gain_section(analysed), "",
         *([explain, ""] if (explain := explain_section(analysed)) else []),
         *([rule, ""] if (rule := gain_rule_section(analysed)) else []),

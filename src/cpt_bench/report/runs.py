@@ -18,8 +18,18 @@ from typing import Any
 
 from cpt_bench.errors import ReportError
 from cpt_bench.metrics import HEADLINE_METRICS
+from cpt_bench.outputs.flips import FlipRow
 from cpt_bench.outputs.records import Compute, Diagnostics, HarnessResult, StageRecord
-from cpt_bench.outputs.rundir import MATRIX_CSV, METRICS_JSON, RUN_JSON, STAGE_JSON, read_json, read_matrix_csv
+from cpt_bench.outputs.rundir import (
+    FLIPS_CSV,
+    MATRIX_CSV,
+    METRICS_JSON,
+    RUN_JSON,
+    STAGE_JSON,
+    read_flips_csv,
+    read_json,
+    read_matrix_csv,
+)
 
 log = logging.getLogger("cpt_bench.report")
 
@@ -52,6 +62,7 @@ class RunRecord:
     variant: str = ""
     diagnostics: dict[int, Diagnostics] = field(default_factory=dict)  # stage -> its stage.json diagnostics
     harness: dict[int, HarnessResult] = field(default_factory=dict)  # stage -> its eval.harness scores
+    flips: list[FlipRow] = field(default_factory=list)  # flips.csv rows (none: a run from before it)
 
     @property
     def paradigm(self) -> str:
@@ -133,6 +144,7 @@ def load_run(path: Path) -> RunRecord:
         compute=Compute.from_json(info["compute"]) if info.get("compute") else None,
         diagnostics={r.stage: r.diagnostics for r in stages},
         harness={r.stage: r.harness for r in stages if r.harness},
+        flips=read_flips_csv(path / FLIPS_CSV) if (path / FLIPS_CSV).exists() else [],
     )
 
 

@@ -44,6 +44,7 @@ from cpt_bench.outputs.rundir import (
     SUMMARY_TXT,
     disk_bytes,
     stage_dir,
+    write_flips,
     write_json,
     write_jsonl,
     write_matrix_csv,
@@ -318,7 +319,7 @@ class Run:
         write_json(stage_dir(self.run_dir, record.stage, record.trained_task) / STAGE_JSON, record.to_json())
         faults.reached("result_files")
         metrics = self.write_results()
-        self.tracker.log_stage(record, metrics)
+        self.tracker.log_stage(record, metrics, self.flips)
         self.write_run_json("running")
         seen = self.order if record.trained_task == JOINT else self.order[: record.stage]
         shown = " ".join(f"{t}={100 * record.accuracy[t]:.0f}" for t in [*self.order, *self.general])
@@ -335,6 +336,7 @@ class Run:
     def write_results(self) -> dict | None:
         metrics = run_metrics(self.stages, self.order, self.general)
         write_matrix_csv(self.run_dir / MATRIX_CSV, long_rows(self.stages))
+        self.flips = write_flips(self.run_dir, self.stages, self.benchmark.tasks)  # from the eval files on disk
         if metrics:
             write_json(self.run_dir / METRICS_JSON, {**metrics, "order": self.order, "general_suite": self.general})
         return metrics

@@ -34,6 +34,11 @@ class Example:
 
 class Task(Protocol):
     name: str
+    # The chance level: the accuracy a uniform random guess among the answer options reaches on
+    # the task's test set (1/k for k options; where the number of options varies per item, the
+    # mean of 1/k over the test items). None for free-form answers, where a guess is (almost)
+    # never right. Optional: a task without the attribute has none (outputs.flips.chance_level).
+    chance: float | None
 
     def train(self) -> list[Example]: ...
 

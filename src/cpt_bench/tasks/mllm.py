@@ -165,6 +165,9 @@ class TaskSpec:
     decorate: Callable[[str], str] = lambda q: q  # adds the task's own lines if missing
     needs_image: bool = True  # rows without an image are not items of the task
     multiple_choice: bool = False
+    # a chance level for items that list no options but have a fixed answer set (POPE: yes/no);
+    # items that list their options get 1/k from them (`MultimodalTask.chance`)
+    chance: float | None = None
     # the columns `native` reads; a tuple entry names alternatives (any one will do)
     columns: tuple[str | tuple[str, ...], ...] = (("question", "problem", "query"), ("answer", "answers"))
 
@@ -189,7 +192,7 @@ GENERAL_SPECS = {
         TaskSpec("mmmu", native=mmmu_native, columns=("question", "answer")),
         TaskSpec("mmlu_pro", OPTION_LETTER, native=mmlu_pro_native, needs_image=False, multiple_choice=True,
                  columns=("question", "options", "answer")),
-        TaskSpec("pope"),
+        TaskSpec("pope", chance=0.5),  # "Is there a <object> in the image?": yes or no
     ]
 }
 SPECS = {**CPT_SPECS, **GENERAL_SPECS}
@@ -318,6 +321,19 @@ class MultimodalTask:
 
     def test(self) -> list[Example]:
         return self._split("test")
+
+    @property
+    def chance(self) -> float | None:
+        """The test set's chance level (`Task.chance`): the mean over its items of 1/k, k an
+        item's lettered options, a free-form item (MMMU's open questions) counting 0; the spec's
+        own level for a task whose items list no options (POPE); None for free-form tasks."""
+        items = self.test()
+        options = [len(ex.meta["choices"]) for ex in items if ex.meta.get("choices")]
+        if not options:
+            return self.spec.chance
+        # an option question whose options could not be parsed has no known k: left out
+        free_form = sum("choices" not in ex.meta for ex in items)
+        return sum(1 / k for k in options) / (len(options) + free_form)
 
     def grade(self, answer: str | None, example: Example) -> float:
         if answer is None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 from cpt_bench.tasks.base import Example, sample_split, stable_seed
 from cpt_bench.tasks.grading import normalize_phrase
@@ -231,6 +232,7 @@ class NaturalTask:
     seed: int = 0
     train_size: int = 128
     test_size: int = 50
+    chance: ClassVar[float | None] = None  # free-form answers (`Task.chance`)
 
     def _sample(self, split: str, n: int, stream: str, unique: bool = True) -> list[Example]:
         rng = random.Random(stable_seed("natural", self.name, stream, self.seed))

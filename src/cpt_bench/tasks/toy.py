@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 from cpt_bench.tasks.base import Example, sample_split, stable_seed
 from cpt_bench.tasks.grading import grade_exact
@@ -117,6 +118,7 @@ class ToyTask:
     train_size: int = 512
     test_size: int = 100
     hard_fraction: float = 0.5
+    chance: ClassVar[float | None] = None  # free-form answers (`Task.chance`)
 
     def _sample(
         self, split: str, n: int, hard_fraction: float, stream: str, unique: bool = True
