@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cpt_bench.report.runs import RunRecord, _get, base_model
+from cpt_bench.report.runs import RunRecord, base_model
 from cpt_bench.report.stats import Interval, RunPoint, matched_gain_across_bases, matched_gain_ci
 
 SUPPORTED, CONTRADICTED, UNDECIDED, NOT_RUN = "supported", "contradicted", "not distinguishable", "not run"
@@ -36,11 +36,11 @@ ROLE_NAMES = {"sft": "SFT", "grpo_kl": "GRPO with KL", "grpo_no_kl": "GRPO witho
 def role(run: RunRecord) -> str | None:
     """What a run stands for in the explanation study (ROLE_NAMES), None for anything else (e.g.
     SFT both weighted and filtered, which tests no single explanation)."""
-    cfg, paradigm = run.config, run.paradigm
-    filtered = str(_get(cfg, "filter.name") or "none") != "none"
-    weighted = str(_get(cfg, "paradigm.weighting") or "none") != "none"
+    paradigm = run.paradigm
+    filtered = str(run.setting("filter.name") or "none") != "none"
+    weighted = str(run.setting("paradigm.weighting") or "none") != "none"
     if paradigm == "rft":
-        return None if filtered else ("grpo_kl" if float(_get(cfg, "paradigm.kl_coef") or 0.0) > 0 else "grpo_no_kl")
+        return None if filtered else ("grpo_kl" if float(run.setting("paradigm.kl_coef") or 0.0) > 0 else "grpo_no_kl")
     if paradigm == "self_sft":
         return None if filtered else "self_sft"
     if paradigm == "sft":

@@ -64,6 +64,10 @@ class RunRecord:
     harness: dict[int, HarnessResult] = field(default_factory=dict)  # stage -> its eval.harness scores
     flips: list[FlipRow] = field(default_factory=list)  # flips.csv rows (none: a run from before it)
 
+    def setting(self, dotted: str, default=None):
+        """A config value by its dotted key ("paradigm.kl_coef"); `default` where the run has none."""
+        return _get(self.config, dotted, default)
+
     @property
     def paradigm(self) -> str:
         return str(_get(self.config, "paradigm.name") or "unknown")

@@ -55,8 +55,9 @@ from cpt_bench.run import requeue
 from cpt_bench.run.launch import TorchrunSteps
 from cpt_bench.run.plan import plan
 from cpt_bench.run.resume import check_disk, comparable, finished_metrics, prepare_run_dir
+from cpt_bench.run.rollout_step import record_rollouts
 from cpt_bench.run.runlock import RunDirLock
-from cpt_bench.run.steps import Evaluation, LocalSteps, StageSpec, record_rollouts, stage_items
+from cpt_bench.run.steps import Evaluation, LocalSteps, StageSpec, stage_items
 
 log = logging.getLogger("cpt_bench")
 

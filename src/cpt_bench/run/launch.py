@@ -39,17 +39,8 @@ from cpt_bench.outputs.records import Diagnostics, HarnessResult
 from cpt_bench.outputs.rundir import read_json, write_jsonl
 from cpt_bench.paradigms.filtering import keep_item, rif_sampling
 from cpt_bench.paradigms.rollouts import Rollouts, Sampled
-from cpt_bench.run.steps import (
-    ROLLOUTS_JSONL,
-    Evaluation,
-    Filtered,
-    OnLog,
-    Sampling,
-    StageSpec,
-    Trained,
-    record_filter,
-    write_eval_records,
-)
+from cpt_bench.run.rollout_step import ROLLOUTS_JSONL, Sampling
+from cpt_bench.run.steps import Evaluation, Filtered, OnLog, StageSpec, Trained, record_filter, write_eval_records
 from cpt_bench.run.wire import (
     EvalShard,
     EvalSpec,

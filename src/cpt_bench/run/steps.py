@@ -36,21 +36,20 @@ from cpt_bench.model.harness import evaluate_harness
 from cpt_bench.model.loading import load_checkpoint, run_precision
 from cpt_bench.model.processing import PixelBounds
 from cpt_bench.model.prompts import PromptStyle, format_prompt
-from cpt_bench.outputs.records import Diagnostics, FilterStats, HarnessResult, KLToBase, RolloutStats, TrainStats
+from cpt_bench.outputs.records import Diagnostics, FilterStats, HarnessResult, KLToBase, TrainStats
 from cpt_bench.outputs.results import JOINT
-from cpt_bench.outputs.rundir import read_jsonl, write_jsonl
-from cpt_bench.paradigms.base import Paradigm, StageContext, TrainRow
+from cpt_bench.outputs.rundir import write_jsonl
+from cpt_bench.paradigms.base import Paradigm, StageContext
 from cpt_bench.paradigms.filtering import keep_item, rif_sampling
-from cpt_bench.paradigms.rollouts import Rollouts, Sampled, sample_rollouts
+from cpt_bench.paradigms.rollouts import Rollouts, Sampled
 from cpt_bench.run import requeue
+from cpt_bench.run.rollout_step import Sampling, sample
 from cpt_bench.run.wire import TrainResult
 from cpt_bench.tasks import Benchmark
 from cpt_bench.tasks.base import Example
 from cpt_bench.tasks.images import load_images
 
 log = logging.getLogger("cpt_bench")
-
-ROLLOUTS_JSONL = "rollouts.jsonl"  # a paradigm's rollout step, in the stage folder
 
 
 @dataclass
@@ -194,16 +193,6 @@ def output_drift(model, base, processing_class, style: PromptStyle, items: list[
     return KLToBase(est.kl, est.kl_se, est.kl_per_token)
 
 
-def sample(cfg, model, processing_class, items: list[Example], rollouts: Rollouts, *, benchmark: Benchmark,
-           style: PromptStyle, engine=None) -> tuple[list[Sampled], int]:
-    """K graded rollouts per item (RIF's or a paradigm's), in the run's precision, up to their
-    own completion length or else `eval.max_new_tokens`: one `Sampled` per item and the tokens
-    generated. The same call in one process and on each rank."""
-    with run_precision(cfg).inference():
-        return sample_rollouts(model, processing_class, items, rollouts.length(cfg.eval.max_new_tokens),
-                               tasks=benchmark.tasks, style=style, engine=engine)
-
-
 def train_step(paradigm: Paradigm, model, processing_class, items: list[Example], ctx: StageContext,
                spec: StageSpec, *, main: bool = True) -> tuple[TrainResult, object]:
     """The body of a training step, in one process or on every rank of a launched one: train
@@ -238,15 +227,6 @@ def train_step(paradigm: Paradigm, model, processing_class, items: list[Example]
 class Filtered:
     items: list[Example]  # the kept training items
     stats: FilterStats
-
-
-@dataclass
-class Sampling:
-    """A paradigm's rollout step: one `Sampled` per item it was handed, and what it cost."""
-
-    sampled: list[Sampled]
-    tokens: int
-    seconds: float
 
 
 @dataclass
@@ -307,30 +287,6 @@ def record_filter(spec: StageSpec, f, scores: list[list[float]], keep: list[bool
     log.info("stage %d: RIF (%s, K=%d) kept %d/%d items (%.0f%%) in %.1f s", spec.stage, f.keep, f.num_rollouts,
              stats.kept, stats.items, 100 * stats.kept_fraction, seconds)
     return Filtered(kept, stats)
-
-
-def record_rollouts(spec: StageSpec, rollouts: Rollouts, items: list[Example], sampling: Sampling,
-                    rows: list[TrainRow], max_new_tokens: int) -> RolloutStats:
-    """A paradigm's rollout step, however it was rolled out: rollouts.jsonl (every item, its
-    completions and grades; what a launched training step reads back) and the stats of what
-    the samples left to train on (`rows`, the paradigm's); logged in one line."""
-    write_jsonl(spec.dir / ROLLOUTS_JSONL, [{"prompt": ex.prompt, "answer": ex.answer, "completions": s.completions,
-                                            "scores": s.scores} for ex, s in zip(items, sampling.sampled)])
-    kept = len({id(row.example) for row in rows})
-    stats = RolloutStats(purpose=rollouts.purpose, num_rollouts=rollouts.num_rollouts,
-                         temperature=rollouts.temperature, max_new_tokens=max_new_tokens, items=len(items), kept=kept,
-                         kept_fraction=kept / len(items) if items else 0.0, rows=len(rows),
-                         mean_success=sum(s.success_rate for s in sampling.sampled) / len(items) if items else 0.0,
-                         rollout_seconds=round(sampling.seconds, 3), rollout_tokens=sampling.tokens)
-    log.info("stage %d: %s rollouts (K=%d): mean success %.2f, %d/%d items train (%d dropped), %d rows, %.1f s",
-             spec.stage, rollouts.purpose, rollouts.num_rollouts, stats.mean_success, kept, len(items),
-             len(items) - kept, len(rows), sampling.seconds)
-    return stats
-
-
-def read_rollouts(path: Path) -> list[Sampled]:
-    """rollouts.jsonl back as one `Sampled` per item, in item order."""
-    return [Sampled(row["completions"], row["scores"]) for row in read_jsonl(path)]
 
 
 def check_finite(stage: int, step: int, logs: dict[str, float]) -> None:
