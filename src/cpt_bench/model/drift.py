@@ -13,8 +13,10 @@ averaged over prompts x (`samples` of them, drawn with a fixed seed), with its s
   predictor of forgetting (Shenfeld et al. 2025, arXiv 2509.04259: E_{x~tau}[KL(pi_0 || pi)],
   x from the new task tau, responses from the base). The base's responses and its own
   log-probabilities of them depend only on the base, the prompts and the settings, so they are
-  drawn once (`sample_base`) and each stage's model only scores them (`score_forward`); with a
-  cache folder they are kept there, one file per draw named by a hash of what it depends on.
+  drawn once per set of prompts (`sample_base`) and each stage's model only scores them
+  (`score_responses`); with a cache folder (`base_draw`) they are kept there, one file per draw
+  named by a hash of what it depends on. They come from a random stream of their own
+  (`FORWARD_STREAM`), so the two directions' estimates have independent errors.
 
 Each sum over y's tokens is an unbiased Monte Carlo estimate of the sequence-level KL in its
 direction. Sampling rules, the same in both: temperature 1, no top-k/top-p and none of the
@@ -227,6 +229,10 @@ def output_kl(model, base, processing_class, prompts: list[str], images: list[li
 # --- the forward direction: a draw from the base, scored by each stage's model ----------------
 
 FORWARD_ESTIMATOR = 1  # part of a draw's key: a change to how draws are made makes old ones stale
+# The base's responses come from their own random stream (the seed plus this), not the reverse
+# estimator's: with the same stream, a stage's model close to the base would sample the very same
+# responses, and each forward term would be minus a reverse one (the two estimates' errors coupled).
+FORWARD_STREAM = 1_000_003
 
 
 @dataclass
@@ -292,14 +298,15 @@ def score_responses(model, processing_class, prompts: list[str], images: list[li
 def sample_base(base, processing_class, prompts: list[str], images: list[list] | None = None, *, samples: int,
                 max_new_tokens: int, seed: int, batch_size: int = 32) -> BaseSamples:
     """One response from `base` for each of `samples` prompts drawn with `seed` (the reverse
-    estimator's prompts and sampling rules), scored by the base."""
+    estimator's prompts and sampling rules; responses from their own stream, `FORWARD_STREAM`),
+    scored by the base."""
     from cpt_bench.model.processing import text_tokenizer
 
     tok = text_tokenizer(processing_class)
     chosen = _chosen(len(prompts), samples, seed)
     responses: list[list[int]] = []
     with torch.random.fork_rng(devices=_rng_devices()):  # the run's own random state is left as it was
-        torch.manual_seed(seed)
+        torch.manual_seed(seed + FORWARD_STREAM)
         for start in range(0, len(chosen), batch_size):
             enc = _encode(processing_class, prompts, images, chosen[start : start + batch_size], base.device)
             out = sample_responses(base, enc, tok, max_new_tokens=max_new_tokens)[:, enc["input_ids"].shape[1]:]
