@@ -183,7 +183,9 @@ def measure_drift(cfg: Config, model, processing_class, base_path: str, style: P
         seconds = {"kl_to_base": 0.0, "forward_kl": 0.0}
         with run_precision(cfg).inference():
             for name, items in prompts.items():
-                for direction in seconds if items else ():
+                if not items:
+                    continue
+                for direction in seconds:
                     start = time.time()
                     setattr(drift, f"{direction}_{name}", output_drift(model, base, processing_class, style, items,
                                                                        cfg.eval, direction, samples_dir))
