@@ -127,6 +127,14 @@ def test_run_files(quick_run):
     # each stage leaves a loadable Hugging Face checkpoint
     assert (run_dir / "stages/02-shift/model/config.json").exists()
     assert (run_dir / "stages/02-shift/model/tokenizer.json").exists()
+    # output drift in both directions (eval.kl_samples=64 by default), each with its standard error; the
+    # base's draws for the forward one made once, at stage 1, for each trained task's prompts and the general suite's
+    for stage in ("01-max", "02-shift"):
+        diag = json.loads((run_dir / "stages" / stage / "stage.json").read_text())["diagnostics"]
+        for key in ("kl_to_base_task", "kl_to_base_general", "forward_kl_task", "forward_kl_general"):
+            assert diag[key] > 0 and diag[f"{key}_se"] > 0 and diag[f"{key}_per_token"] > 0, (stage, key)
+        assert diag["forward_kl_seconds"] > 0 and diag["kl_to_base_seconds"] > 0
+    assert len(list((run_dir / "stages/00-base/forward_kl").glob("*.json"))) == 3
     # the terminal ends with the summary table and states sign conventions
     assert "Accuracy matrix" in res.stdout and "negative = forgetting" in res.stdout
     assert "stage 2/2 done" in res.stderr + res.stdout
@@ -145,6 +153,7 @@ def test_wandb_offline_run_contents(quick_run):
     # per-stage diagnostics ride on the same axis; the drift from the base grows
     drift = [r["cpt/diag/param_drift"] for r in stage_rows[1:]]
     assert 0 < drift[0] < drift[1] and "cpt/diag/param_drift" not in stage_rows[0]
+    assert all(r["cpt/diag/forward_kl_task"] > 0 and "cpt/diag/forward_kl_task_se" in r for r in stage_rows[1:])
     matrix = {(int(r["stage"]), r["eval_task"]): float(r["accuracy"]) for r in read_matrix(run_dir)}
     assert stage_rows[1]["cpt/acc/max"] == pytest.approx(matrix[(1, "max")])
     # each stage's flips ride on the same axis

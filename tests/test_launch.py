@@ -59,6 +59,12 @@ def test_two_rank_sft_sequence_matches_the_single_process_run(torchrun_sft, quic
     for stage in ("00-base", "01-max", "02-shift"):
         assert two_ranks_ran(torchrun_sft / "stages" / stage / "eval" / "evaluate.log")
     assert two_ranks_ran(torchrun_sft / "stages/01-max/train.log")
+    # rank 0 measures the drift in both directions, the base's draws cached where one process keeps them
+    diag = json.loads((torchrun_sft / "stages/02-shift/stage.json").read_text())["diagnostics"]
+    assert diag["forward_kl_task"] > 0 and diag["forward_kl_task_se"] > 0 and diag["kl_to_base_general"] > 0
+    draws = [sorted(p.name for p in (run / "stages/00-base/forward_kl").glob("*.json")) for run in (torchrun_sft,
+                                                                                                 quick_run[0])]
+    assert len(draws[0]) == 3 and draws[0] == draws[1]  # the same prompt sets and settings: the same keys
 
 
 def test_the_controller_alone_writes_the_run_directory(torchrun_sft):

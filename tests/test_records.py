@@ -53,6 +53,24 @@ def test_diagnostics_keep_stage_json_flat_and_come_back_typed():
     assert StageRecord.from_json(record.to_json()).diagnostics == diag
 
 
+def test_both_kl_directions_keep_their_own_names():
+    """The reverse KL keeps the `kl_to_base_*` keys older runs wrote; the forward one has its own."""
+    diag = Diagnostics(param_drift=1.5, kl_to_base_general=KLToBase(0.3, 0.1, 0.02),
+                       forward_kl_task=KLToBase(0.4, 0.06, 0.03), forward_kl_general=KLToBase(0.1, 0.01, 0.005),
+                       kl_to_base_seconds=2.0, forward_kl_seconds=5.0)
+    flat = diag.to_json()
+    assert flat == {"kl_to_base_general": 0.3, "kl_to_base_general_se": 0.1, "kl_to_base_general_per_token": 0.02,
+                    "forward_kl_task": 0.4, "forward_kl_task_se": 0.06, "forward_kl_task_per_token": 0.03,
+                    "forward_kl_general": 0.1, "forward_kl_general_se": 0.01, "forward_kl_general_per_token": 0.005,
+                    "param_drift": 1.5, "kl_to_base_seconds": 2.0, "forward_kl_seconds": 5.0}
+    assert Diagnostics.from_json(flat) == diag
+    assert diag.drift() == {"param_drift": 1.5, "kl_to_base_general": 0.3, "forward_kl_task": 0.4,
+                            "forward_kl_general": 0.1}
+    old = Diagnostics.from_json({"kl_to_base_task": 0.2, "kl_to_base_task_se": 0.05, "kl": 0.01})  # an older run's
+    assert (old.kl_to_base_task.kl, old.kl_to_base_task.se) == (0.2, 0.05)
+    assert old.forward_kl_task is None and old.training == {"kl": 0.01}
+
+
 def test_an_rft_node_settles_its_kl_reference_under_lora():
     """With LoRA, GRPO's KL reference is the adapter-free model, i.e. the stage's start: planning
     records kl_reference=previous; without LoRA, or without the KL term, the node is left as is."""

@@ -349,11 +349,12 @@ def test_callback_writes_into_the_sweep_dir_and_never_raises(tmp_path, caplog):
     assert "report not written" in caplog.text
 
 
-def drift_run(paradigm: str, rows: list[list[float]], general: list[float], diagnostics: dict[int, dict]) -> RunRecord:
+def drift_run(paradigm: str, rows: list[list[float]], general: list[float], diagnostics: dict[int, dict],
+              name: str | None = None) -> RunRecord:
     order, gen = ["a", "b", "c"], ["g"]
     matrix = [{"stage": s, "trained_task": "" if s == 0 else order[s - 1], "eval_task": t, "accuracy": acc, "n": 10}
               for s, row in enumerate(rows) for t, acc in zip([*order, *gen], [*row, general[s]])]
-    return RunRecord(Path(paradigm), "finished", config(paradigm), 0, {}, matrix, order, gen, None,
+    return RunRecord(Path(name or paradigm), "finished", config(paradigm), 0, {}, matrix, order, gen, None,
                      diagnostics={stage: Diagnostics.from_json(d) for stage, d in diagnostics.items()})
 
 
@@ -394,7 +395,81 @@ def test_a_perfect_linear_relation_fits_with_r2_one_and_the_report_shows_it(tmp_
     assert paths["drift"].exists()
     text = paths["md"].read_text()
     assert "## Forgetting against drift" in text
-    assert "| forgetting | KL to base (trained task) | 6 | +1.00 | 1.00 | +" in text
+    # two of the three runs share a path (one run to the bootstrap): no interval over 2 runs
+    assert "| forgetting | reverse KL (trained task) | 6 | +1.00 | 1.00 | none (2 runs) | +" in text
+
+
+def predictor_sweep(spread: dict[str, float], runs: int = 8, seed: int = 1) -> list[RunRecord]:
+    """A sweep of `runs` three-task runs whose forgetting at stages 2 and 3 is f and 1.5 f (f per
+    run), each predictor 10 x forgetting times noise of relative size `spread[predictor]`, and a
+    general harm of 0.5 g, g, 1.5 g at stages 1-3 (g per run, unrelated to f) that the forward KL on
+    the general suite's prompts tracks exactly."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(runs):
+        f, g = 0.04 * (i + 1), 0.03 * ((5 * i) % runs + 1)
+        diagnostics = {}
+        for stage, forgot in ((1, 0.0), (2, f), (3, 1.5 * f)):
+            d = {k: (10 * forgot + 0.2) * (1 + rng.gauss(0, width)) for k, width in spread.items()}
+            d["forward_kl_general"] = 1.5 * g * stage + 0.1
+            diagnostics[stage] = d
+        rows = [[0.5, 0.4, 0.3], [0.9, 0.4, 0.3], [0.9 - f, 0.8, 0.3], [0.9 - 2 * f, 0.8 - f, 0.9]]
+        general = [0.8, *(0.8 - 0.5 * g * stage for stage in (1, 2, 3))]
+        out.append(drift_run("sft" if i % 2 else "rft", rows, general, diagnostics, name=f"run{i}"))
+    return out
+
+
+def test_r2_intervals_resample_whole_runs_and_compare_every_predictor_on_the_same_points():
+    from cpt_bench.report.drift import compare_predictors, r2_intervals, stage_points
+
+    runs = predictor_sweep({"forward_kl_task": 0.02, "kl_to_base_task": 0.6, "param_drift": 1.0})
+    points = [p for run in runs for p in stage_points(run)]
+    forgetting = [p for p in points if "forgetting" in p.outcomes]
+    fits = r2_intervals(forgetting, ["forward_kl_task", "kl_to_base_task", "param_drift"], "forgetting")
+    assert {k: (r.n, r.runs) for k, r in fits.items()} == {k: (16, 8) for k in fits}  # 2 points a run
+    for r2 in fits.values():
+        assert r2.ci.low <= r2.r2 <= r2.ci.high and r2.ci.n == 8  # the interval's unit is the run
+    assert fits["forward_kl_task"].ci.low > fits["kl_to_base_task"].ci.high
+    assert r2_intervals(forgetting, ["forward_kl_task"], "forgetting") == {"forward_kl_task": fits["forward_kl_task"]}
+    two_runs = [p for p in forgetting if p.run in ("run0", "run1")]
+    (few,) = r2_intervals(two_runs, ["kl_to_base_task"], "forgetting").values()
+    assert few.ci is None and few.why == "2 runs"  # four points, but two runs
+    best = compare_predictors(points, "forgetting")
+    assert best.best == "forward_kl_task" and best.distinguishable and set(best.r2) == {
+        "forward_kl_task", "forward_kl_general", "kl_to_base_task", "param_drift"}
+    assert compare_predictors(points, "general_delta").best == "forward_kl_general"  # an exact line there
+    # the comparison uses the points where every predictor was measured: an older run without the
+    # forward KL does not enter it, though its reverse KL enters the reverse KL's own fit
+    old = predictor_sweep({"kl_to_base_task": 0.6, "param_drift": 1.0}, runs=1, seed=2)[0]
+    old.path = Path("old-run")
+    for diag in old.diagnostics.values():
+        diag.forward_kl_general = None
+    with_old = points + stage_points(old)
+    assert compare_predictors(with_old, "forgetting").r2["kl_to_base_task"].n == 16
+    assert r2_intervals([p for p in with_old if "forgetting" in p.outcomes and "kl_to_base_task" in p.predictors],
+                        ["kl_to_base_task"], "forgetting")["kl_to_base_task"].n == 18
+
+
+def test_the_drift_section_names_the_best_predictor_or_says_none_is_distinguishable():
+    from cpt_bench.report.drift import stage_points
+    from cpt_bench.report.render import drift_section
+
+    clear = predictor_sweep({"forward_kl_task": 0.02, "kl_to_base_task": 0.6, "param_drift": 1.0})
+    close = predictor_sweep({"forward_kl_task": 0.3, "kl_to_base_task": 0.3, "param_drift": 0.3}, seed=3)
+    texts = {name: drift_section([p for run in runs for p in stage_points(run)])
+             for name, runs in (("clear", clear), ("close", close))}
+    assert "| forgetting | forward KL (trained task) | 16 | +" in texts["clear"]
+    assert "R² 95 % interval" in texts["clear"] and "bootstrap over runs" in texts["clear"]
+    line = next(x for x in texts["clear"].splitlines() if x.startswith("- forgetting (16 points of 8 runs)"))
+    assert "forward KL (trained task) has the highest R²" in line
+    assert "**forward KL (trained task) predicts best**" in line
+    line = next(x for x in texts["close"].splitlines() if x.startswith("- forgetting (16 points of 8 runs)"))
+    assert "its interval overlaps" in line and "**no predictor is distinguishable**" in line
+    # a predictor that fits every resample exactly gets no zero-width interval
+    assert "| general change | forward KL (general suite) | 24 | -1.00 | 1.00 | none (every resample gives 1.00) |" in (
+        texts["clear"])
 
 
 def test_matched_compute_interpolates_each_paradigm_over_the_common_budget():

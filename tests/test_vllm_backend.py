@@ -134,7 +134,7 @@ def test_worker_evaluates_and_rolls_out_through_vllm(fake_vllm, model_cache, tmp
     assert closed == [FakeLLM.instances[0]]  # the engine was let go before the weights were read
     # the stage model and the base, both in the run's weights dtype on the rank's device, after the engine went
     assert loaded == [(base, "cpu", run_precision(resolved).weights, True)] * 2
-    assert drift["kl_to_base_task"] == 0.0  # the base against itself
+    assert drift["kl_to_base_task"] == 0.0 and drift["forward_kl_task"] == 0.0  # the base against itself
     RankSteps(resolved, RolloutSpec.of(rif_sampling(resolved.filter, None), stage=1, task="max",
                                        dir=str(tmp_path / "stage"), seed=0, model_path=base)).rollout()
     shard = json.loads((tmp_path / "stage/rollout-rif-shard-0.json").read_text())

@@ -337,6 +337,25 @@ def test_rft_stage_with_images_from_a_briefly_sft_trained_model(sft_stage, task,
     assert math.isfinite(result.metrics["train_loss"])
 
 
+def test_output_drift_in_both_directions_with_images(sft_stage, base_vlm, task, tmp_path):
+    """The forward KL's draw from the base, images and all, is scored by the trained model; the
+    base scores the cached draw exactly as it did when drawing it."""
+    from cpt_bench.config import EvalConfig
+    from cpt_bench.run.steps import output_drift
+
+    base, proc = load_checkpoint(base_vlm)
+    settings = EvalConfig(kl_samples=8, max_new_tokens=4)
+    spy = ForwardSpy(sft_stage["model"])
+    forward = output_drift(sft_stage["model"], base, proc, STYLE, task.test(), settings, "forward_kl", tmp_path)
+    spy.remove()
+    assert spy.vision_calls == 1  # the stage's model scored one batch, with its images
+    assert forward.kl > 0 and forward.se > 0 and math.isfinite(forward.per_token)
+    itself = output_drift(base, base, proc, STYLE, task.test(), settings, "forward_kl", tmp_path)
+    assert itself.kl == 0.0 and len(list(tmp_path.glob("*.json"))) == 1  # the same draw, read back
+    reverse = output_drift(sft_stage["model"], base, proc, STYLE, task.test(), settings)
+    assert math.isfinite(reverse.kl) and reverse.kl != forward.kl
+
+
 def test_rif_rollouts_with_images(sft_stage, task):
     model, proc = sft_stage["model"], sft_stage["proc"]
     spy = ForwardSpy(model)

@@ -60,8 +60,9 @@ class RolloutStats:
 
 @dataclass
 class KLToBase:
-    """Output drift on one set of prompts (model.drift.output_kl): the KL to the base in nats per
-    sequence, its standard error, and per token."""
+    """Output drift on one set of prompts in one direction (model.drift: `output_kl` the reverse
+    KL(pi_t || pi_0), `forward_kl` the forward KL(pi_0 || pi_t)): in nats per sequence, its
+    standard error, and per token."""
 
     kl: float
     se: float
@@ -71,45 +72,52 @@ class KLToBase:
 @dataclass
 class Diagnostics:
     """How a stage trained and how far it moved the model: stage.json's `diagnostics` (one flat
-    object: the trainer's keys, then these fields, a KL as `kl_to_base_<set>`, `..._se`,
-    `..._per_token`), W&B's `cpt/diag/*`, and what the report's drift section reads."""
+    object: the trainer's keys, then these fields, a KL as `<direction>_<set>`, `..._se`,
+    `..._per_token`), W&B's `cpt/diag/*`, and what the report's drift section reads.
+
+    The KL directions keep their own names: `kl_to_base_*` is the reverse KL(pi_t || pi_0)
+    (responses from the stage's model; the name older runs wrote it under), `forward_kl_*` the
+    forward KL(pi_0 || pi_t) (responses from the base), RL's Razor's predictor."""
 
     training: dict[str, float] = field(default_factory=dict)  # the trainer's per-stage means, TRL's log names
     param_drift: float | None = None  # ||theta_t - theta_0||
-    kl_to_base_task: KLToBase | None = None  # on the trained task's test prompts
-    kl_to_base_general: KLToBase | None = None  # on the general suite's
-    kl_to_base_seconds: float | None = None
+    kl_to_base_task: KLToBase | None = None  # reverse KL, on the trained task's test prompts
+    kl_to_base_general: KLToBase | None = None  # reverse KL, on the general suite's
+    kl_to_base_seconds: float | None = None  # the reverse KL's measurement
+    forward_kl_task: KLToBase | None = None  # forward KL, on the trained task's test prompts
+    forward_kl_general: KLToBase | None = None  # forward KL, on the general suite's
+    forward_kl_seconds: float | None = None  # the forward KL's, with the base's draw when this stage made it
     format_rate: float | None = None  # CoT format compliance, averaged over the evaluated tasks
     rif_kept_fraction: float | None = None
 
+    KL_DIRECTIONS = ("kl_to_base", "forward_kl")  # reverse, forward
     KL_SETS = ("task", "general")
+    OWN = ("param_drift", "kl_to_base_seconds", "forward_kl_seconds", "format_rate", "rif_kept_fraction")
+
+    @classmethod
+    def kl_keys(cls) -> list[str]:
+        """`kl_to_base_task`, `kl_to_base_general`, `forward_kl_task`, `forward_kl_general`."""
+        return [f"{d}_{s}" for d in cls.KL_DIRECTIONS for s in cls.KL_SETS]
 
     def drift(self) -> dict[str, float]:
-        """The drift measures recorded: param_drift, kl_to_base_task, kl_to_base_general."""
-        out = {"param_drift": self.param_drift,
-               **{f"kl_to_base_{s}": kl.kl for s in self.KL_SETS if (kl := getattr(self, f"kl_to_base_{s}"))}}
+        """The drift measures recorded: param_drift and each KL (`kl_keys`) that was measured."""
+        out = {"param_drift": self.param_drift, **{k: kl.kl for k in self.kl_keys() if (kl := getattr(self, k))}}
         return {k: v for k, v in out.items() if v is not None}
 
     def to_json(self) -> dict[str, float]:
         data: dict[str, float] = dict(self.training)
-        for s in self.KL_SETS:
-            if kl := getattr(self, key := f"kl_to_base_{s}"):
+        for key in self.kl_keys():
+            if kl := getattr(self, key):
                 data |= {key: kl.kl, f"{key}_se": kl.se, f"{key}_per_token": kl.per_token}
-        rest = {"param_drift": self.param_drift, "kl_to_base_seconds": self.kl_to_base_seconds,
-                "format_rate": self.format_rate, "rif_kept_fraction": self.rif_kept_fraction}
-        return data | _drop_none(rest)
+        return data | _drop_none({k: getattr(self, k) for k in self.OWN})
 
     @classmethod
     def from_json(cls, data: dict) -> Diagnostics:
         data = dict(data)
-        kls = {}
-        for s in cls.KL_SETS:
-            key = f"kl_to_base_{s}"
-            if key in data:
-                kls[key] = KLToBase(data.pop(key), data.pop(f"{key}_se", float("nan")),
-                                    data.pop(f"{key}_per_token", float("nan")))
-        own = {k: data.pop(k) for k in ("param_drift", "kl_to_base_seconds", "format_rate", "rif_kept_fraction")
-               if k in data}
+        kls = {key: KLToBase(data.pop(key), data.pop(f"{key}_se", float("nan")),
+                             data.pop(f"{key}_per_token", float("nan")))
+               for key in cls.kl_keys() if key in data}
+        own = {k: data.pop(k) for k in cls.OWN if k in data}
         return cls(training=data, **kls, **own)
 
 

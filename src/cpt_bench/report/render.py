@@ -8,7 +8,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cpt_bench.metrics import HEADLINE_METRICS, SIGN_NOTE
-from cpt_bench.report.drift import SHORT, StagePoint, correlations, pairs
+from cpt_bench.report.drift import (
+    OUTCOMES,
+    R2_RESAMPLES,
+    SHORT,
+    StagePoint,
+    correlations,
+    format_r2,
+    pairs,
+    predictor_verdicts,
+    r2_table,
+)
 from cpt_bench.report.explain import explain_section
 from cpt_bench.report.flips import FLIP_COLUMNS, FLIPS_NOTE, variant_flips
 from cpt_bench.report.frontier import MATCHED_POINTS, pareto_frontier
@@ -381,19 +391,29 @@ def csv_rows(runs: Sequence[RunRecord], base: Path | None) -> list[dict]:
 
 
 def drift_section(points: Sequence[StagePoint]) -> str:
-    """The correlation table of forgetting and general change against each drift measure."""
-    fits = correlations(points)
+    """The correlation table of forgetting and general change against each drift measure, each
+    R² with its interval, and which measure predicts each outcome best."""
+    fits, r2s = correlations(points), r2_table(points)
     if not any(fits.values()):
         return ""
-    rows = [[SHORT[o], SHORT[p], f.n, f"{f.r:+.2f}", f"{f.r2:.2f}", f"{f.rho:+.2f}", f"{100 * f.slope:+.3g}"] if f
-            else [SHORT[o], SHORT[p], len(pairs(points, p, o)), "-", "-", "-", "-"] for (p, o), f in fits.items()]
+    rows = [[SHORT[o], SHORT[p], f.n, f"{f.r:+.2f}", f"{f.r2:.2f}", format_r2(r2s.get((p, o))), f"{f.rho:+.2f}",
+             f"{100 * f.slope:+.3g}"] if f
+            else [SHORT[o], SHORT[p], len(pairs(points, p, o)), "-", "-", "-", "-", "-"]
+            for (p, o), f in sorted(fits.items(), key=lambda item: list(OUTCOMES).index(item[0][1]))]
+    verdicts = predictor_verdicts(points)
     return "\n".join([
         "## Forgetting against drift", "",
         "One point per run and stage (stage >= 2 for forgetting): the outcome as of that stage against the "
         "drift measured after it, all paradigms together (`report_drift.png`). Slope of the least-squares line "
         "in points per unit of the predictor; Spearman's ρ also credits a monotone but saturating relation. "
-        "KL: Monte Carlo over `eval.kl_samples` prompts (drift.py).", "",
-        _table(["outcome", "predictor", "n", "Pearson r", "R²", "Spearman ρ", "slope"], rows)])
+        "KL: Monte Carlo over `eval.kl_samples` prompts (drift.py); forward KL(π₀‖π_t) with responses from the "
+        "base (RL's Razor's predictor), reverse KL(π_t‖π₀) with responses from the stage's model. "
+        f"R² interval: 95 % percentile bootstrap over runs ({R2_RESAMPLES} resamples; a run's stages are "
+        "resampled together, as they are not independent).", "",
+        _table(["outcome", "predictor", "n", "Pearson r", "R²", "R² 95 % interval", "Spearman ρ", "slope"], rows),
+        *(["", "Which drift measure predicts best, each fitted on the points where all were measured, with the "
+           "same resamples; one predicts best only where its interval lies above every other's (a "
+           "conservative rule):", "", *verdicts] if verdicts else [])])
 
 
 def _amount(x: float) -> str:

@@ -40,7 +40,16 @@ from cpt_bench.outputs.rundir import read_json, write_jsonl
 from cpt_bench.paradigms.filtering import keep_item, rif_sampling
 from cpt_bench.paradigms.rollouts import Rollouts, Sampled
 from cpt_bench.run.rollout_step import ROLLOUTS_JSONL, Sampling
-from cpt_bench.run.steps import Evaluation, Filtered, OnLog, StageSpec, Trained, record_filter, write_eval_records
+from cpt_bench.run.steps import (
+    Evaluation,
+    Filtered,
+    OnLog,
+    StageSpec,
+    Trained,
+    base_samples_dir,
+    record_filter,
+    write_eval_records,
+)
 from cpt_bench.run.wire import (
     EvalShard,
     EvalSpec,
@@ -119,6 +128,7 @@ class TorchrunSteps:
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
         write_config(self.config_path, cfg)
         self.model_path: str | None = None
+        self.samples_dir = base_samples_dir(run_dir)  # the forward KL's draws from the base
 
     def load(self, path: str | Path) -> None:
         self.model_path = str(path)  # the workers load it; the controller holds no model
@@ -131,7 +141,7 @@ class TorchrunSteps:
         for name in ("drift.json", "harness.json"):  # a killed attempt's leftovers
             (out_dir / name).unlink(missing_ok=True)
         self._run("evaluate", EvalSpec(dir=str(out_dir), model_path=self.model_path, seed=self.cfg.seed,
-                                       drift_from=drift_from, task=task), out_dir)
+                                       drift_from=drift_from, task=task, base_samples=str(self.samples_dir)), out_dir)
         records = merge_eval_shards(out_dir, self.test_sets)
         write_eval_records(out_dir, records)
         drift = Diagnostics.from_json(read_json(out_dir / "drift.json")) if drift_from else None

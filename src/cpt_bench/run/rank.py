@@ -132,7 +132,8 @@ class RankSteps:
         if spec.task and cfg.eval.kl_samples:
             base = load_model(cfg, spec.drift_from, self.device)[0].eval()  # the run's dtype, this rank's device
         prompts = drift_prompts(sets, self.general, spec.task) if spec.task else {}
-        drift = measure_drift(cfg, model, processing_class, spec.drift_from, self.style, prompts, base)
+        drift = measure_drift(cfg, model, processing_class, spec.drift_from, self.style, prompts, base,
+                              Path(spec.base_samples) if spec.base_samples else None)
         write_json(self.dir / "drift.json", drift.to_json())
 
     def rollout(self) -> None:

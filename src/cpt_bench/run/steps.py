@@ -30,7 +30,7 @@ from cpt_bench import faults
 from cpt_bench.choices import HarnessBackend, PeftMethod, Schedule
 from cpt_bench.config import Config, EvalConfig
 from cpt_bench.errors import TrainingDiverged
-from cpt_bench.model.drift import output_kl, param_drift
+from cpt_bench.model.drift import forward_kl, output_kl, param_drift
 from cpt_bench.model.evaluation import evaluate_tasks
 from cpt_bench.model.harness import evaluate_harness
 from cpt_bench.model.loading import load_checkpoint, run_precision
@@ -38,7 +38,7 @@ from cpt_bench.model.processing import PixelBounds
 from cpt_bench.model.prompts import PromptStyle, format_prompt
 from cpt_bench.outputs.records import Diagnostics, FilterStats, HarnessResult, KLToBase, TrainStats
 from cpt_bench.outputs.results import JOINT
-from cpt_bench.outputs.rundir import write_jsonl
+from cpt_bench.outputs.rundir import stage_dir, write_jsonl
 from cpt_bench.paradigms.base import Paradigm, StageContext
 from cpt_bench.paradigms.filtering import keep_item, rif_sampling
 from cpt_bench.paradigms.rollouts import Rollouts, Sampled
@@ -164,32 +164,51 @@ def drift_prompts(test_sets: dict[str, list[Example]], general: list[str], task:
             "general": [ex for t in general for ex in test_sets[t]]}
 
 
+def base_samples_dir(run_dir: Path) -> Path:
+    """Where a run keeps the forward KL's draws from the base (`model.drift.base_draw`): beside
+    the base's evaluation, `stages/00-base/forward_kl/`, one file per prompt set. On disk in the
+    run directory because each stage under `launcher=torchrun` is a new process (rank 0
+    measures drift after evaluation), so a draw made in memory would be lost after its stage;
+    there, one process or many read the same files, and a resumed run its earlier draws. Beside
+    stage 0 rather than in `.cpt/` because the draw belongs to the base: `overwrite=true`
+    clears it with the stages (a base re-made at the same path is drawn again)."""
+    return stage_dir(run_dir, 0, "") / "forward_kl"
+
+
 def measure_drift(cfg: Config, model, processing_class, base_path: str, style: PromptStyle,
-                  prompts: dict[str, list[Example]], base=None) -> Diagnostics:
+                  prompts: dict[str, list[Example]], base=None, samples_dir: Path | None = None) -> Diagnostics:
     """The evaluated model's drift from the base: its weights always; with `prompts`
-    (`drift_prompts`) and `eval.kl_samples` > 0 its outputs too (KL to `base`, the base model on
-    the same device), with the seconds that took."""
+    (`drift_prompts`) and `eval.kl_samples` > 0 its outputs too, the reverse and the forward KL
+    to `base` (the base model on the same device; its draws for the forward one cached in
+    `samples_dir`, `base_samples_dir`), with the seconds each took."""
     drift = Diagnostics(param_drift=param_drift(model, base_path))
     if prompts and cfg.eval.kl_samples and base is not None:
-        start = time.time()
+        seconds = {"kl_to_base": 0.0, "forward_kl": 0.0}
         with run_precision(cfg).inference():
             for name, items in prompts.items():
-                if items:
-                    setattr(drift, f"kl_to_base_{name}", output_drift(model, base, processing_class, style, items,
-                                                                      cfg.eval))
-        drift.kl_to_base_seconds = round(time.time() - start, 3)
+                if not items:
+                    continue
+                for direction in seconds:
+                    start = time.time()
+                    setattr(drift, f"{direction}_{name}", output_drift(model, base, processing_class, style, items,
+                                                                       cfg.eval, direction, samples_dir))
+                    seconds[direction] += time.time() - start
+        drift.kl_to_base_seconds = round(seconds["kl_to_base"], 3)
+        drift.forward_kl_seconds = round(seconds["forward_kl"], 3)
     return drift
 
 
-def output_drift(model, base, processing_class, style: PromptStyle, items: list[Example],
-                 settings: EvalConfig) -> KLToBase:
-    """KL to the base model on `eval.kl_samples` of `items` drawn with `eval.kl_seed` (only
-    their images are read), sampling up to `eval.max_new_tokens` tokens."""
+def output_drift(model, base, processing_class, style: PromptStyle, items: list[Example], settings: EvalConfig,
+                 direction: str = "kl_to_base", samples_dir: Path | None = None) -> KLToBase:
+    """The KL between the model and the base on `eval.kl_samples` of `items` drawn with
+    `eval.kl_seed` (only their images are read), sampling up to `eval.max_new_tokens` tokens:
+    `kl_to_base` the reverse KL(model || base), `forward_kl` the forward KL(base || model)."""
     chosen = random.Random(settings.kl_seed).sample(items, min(settings.kl_samples, len(items)))
     prompts = [format_prompt(processing_class, style.user_text(ex), len(ex.images)) for ex in chosen]
     images = [load_images(ex.images) for ex in chosen] if any(ex.images for ex in chosen) else None
-    est = output_kl(model, base, processing_class, prompts, images, samples=len(chosen),
-                    max_new_tokens=settings.max_new_tokens, seed=settings.kl_seed)
+    common = dict(samples=len(chosen), max_new_tokens=settings.max_new_tokens, seed=settings.kl_seed)
+    est = (forward_kl(model, base, processing_class, prompts, images, cache=samples_dir, **common)
+           if direction == "forward_kl" else output_kl(model, base, processing_class, prompts, images, **common))
     return KLToBase(est.kl, est.kl_se, est.kl_per_token)
 
 
@@ -327,8 +346,10 @@ class LocalSteps:
 
     def __init__(self, cfg, *, benchmark: Benchmark, style: PromptStyle, test_sets: dict[str, list[Example]],
                  paradigm: Paradigm, run_dir: Path | None = None):
-        # run_dir: the executors share one signature; a launched one keeps its config there
+        # run_dir: the executors share one signature; a launched one keeps its config there, and
+        # both the forward KL's draws from the base (base_samples_dir)
         self.cfg, self.benchmark, self.style, self.test_sets, self.paradigm = cfg, benchmark, style, test_sets, paradigm
+        self.samples_dir = base_samples_dir(run_dir) if run_dir is not None else None  # the forward KL's draws
         self.general = [t for t in test_sets if t in benchmark.general]
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = self.processing_class = self.model_path = None
@@ -345,7 +366,7 @@ class LocalSteps:
     def evaluate(self, out_dir: Path, drift_from: str | None = None, task: str | None = None) -> Evaluation:
         """Greedy evaluation of every test set; each task's records go to `out_dir/<task>.jsonl`.
         With `drift_from` (the base model), also the parameter drift from it, and with the
-        trained `task` and `eval.kl_samples` > 0 the output drift (KL to the base)."""
+        trained `task` and `eval.kl_samples` > 0 the output drift (KL to the base, both directions)."""
         start = time.time()
         rows = evaluate_sets(self.cfg, self.model, self.processing_class, self.benchmark, self.test_sets, self.style)
         write_eval_records(out_dir, rows)
@@ -358,7 +379,7 @@ class LocalSteps:
             prompts = drift_prompts(self.test_sets, self.general, task) if task else {}
             try:  # the cached base visits the accelerator for this step only
                 drift = measure_drift(self.cfg, self.model, self.processing_class, drift_from, self.style, prompts,
-                                      base.to(self.device) if base else None)
+                                      base.to(self.device) if base else None, self.samples_dir)
             finally:
                 if base is not None:
                     base.to("cpu")

@@ -32,6 +32,7 @@ class EvalSpec:
     seed: int
     drift_from: str | None = None  # the base model
     task: str | None = None  # the trained task (output drift is measured on its prompts)
+    base_samples: str | None = None  # the folder of the forward KL's draws from the base (steps.base_samples_dir)
 
 
 @dataclass
