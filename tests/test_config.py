@@ -172,7 +172,7 @@ INVALID = [
     (["benchmark=mllm_cl7", "benchmark.max_test=0"], "benchmark.max_test must be > 0 or null"),
     (["filter=rif", "filter.keep=nonzero_variance", "filter.num_rollouts=1"], "filter.num_rollouts must be >= 2"),
     (["threads=0"], "threads must be > 0 or null, not 0"),
-    (["paradigm.name=ppo"], "unknown paradigm 'ppo'; available: rft, sft"),
+    (["paradigm.name=ppo"], "unknown paradigm 'ppo'; available: rft, self_sft, sft"),
     (["model.builtin=huge"], "unknown built-in model 'huge'; available: tiny, smollm2_135m"),
     (["model.path=/nonexistent"], "model.path=/nonexistent would be ignored: model=tiny is the built-in model"),
     (["model.builtin=null", "model.path=/nonexistent"], "model.path /nonexistent does not exist"),

@@ -55,7 +55,7 @@ def test_start_rank_narrows_the_devices_before_any_cuda_call():
 def test_which_steps_pin_their_engine_to_one_gpu():
     hf, vllm = compose_config("launcher=torchrun"), compose_config("launcher=torchrun", "eval.backend=vllm")
     assert not own_engine_device("evaluate", hf) and not own_engine_device("train", hf)
-    assert own_engine_device("evaluate", vllm) and own_engine_device("filter", vllm)
+    assert own_engine_device("evaluate", vllm) and own_engine_device("rollout", vllm)
     assert not own_engine_device("train", vllm)  # TRL's colocated vLLM shares the training ranks' GPUs
 
 
