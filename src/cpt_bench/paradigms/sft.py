@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 from cpt_bench.choices import SFTWeighting, require
 from cpt_bench.config import as_schema
-from cpt_bench.model.processing import text_tokenizer
 from cpt_bench.model.prompts import completion_text, format_prompt
 from cpt_bench.paradigms.base import (
     ParadigmSpec,
@@ -118,16 +117,16 @@ class SFT:
 
     def dataset(self, processing_class, rows: list[TrainRow], ctx: StageContext):
         """prompt/completion rows (standard format: the prompt already rendered), plus `images`,
-        plus `weight` when the loss is weighted. A sampled completion is trained on as decoded,
-        ended by the EOS token."""
+        plus `weight` when the loss is weighted. A sampled completion (decoded, so without the
+        leading space a tokenizer without a chat template puts before a continuation) becomes a
+        target exactly as a reference answer does (`completion_text`)."""
         from datasets import Dataset
 
-        eos = text_tokenizer(processing_class).eos_token
         data = [
             {
                 "prompt": format_prompt(processing_class, ctx.style.user_text(row.example), len(row.example.images)),
-                "completion": completion_text(processing_class, ctx.style.target(row.example))
-                if row.completion is None else row.completion + eos,
+                "completion": completion_text(processing_class, ctx.style.target(row.example)
+                                              if row.completion is None else row.completion),
             }
             for row in rows
         ]
