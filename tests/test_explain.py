@@ -82,3 +82,34 @@ def test_no_verdicts_without_sft_and_grpo_and_the_section_names_every_explanatio
 def test_verdicts_are_deterministic(slope):
     a = verdicts(study(sft=1.0, grpo_kl=0.3, self_sft=slope))
     assert a == verdicts(study(sft=1.0, grpo_kl=0.3, self_sft=slope))
+
+
+def razor_sweep(noise: dict[str, float], runs: int = 8) -> list[RunRecord]:
+    """Three-task runs whose forgetting at stages 2 and 3 is f and 1.5 f; each drift measure is
+    10 x that forgetting times noise of relative size noise[measure]."""
+    from cpt_bench.outputs.records import Diagnostics
+
+    rng = np.random.default_rng(1)
+    order, out = ["a", "b", "c"], []
+    for i in range(runs):
+        f = 0.04 * (i + 1)
+        rows = [[0.5, 0.4, 0.3], [0.9, 0.4, 0.3], [0.9 - f, 0.8, 0.3], [0.9 - 2 * f, 0.8 - f, 0.9]]
+        matrix = [{"stage": s, "trained_task": "" if s == 0 else order[s - 1], "eval_task": t, "accuracy": acc,
+                   "n": 10} for s, row in enumerate(rows) for t, acc in zip(order, row)]
+        diagnostics = {stage: Diagnostics.from_json({k: (10 * forgot + 0.2) * (1 + rng.normal(0, w))
+                                                     for k, w in noise.items()})
+                       for stage, forgot in ((1, 0.0), (2, f), (3, 1.5 * f))}
+        out.append(RunRecord(Path(f"run{i}"), "finished", {"paradigm": {"name": "sft"}}, 0, {}, matrix, order, [],
+                             None, diagnostics=diagnostics))
+    return out
+
+
+def test_rl_razors_claim_is_read_from_the_predictor_comparison():
+    from cpt_bench.report.explain import razor_verdict
+
+    assert razor_verdict(razor_sweep({"forward_kl_task": 0.02, "kl_to_base_task": 0.6})).word == SUPPORTED
+    worse = razor_verdict(razor_sweep({"forward_kl_task": 0.6, "kl_to_base_task": 0.02, "param_drift": 0.8}))
+    assert worse.word == CONTRADICTED and "reverse KL (trained task)" in worse.reason and "forward KL (trained task) R²" in worse.notes
+    close = razor_verdict(razor_sweep({"forward_kl_task": 0.3, "kl_to_base_task": 0.3}))
+    assert close.word == UNDECIDED
+    assert razor_verdict(razor_sweep({"kl_to_base_task": 0.1, "param_drift": 0.1})).word == NOT_RUN

@@ -16,7 +16,12 @@ points. The words:
 
 The KL claim (MLLM-CTBench: GRPO without KL forgets more than SFT) is read from GRPO without
 KL minus SFT: supported above 0, contradicted below 0 (without KL GRPO still forgets less, the
-paper's finding). Pure functions of `RunRecord`s.
+paper's finding). RL's Razor's claim (forgetting is predicted by the forward KL on the new
+task, E_x~task KL(pi_0 || pi_t)) is read from the drift section's predictor comparison over
+every run's stages (report/drift.py): supported when the forward KL on the trained task's
+prompts has the highest R^2 with its interval above every other predictor's, contradicted when
+another predictor's interval lies above its own, otherwise not distinguishable. Pure
+functions of `RunRecord`s.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cpt_bench.report.drift import SHORT, compare_predictors, format_r2, stage_points
 from cpt_bench.report.runs import RunRecord, base_model
 from cpt_bench.report.stats import Interval, RunPoint, matched_gain_across_bases, matched_gain_ci
 
@@ -75,6 +81,7 @@ class Verdict:
     word: str  # SUPPORTED, CONTRADICTED, UNDECIDED or NOT_RUN
     evidence: tuple[Difference, ...]
     reason: str
+    notes: str = ""  # evidence that is not a matched-gain difference (the predictor comparison)
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,9 @@ CONTROLS = (
 )
 KL_CLAIM = Claim("the KL penalty (GRPO without KL forgets more than SFT)", "MLLM-CTBench, arXiv 2508.08275",
                  "grpo_no_kl")
+RAZOR_CLAIM = Claim("forgetting follows the forward KL(pi_0 || pi_t) on the new task; RL finds KL-minimal solutions",
+                    "RL's Razor, arXiv 2509.04259", "forward_kl_task")
+ROLE_NAMES["forward_kl_task"] = "forward KL as predictor"
 
 
 def forgetting_points(runs: Sequence[RunRecord]) -> dict[str, list[RunPoint]]:
@@ -132,7 +142,26 @@ def verdicts(runs: Sequence[RunRecord]) -> list[Verdict]:
     gap = difference(points, grpo, "sft")
     out = [_control_verdict(points, claim, grpo, gap) for claim in CONTROLS]
     out.append(_kl_verdict(points))
+    out.append(razor_verdict(runs))
     return out
+
+
+def razor_verdict(runs: Sequence[RunRecord]) -> Verdict:
+    claim, key = RAZOR_CLAIM, RAZOR_CLAIM.control
+    cmp = compare_predictors([p for run in runs for p in stage_points(run)], "forgetting")
+    if cmp is None or key not in cmp.r2:
+        return Verdict(claim.explanation, claim.source, key, NOT_RUN, (),
+                       "the forward KL and another drift measure were not both measured (eval.kl_samples > 0)")
+    notes = "; ".join(f"{SHORT[k]} R² {format_r2(r2, True)}" for k, r2 in cmp.r2.items())
+    own, best = cmp.r2[key], cmp.r2[cmp.best]
+    if cmp.best == key and cmp.distinguishable:
+        return Verdict(claim.explanation, claim.source, key, SUPPORTED, (),
+                       "the forward KL predicts forgetting better than every other drift measure", notes)
+    if cmp.best != key and own.bounds and best.bounds and own.bounds[1] < best.bounds[0]:
+        return Verdict(claim.explanation, claim.source, key, CONTRADICTED, (),
+                       f"{SHORT[cmp.best]} predicts forgetting better than the forward KL", notes)
+    return Verdict(claim.explanation, claim.source, key, UNDECIDED, (),
+                   "the forward KL's R² interval overlaps another drift measure's", notes)
 
 
 def _control_verdict(points, claim: Claim, grpo: str, gap: Difference | None) -> Verdict:
@@ -184,7 +213,8 @@ def explain_section(runs: Sequence[RunRecord]) -> str:
     if not found:
         return ""
     rows = [f"| {v.explanation} | {v.source} | {ROLE_NAMES[v.control]} | **{v.word}**: {v.reason} | "
-            f"{'; '.join(_pts(d) for d in v.evidence) or '-'} |" for v in found]
+            f"{'; '.join([*(_pts(d) for d in v.evidence), *([v.notes] if v.notes else [])]) or '-'} |"
+            for v in found]
     return "\n".join([
         "## Why does RL forget less?", "",
         "Each explanation is tested by its control, at matched gain: the difference in forgetting "
@@ -192,8 +222,11 @@ def explain_section(runs: Sequence[RunRecord]) -> str:
         "interval (as in the matched-gain section). *Supported*: the control forgets less than SFT. "
         "*Contradicted*: the control forgets more than GRPO and is not shown to forget less than SFT. For the "
         "KL claim, *supported* means GRPO without KL forgets more than SFT and *contradicted* that it still "
-        "forgets less. Otherwise *not distinguishable*, which is not the same as equal.", "",
-        "| explanation | source | control | verdict | evidence (forgetting at matched gain, pts) |",
+        "forgets less. For RL's Razor, *supported* means the forward KL on the trained task's prompts predicts "
+        "forgetting best (its R² interval above every other drift measure's, over every run's stages; the drift "
+        "section), *contradicted* that another measure's lies above it. Otherwise *not distinguishable*, which is "
+        "not the same as equal.", "",
+        "| explanation | source | control | verdict | evidence (forgetting at matched gain, pts; R² over stages) |",
         "|---|---|---|---|---|",
         *rows,
     ])
