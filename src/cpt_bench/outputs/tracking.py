@@ -115,6 +115,9 @@ class WandbTracker:
             if metrics and metrics.get(key) is not None:
                 row[f"cpt/{key}"] = metrics[key]
         row.update(stage_scalars(flips, record.stage))
+        if record.rollouts:  # a paradigm's rollout step: what the samples left to train on
+            row.update({f"cpt/rollouts/{k}": getattr(record.rollouts, k)
+                        for k in ("kept_fraction", "rows", "mean_success", "rollout_tokens")})
         self._log(row)
 
     def log_train(self, step: int, stage: int, logs: dict) -> None:
