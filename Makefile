@@ -114,15 +114,16 @@ study-smollm2: $(STAMP) ## real LM: SFT vs GRPO (with and without KL) on format-
 # its own learning-rate grid (chosen so the gains overlap), 3 seeds, into one folder; one report.
 # Resumable: run it again and every finished run is skipped.
 EXPLAIN := $(BIN)/cpt-bench -m +experiment=explain hydra/launcher=joblib
-study-explain: $(STAMP) ## why RL forgets less: SFT, GRPO with/without KL, self-SFT, weighted SFT, RIF-SFT (~60 min)
-	$(EXPLAIN) paradigm=sft paradigm.learning_rate=3e-6,1e-5,2e-5,3e-5 hydra.sweep.dir=$(STUDY)/explain/sft $(ARGS)
-	$(EXPLAIN) paradigm=rft paradigm.learning_rate=3e-5,1e-4,3e-4 hydra.sweep.dir=$(STUDY)/explain/grpo_kl $(ARGS)
-	$(EXPLAIN) paradigm=rft paradigm.kl_coef=0.0 paradigm.learning_rate=3e-5,1e-4,3e-4 \
-		hydra.sweep.dir=$(STUDY)/explain/grpo_no_kl $(ARGS)
-	$(EXPLAIN) paradigm=self_sft paradigm.learning_rate=SELF_LRS hydra.sweep.dir=$(STUDY)/explain/self_sft $(ARGS)
-	$(EXPLAIN) paradigm=sft paradigm.weighting=reward_variance paradigm.learning_rate=WEIGHTED_LRS \
+study-explain: $(STAMP) ## why RL forgets less: SFT, GRPO with/without KL, self-SFT, weighted SFT, RIF-SFT (~40 min)
+	$(EXPLAIN) paradigm=sft paradigm.learning_rate=1e-5,2e-5,3e-5,5e-5 hydra.sweep.dir=$(STUDY)/explain/sft $(ARGS)
+	$(EXPLAIN) paradigm=self_sft paradigm.learning_rate=1e-5,3e-5,1e-4,3e-4 hydra.sweep.dir=$(STUDY)/explain/self_sft $(ARGS)
+	$(EXPLAIN) paradigm=sft paradigm.weighting=reward_variance paradigm.learning_rate=1e-5,3e-5,6e-5,1e-4 \
 		hydra.sweep.dir=$(STUDY)/explain/weighted_sft $(ARGS)
-	$(EXPLAIN) paradigm=sft filter=rif paradigm.learning_rate=RIF_LRS hydra.sweep.dir=$(STUDY)/explain/rif_sft $(ARGS)
+	$(EXPLAIN) paradigm=sft filter=rif paradigm.learning_rate=1e-5,2e-5,3e-5,5e-5 \
+		hydra.sweep.dir=$(STUDY)/explain/rif_sft $(ARGS)
+	$(EXPLAIN) paradigm=rft paradigm.learning_rate=1e-4,3e-4,6e-4 hydra.sweep.dir=$(STUDY)/explain/grpo_kl $(ARGS)
+	$(EXPLAIN) paradigm=rft paradigm.kl_coef=0.0 paradigm.learning_rate=1e-4,3e-4,6e-4 \
+		hydra.sweep.dir=$(STUDY)/explain/grpo_no_kl $(ARGS)
 	$(BIN)/cpt-bench-report $(STUDY)/explain
 
 multirun: $(STAMP) ## example sweep: two seeds x two orders = four sequences
