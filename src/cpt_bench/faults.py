@@ -22,7 +22,7 @@ ENV = "CPT_BENCH_KILL_AT"
 SIGNAL_ENV = "CPT_BENCH_FAULT_SIGNAL"
 ONCE_ENV = "CPT_BENCH_FAULT_ONCE"
 POINTS = (
-    "rif_rollouts",  # between two batches of RIF rollouts
+    "rif_rollouts",  # between two batches of rollouts (RIF's, or a paradigm's rollout step)
     "training",  # at a trainer log event, mid-stage
     "checkpoint_save",  # the stage's weights written, its tokenizer not yet
     "evaluation",  # one task's eval records written, the others not
