@@ -127,9 +127,10 @@ def test_cli_bad_order_fails_fast_with_one_line(tmp_path):
 def test_cli_help_and_cfg_job():
     res = run_cli("--help")
     assert res.returncode == 0
-    for text in ["cpt-bench", "paradigm: rft, rft_smollm2, sft, sft_smollm2", "order: default, reverse, shuffled",
-                 "filter: none, rif",
-                 "experiment: ablation_cot, ablation_estimator, ablation_kl, ablation_rif, compare, lora, paper_rft",
+    for text in ["cpt-bench", "paradigm: rft, rft_smollm2, self_sft, sft, sft_smollm2",
+                 "order: default, reverse, shuffled", "filter: none, rif",
+                 "experiment: ablation_cot, ablation_estimator, ablation_kl, ablation_rif, compare, explain, lora, "
+                 "paper_rft",
                  "peft: lora, none", "strategy: joint, replay, sequential", "-m seed=1,2"]:
         assert text in res.stdout, text
     for text in ["deepspeed: none, zero2, zero3, zero3_offload", "benchmark: mllm_cl7, natural, toy",
