@@ -36,7 +36,8 @@ from cpt_bench.report.stats import Interval, RunPoint, matched_gain_across_bases
 SUPPORTED, CONTRADICTED, UNDECIDED, NOT_RUN = "supported", "contradicted", "not distinguishable", "not run"
 
 ROLE_NAMES = {"sft": "SFT", "grpo_kl": "GRPO with KL", "grpo_no_kl": "GRPO without KL", "self_sft": "self-SFT",
-              "weighted_sft": "reward-variance-weighted SFT", "rif_sft": "RIF-filtered SFT"}
+              "weighted_sft": "reward-variance-weighted SFT", "rif_sft": "RIF-filtered SFT",
+              "forward_kl_task": "forward KL as predictor"}  # RL's Razor's claim is tested by a predictor
 
 
 def role(run: RunRecord) -> str | None:
@@ -103,7 +104,6 @@ KL_CLAIM = Claim("the KL penalty (GRPO without KL forgets more than SFT)", "MLLM
                  "grpo_no_kl")
 RAZOR_CLAIM = Claim("forgetting follows the forward KL(pi_0 || pi_t) on the new task; RL finds KL-minimal solutions",
                     "RL's Razor, arXiv 2509.04259", "forward_kl_task")
-ROLE_NAMES["forward_kl_task"] = "forward KL as predictor"
 
 
 def forgetting_points(runs: Sequence[RunRecord]) -> dict[str, list[RunPoint]]:

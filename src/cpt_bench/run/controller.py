@@ -268,8 +268,7 @@ class Run:
         if (rollouts := self.paradigm.rollouts) is not None:  # the paradigm's declared rollout step
             sampling = self.steps.rollout(spec, items, rollouts)
             rows = self.paradigm.rows(items, sampling.sampled)
-            rollout_stats = record_rollouts(spec, rollouts, items, sampling, rows,
-                                            rollouts.max_new_tokens or self.cfg.eval.max_new_tokens)
+            rollout_stats = record_rollouts(spec, rollouts.length(self.cfg.eval.max_new_tokens), items, sampling, rows)
         trained = self.steps.train(spec, items, Progress(self.tracker, spec.stage, self.compute.optimizer_steps),
                                    sampling.sampled if sampling else None)
         trained.train.replayed = len(replayed)

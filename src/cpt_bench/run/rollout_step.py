@@ -43,15 +43,17 @@ class Sampling:
 
 
 def record_rollouts(spec, rollouts: Rollouts, items: list[Example], sampling: Sampling,
-                    rows: list[TrainRow], max_new_tokens: int) -> RolloutStats:
+                    rows: list[TrainRow]) -> RolloutStats:
     """A paradigm's rollout step, however it was rolled out: rollouts.jsonl (every item, its
     completions and grades; what a launched training step reads back) and the stats of what
-    the samples left to train on (`rows`, the paradigm's); logged in one line."""
+    the samples left to train on (`rows`, the paradigm's); logged in one line. `rollouts` with
+    the completion length they ran at (`Rollouts.length`)."""
     write_jsonl(spec.dir / ROLLOUTS_JSONL, [{"prompt": ex.prompt, "answer": ex.answer, "completions": s.completions,
                                             "scores": s.scores} for ex, s in zip(items, sampling.sampled)])
     kept = len({id(row.example) for row in rows})
     stats = RolloutStats(purpose=rollouts.purpose, num_rollouts=rollouts.num_rollouts,
-                         temperature=rollouts.temperature, max_new_tokens=max_new_tokens, items=len(items), kept=kept,
+                         temperature=rollouts.temperature, max_new_tokens=rollouts.max_new_tokens,
+                         items=len(items), kept=kept,
                          kept_fraction=kept / len(items) if items else 0.0, rows=len(rows),
                          mean_success=sum(s.success_rate for s in sampling.sampled) / len(items) if items else 0.0,
                          rollout_seconds=round(sampling.seconds, 3), rollout_tokens=sampling.tokens)
