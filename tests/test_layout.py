@@ -14,13 +14,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "cpt_bench"
 # each top-level module or sub-package and its layer: a unit imports only from lower layers (and
 # from inside itself); the order is the README's "Layout"
 LAYERS = {
-    "errors": 0, "distributed": 0, "faults": 0, "quiet": 0, "metrics": 0,
+    "errors": 0, "distributed": 0, "faults": 0, "quiet": 0, "metrics": 0, "registry": 0,
     "choices": 1,
     "config": 2,
     "tasks": 3, "outputs": 3,
     "model": 4, "report": 4,
     "paradigms": 5,
-    "builtin": 6,
+    "builtin": 6, "continual": 6,
     "run": 7,
     "configstore": 8,
     "cli": 9, "slurm": 9,

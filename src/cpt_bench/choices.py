@@ -59,6 +59,20 @@ class RFTEstimator(StrEnum):
 class PeftMethod(StrEnum):
     none = "none"  # full fine-tuning
     lora = "lora"  # a LoRA adapter per stage, merged into the weights when the stage ends
+    olora = "olora"  # O-LoRA: LoRA whose new adapter is pushed orthogonal to the earlier stages'
+
+
+class MergeRule(StrEnum):
+    linear = "linear"  # (1 - alpha) previous + alpha stage (WiSE-FT)
+    task_arithmetic = "task_arithmetic"  # task vectors summed with their weights (peft.utils.merge_utils)
+    ties = "ties"  # trimmed to `density`, signs elected, disjoint mean (TIES-merging)
+    dare_linear = "dare_linear"  # randomly dropped to `density` and rescaled, then summed
+    dare_ties = "dare_ties"  # randomly dropped and rescaled, then TIES' sign election
+
+
+class TaskVectorsFrom(StrEnum):
+    previous = "previous"  # the stage's task vector from the model it started from
+    base = "base"  # the previous and the stage's task vectors, both from the original base
 
 
 class DType(StrEnum):

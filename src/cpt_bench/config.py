@@ -320,16 +320,22 @@ class EvalConfig:
 class PeftConfig:
     """Parameter-efficient fine-tuning for both paradigms (TRL's `peft_config`, the peft library):
     each stage trains a fresh LoRA adapter, merged into full weights when the stage ends, so
-    stages chain, resume and evaluate as with full fine-tuning; the adapter is kept beside."""
+    stages chain, resume and evaluate as with full fine-tuning; the adapter is kept beside.
+    `peft=olora` is the same with O-LoRA's penalty on the new adapter's overlap with the earlier
+    stages' (continual/olora.py)."""
 
     name: PeftMethod = PeftMethod.none
     r: int = 16  # LoRA rank
     alpha: int = 32  # LoRA scaling numerator (lora_alpha)
     dropout: float = 0.05
     target_modules: Any = "all-linear"  # peft's shorthand, or a list of module names
+    # peft=olora: the weight of the new adapter's overlap with the earlier stages' subspaces
+    # (O-LoRA's lambda_1, continual/olora.py)
+    orthogonality: float = 0.5
 
     def validate(self, at: str = "peft") -> None:
         require(self.r > 0, f"{at}.r", self.r, "> 0")
+        require(self.orthogonality >= 0, f"{at}.orthogonality", self.orthogonality, ">= 0")
         require(self.alpha > 0, f"{at}.alpha", self.alpha, "> 0")
         require(0 <= self.dropout < 1, f"{at}.dropout", self.dropout, "in [0, 1)")
 
@@ -363,6 +369,7 @@ class Config:
     logger: LoggerConfig = MISSING
     filter: FilterConfig = MISSING
     launcher: LauncherConfig = MISSING
+    cl: Any = MISSING  # the continual-learning method (continual/: none, ewc, l2, lwf, merge)
     cot: bool = False  # chain-of-thought prompts, answer extraction, rewards (training and eval)
     schedule: Schedule = Schedule.sequential
     # schedule=evaluate: the stage checkpoints of a sequence trained elsewhere (local folders,
@@ -379,11 +386,12 @@ class Config:
 
     def validate(self) -> None:
         """Every node's range and cross-field rules (the closed choices Hydra already checked)."""
-        for at in ("paradigm", "benchmark", "model", "filter", "eval", "launcher", "logger", "replay", "peft"):
+        for at in ("paradigm", "benchmark", "model", "filter", "eval", "launcher", "logger", "replay", "peft", "cl"):
             getattr(self, at).validate(at)
-        if self.peft.name == PeftMethod.lora and self.deepspeed.config and "zero3" in self.deepspeed.name:
-            raise ConfigError("peft=lora is not supported with ZeRO-3 here (merging partitioned adapters is "
-                              "untested): use deepspeed=zero2 or none")
+        self.cl.check(self)  # what the method cannot run with, named before any model
+        if self.peft.name != PeftMethod.none and self.deepspeed.config and "zero3" in self.deepspeed.name:
+            raise ConfigError(f"peft={self.peft.name} is not supported with ZeRO-3 here (merging partitioned adapters "
+                              "is untested): use deepspeed=zero2 or none")
         if self.replay.fraction and self.schedule != Schedule.sequential:
             raise ConfigError(f"replay.fraction applies to schedule=sequential, not schedule={self.schedule}")
         require(self.threads is None or self.threads > 0, "threads", self.threads, "> 0 or null")

@@ -9,6 +9,7 @@ run add stages to it the same way (`add`), so a new counter is one new field.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 
 def _drop_none(data: dict) -> dict:
@@ -173,6 +174,18 @@ class StageTimings:
 
 
 @dataclass
+class ContinualStats:
+    """What a method did at the end of a stage in the controller (stage.json's `cl`): the merge
+    it made, and the un-merged model's accuracy when asked for (`cl.evaluate_unmerged`)."""
+
+    method: str
+    seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+    unmerged_accuracy: dict[str, float] | None = None  # eval task -> accuracy before the merge
+    unmerged_eval_seconds: float | None = None
+
+
+@dataclass
 class StageRecord:
     """One row of the accuracy matrix and everything known about the stage that produced it."""
 
@@ -189,6 +202,7 @@ class StageRecord:
     timings: StageTimings = field(default_factory=StageTimings)
     disk_bytes: int | None = None  # the stage folder (checkpoint, eval records, logs) when it completed
     harness: HarnessResult | None = None  # eval.harness's scores (their values are also in `accuracy`)
+    cl: ContinualStats | None = None  # what the continual-learning method did after training (a merge)
 
     def to_json(self) -> dict:
         data = {"stage": self.stage, "trained_task": self.trained_task, "accuracy": self.accuracy, "n": self.n,
@@ -197,7 +211,8 @@ class StageRecord:
                 "rollouts": asdict(self.rollouts) if self.rollouts else None,
                 "train": asdict(self.train) if self.train else None,
                 "diagnostics": self.diagnostics.to_json(), "format_rate": self.format_rate,
-                "timings": self.timings.to_json(), "harness": self.harness.to_json() if self.harness else None}
+                "timings": self.timings.to_json(), "harness": self.harness.to_json() if self.harness else None,
+                "cl": asdict(self.cl) if self.cl else None}
         return _drop_none(data)
 
     @classmethod
@@ -211,6 +226,7 @@ class StageRecord:
             diagnostics=Diagnostics.from_json(data.get("diagnostics", {})), format_rate=data.get("format_rate", {}),
             timings=StageTimings(**data.get("timings", {})),
             harness=HarnessResult.from_json(data["harness"]) if data.get("harness") else None,
+            cl=ContinualStats(**data["cl"]) if data.get("cl") else None,
         )
 
 

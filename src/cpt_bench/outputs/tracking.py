@@ -115,6 +115,8 @@ class WandbTracker:
             if metrics and metrics.get(key) is not None:
                 row[f"cpt/{key}"] = metrics[key]
         row.update(stage_scalars(flips, record.stage))
+        if record.cl and record.cl.unmerged_accuracy:  # cl=merge: the stage's own model, before the merge
+            row.update({f"cpt/cl/unmerged_acc/{t}": a for t, a in record.cl.unmerged_accuracy.items()})
         if record.rollouts:  # a paradigm's rollout step: what the samples left to train on
             row.update({f"cpt/rollouts/{k}": getattr(record.rollouts, k)
                         for k in ("kept_fraction", "rows", "mean_success", "rollout_tokens")})

@@ -10,22 +10,16 @@ only when it trains, so finding them all stays cheap.
 from __future__ import annotations
 
 import functools
-import importlib
-import pkgutil
 
 from cpt_bench.errors import unknown
 from cpt_bench.paradigms.base import ParadigmSpec
+from cpt_bench.registry import discover
 
 
 @functools.cache
 def paradigms() -> dict[str, ParadigmSpec]:
     """Every paradigm of this package, by name: the `PARADIGM` of each module that has one."""
-    found = {}
-    for info in pkgutil.iter_modules(__path__):
-        spec = getattr(importlib.import_module(f"{__name__}.{info.name}"), "PARADIGM", None)
-        if spec is not None:
-            found[spec.name] = spec
-    return found
+    return discover(__name__, __path__, "PARADIGM")
 
 
 def paradigm_spec(name: str) -> ParadigmSpec:

@@ -89,7 +89,7 @@ class StageContext:
     use_cpu: bool
     bf16: bool
     deepspeed: dict | None = None
-    peft: PeftConfig | None = None  # the stage's LoRA adapter (peft=lora); None = full fine-tuning
+    peft: PeftConfig | None = None  # the stage's LoRA adapter (peft=lora or olora); None = full fine-tuning
     # ZeRO-3 over several ranks with a vision-language model: every model the trainer runs
     # forward passes through (the policy, GRPO's KL reference) runs its vision tower on
     # text-only batches too (vision_zero3.py)
@@ -98,6 +98,9 @@ class StageContext:
     on_log: Callable[[int, int, dict[str, float]], None] = lambda step, total, logs: None
     # the paradigm's rollout step (`Paradigm.rollouts`): one `Sampled` per training item, in order
     rollouts: list[Sampled] | None = None
+    # terms the run's continual-learning method adds to the paradigm's loss (continual/base.py):
+    # the paradigm's trainer class goes through `continual.base.with_loss_terms`
+    loss_terms: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from cpt_bench.paradigms.base import (
     reference_rows,
     save_stage,
 )
+from cpt_bench.paradigms.loss_terms import with_loss_terms
 from cpt_bench.tasks.base import Example
 from cpt_bench.tasks.grading import format_ok
 from cpt_bench.tasks.images import load_images
@@ -120,12 +121,12 @@ class RFTParadigm(StageTraining):
             require_vllm(f"{at}.use_vllm=true")
 
     def settle(self, cfg) -> None:
-        """With peft=lora, TRL's GRPO computes the KL against the model with its adapter disabled:
+        """With peft=lora (or olora), TRL's GRPO computes the KL against the model with its adapter disabled:
         the stage's starting weights. Say so and record it (kl_reference=previous) rather than let
         the config claim the original base."""
-        if cfg.peft.name == PeftMethod.lora and self.kl_coef and self.kl_reference == KLReference.base:
-            log.warning("peft=lora: GRPO's KL reference is the stage's starting weights (the adapter disabled), "
-                        "so paradigm.kl_reference is set to previous")
+        if cfg.peft.name != PeftMethod.none and self.kl_coef and self.kl_reference == KLReference.base:
+            log.warning("peft=%s: GRPO's KL reference is the stage's starting weights (the adapter disabled), "
+                        "so paradigm.kl_reference is set to previous", cfg.peft.name)
             self.kl_reference = KLReference.previous
 
     def prompts_per_step(self, world_size: int) -> int:
@@ -280,7 +281,7 @@ class RFT:
         if self.cfg.kl_coef:
             model.config._name_or_path = ctx.base_path if self.cfg.kl_reference == "base" else ctx.start_path
         logs = forward_logs(ctx)
-        trainer_cls = RLOOTrainer if self.cfg.estimator == "rloo" else GRPOTrainer
+        trainer_cls = with_loss_terms(RLOOTrainer if self.cfg.estimator == "rloo" else GRPOTrainer, ctx.loss_terms)
         if ctx.use_cpu and ctx.bf16:
             trainer_cls = cached_autocast(trainer_cls)
         trainer = trainer_cls(

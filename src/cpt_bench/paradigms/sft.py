@@ -39,6 +39,7 @@ from cpt_bench.paradigms.base import (
     reference_rows,
     save_stage,
 )
+from cpt_bench.paradigms.loss_terms import with_loss_terms
 from cpt_bench.paradigms.rollouts import Rollouts, Sampled
 from cpt_bench.tasks.base import Example
 from cpt_bench.tasks.images import load_images
@@ -144,7 +145,8 @@ class SFT:
 
         data = self.dataset(processing_class, self.rows(examples, ctx.rollouts), ctx)
         logs = forward_logs(ctx)
-        trainer = (weighted_trainer() if self.weighted else SFTTrainer)(
+        trainer_cls = with_loss_terms(weighted_trainer() if self.weighted else SFTTrainer, ctx.loss_terms)
+        trainer = trainer_cls(
             model=model,
             args=self.trainer_args(ctx),
             train_dataset=data,

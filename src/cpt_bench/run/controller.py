@@ -2,7 +2,7 @@
 
     setup:   plan, draw the data, open the run dir (resume state), build the base model, tracker
     stage 0: evaluate the base model                                   --> R[0]
-    stage t: [filter] -> [rollout] -> train -> checkpoint -> evaluate -> record  --> R[t]
+    stage t: [filter] -> [rollout] -> train -> checkpoint -> [cl: merge] -> evaluate -> record  --> R[t]
     finish:  run.json, plots, W&B closed (always, also when a stage fails)
 
 The controller owns the run directory, resume, the tracker and every shared result file; the
@@ -28,6 +28,7 @@ from cpt_bench import faults
 from cpt_bench.builtin import base_model_path
 from cpt_bench.choices import FilterName, KeepCheckpoints, LauncherName, Schedule
 from cpt_bench.config import Config
+from cpt_bench.continual import stage_hooks
 from cpt_bench.distributed import ensure_process_group_env
 from cpt_bench.model.harness import harness_columns
 from cpt_bench.model.loading import run_precision
@@ -97,6 +98,7 @@ class Run:
         self.cfg: Config = planned.config
         self.run_dir, self.wandb_group, self.in_sweep = run_dir, wandb_group, in_sweep
         self.benchmark, self.order, self.paradigm = planned.benchmark, planned.order, planned.paradigm
+        self.hooks = stage_hooks(self.cfg)  # the continual-learning method's (and O-LoRA's)
         cfg = self.cfg
         # the general columns: the benchmark's suite, then eval.harness's tasks (harness:<task>)
         self.suite = list(self.benchmark.general) if cfg.eval.general else []
@@ -271,6 +273,8 @@ class Run:
             rollout_stats = record_rollouts(spec, rollouts.length(self.cfg.eval.max_new_tokens), items, sampling, rows)
         trained = self.steps.train(spec, items, Progress(self.tracker, spec.stage, self.compute.optimizer_steps),
                                    sampling.sampled if sampling else None)
+        # the method's last word on the stage's model (cl=merge): before it is evaluated
+        finished = [stats for hook in self.hooks if (stats := hook.finish_stage(spec, self.steps)) is not None]
         trained.train.replayed = len(replayed)
         if sampling:  # tokens generated to train, counted as GRPO's are
             trained.train.generated_tokens += sampling.tokens
@@ -285,7 +289,7 @@ class Run:
                                rollout_seconds=round(sampling.seconds, 3) if sampling else None)
         self.record(self.stage_record(spec.stage, spec.task, evaluation, timings=timings, diagnostics=diagnostics,
                                       train=trained.train, filter=filtered.stats if filtered else None,
-                                      rollouts=rollout_stats,
+                                      rollouts=rollout_stats, cl=finished[0] if finished else None,
                                       disk_bytes=disk_bytes(spec.dir)))
         self.prune_checkpoints()
 

@@ -20,6 +20,7 @@ import torch
 
 from cpt_bench.choices import HarnessBackend
 from cpt_bench.config import Config, validate
+from cpt_bench.continual import stage_hooks
 from cpt_bench.distributed import zero_stage
 from cpt_bench.model.loading import load_processing_class
 from cpt_bench.model.processing import PixelBounds
@@ -176,7 +177,8 @@ class RankSteps:
             align_vision_tower(model, processing_class)
             ctx.align_vision = True  # and the trainer's KL reference (paradigms/rft.py)
         try:
-            result, _ = train_step(self.paradigm, model, processing_class, items, ctx, stage, main=main)
+            result, _ = train_step(self.paradigm, model, processing_class, items, ctx, stage, main=main,
+                                   hooks=stage_hooks(self.cfg))
         finally:
             if log_file:
                 log_file.close()

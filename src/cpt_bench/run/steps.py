@@ -29,6 +29,8 @@ import torch
 from cpt_bench import faults
 from cpt_bench.choices import HarnessBackend, PeftMethod, Schedule
 from cpt_bench.config import Config, EvalConfig
+from cpt_bench.continual import stage_hooks
+from cpt_bench.continual.base import Method
 from cpt_bench.errors import TrainingDiverged
 from cpt_bench.model.drift import forward_kl, output_kl, param_drift
 from cpt_bench.model.evaluation import evaluate_tasks
@@ -213,14 +215,16 @@ def output_drift(model, base, processing_class, style: PromptStyle, items: list[
 
 
 def train_step(paradigm: Paradigm, model, processing_class, items: list[Example], ctx: StageContext,
-               spec: StageSpec, *, main: bool = True) -> tuple[TrainResult, object]:
+               spec: StageSpec, *, main: bool = True, hooks: list[Method] = ()) -> tuple[TrainResult, object]:
     """The body of a training step, in one process or on every rank of a launched one: train
-    on `items` (or, when RIF kept none, keep the model unchanged), then on the `main` process
-    write the checkpoint's processing class and publish `model/`. Returns what the step
-    reports and the model the stage ends with."""
+    on `items` (or, when RIF kept none, keep the model unchanged) with the loss terms of the
+    run's continual-learning `hooks`, then on the `main` process write the checkpoint's
+    processing class, publish `model/` and run the hooks' `after_training`. Returns what the
+    step reports and the model the stage ends with."""
     if main:
         shutil.rmtree(spec.partial_model_dir, ignore_errors=True)  # a killed attempt's leftovers
     rows = paradigm.rows(items, ctx.rollouts) if items else []
+    ctx.loss_terms = [term for hook in hooks for term in hook.loss_terms(model, spec)] if rows else []
     if rows:
         result = paradigm.train_stage(model, processing_class, items, ctx)
         out = TrainResult(optimizer_steps=result.optimizer_steps, generated_tokens=result.generated_tokens,
@@ -235,10 +239,13 @@ def train_step(paradigm: Paradigm, model, processing_class, items: list[Example]
         if main:
             model.save_pretrained(spec.partial_model_dir)
         out = TrainResult(optimizer_steps=0, generated_tokens=0, train_seconds=0.0, save_seconds=time.time() - start)
+    out.metrics |= {f"cl/{term.name}": mean for term in ctx.loss_terms if (mean := term.mean()) is not None}
     if main:
         processing_class.save_pretrained(spec.partial_model_dir)
         publish_checkpoint(spec)
         shutil.rmtree(spec.dir / "trainer", ignore_errors=True)
+        for hook in hooks:
+            out.metrics |= {f"cl/{k}": v for k, v in hook.after_training(spec, ctx, items, processing_class).items()}
     return out, model
 
 
@@ -335,7 +342,7 @@ def stage_context(cfg, benchmark: Benchmark, style: PromptStyle, spec: StageSpec
         save_dir=spec.partial_model_dir, seed=spec.seed, use_cpu=not torch.cuda.is_available(),
         bf16=run_precision(cfg).trainer_bf16,
         deepspeed=cfg.deepspeed.config or None,
-        peft=cfg.peft if cfg.peft.name == PeftMethod.lora else None,
+        peft=cfg.peft if cfg.peft.name != PeftMethod.none else None,
         on_log=logged,
         rollouts=rollouts,
     )
@@ -351,6 +358,7 @@ class LocalSteps:
         self.cfg, self.benchmark, self.style, self.test_sets, self.paradigm = cfg, benchmark, style, test_sets, paradigm
         self.samples_dir = base_samples_dir(run_dir) if run_dir is not None else None  # the forward KL's draws
         self.general = [t for t in test_sets if t in benchmark.general]
+        self.hooks = stage_hooks(cfg)  # the run's continual-learning method (and O-LoRA's)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = self.processing_class = self.model_path = None
 
@@ -419,7 +427,8 @@ class LocalSteps:
             on_log(step, total, row)
 
         ctx = stage_context(self.cfg, self.benchmark, self.style, spec, forward, rollouts)
-        result, self.model = train_step(self.paradigm, self.model, self.processing_class, items, ctx, spec)
+        result, self.model = train_step(self.paradigm, self.model, self.processing_class, items, ctx, spec,
+                                        hooks=self.hooks)
         self.model_path = str(spec.model_dir)
         write_jsonl(spec.dir / "train_log.jsonl", logs)
         if self.cfg.deepspeed.config:

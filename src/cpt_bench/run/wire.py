@@ -16,6 +16,7 @@ from typing import TypeVar
 from omegaconf import OmegaConf
 
 from cpt_bench.config import BENCHMARK_SCHEMAS, Config, validate
+from cpt_bench.continual import method_spec
 from cpt_bench.outputs.rundir import read_json, write_json, write_text
 from cpt_bench.paradigms import paradigm_spec
 from cpt_bench.paradigms.rollouts import Rollouts
@@ -128,11 +129,12 @@ def write_config(path: Path, cfg: Config) -> None:
 
 
 def read_config(path: Path) -> Config:
-    """The typed, validated `Config` of a file `write_config` wrote: the paradigm's and the
-    benchmark's nodes typed by their names, then every rule checked as the controller did."""
+    """The typed, validated `Config` of a file `write_config` wrote: the paradigm's, the
+    method's and the benchmark's nodes typed by their names, then every rule checked as the controller did."""
     data = OmegaConf.load(path)
     node = OmegaConf.merge(OmegaConf.structured(Config), {k: v for k, v in data.items()
-                                                            if k not in ("paradigm", "benchmark")})
+                                                            if k not in ("paradigm", "benchmark", "cl")})
     node.paradigm = OmegaConf.merge(OmegaConf.structured(paradigm_spec(data.paradigm.name).schema), data.paradigm)
+    node.cl = OmegaConf.merge(OmegaConf.structured(method_spec(data.cl.name).schema), data.cl)
     node.benchmark = OmegaConf.merge(OmegaConf.structured(BENCHMARK_SCHEMAS[data.benchmark.name]), data.benchmark)
     return validate(node)
