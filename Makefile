@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
 .PHONY: help install run compare test test-fast test-release lint lock tiny-base reference bench bench-sweep multirun clean \
-        study-toy study-smollm2 study-explain \
+        study-toy study-smollm2 study-explain study-cl \
         paper-sft paper-rft paper-joint paper-ablations
 
 help: ## list the targets
@@ -125,6 +125,34 @@ study-explain: $(STAMP) ## why RL forgets less: SFT, GRPO with/without KL, self-
 	$(EXPLAIN) paradigm=rft paradigm.kl_coef=0.0 paradigm.learning_rate=1e-4,3e-4,6e-4 \
 		hydra.sweep.dir=$(STUDY)/explain/grpo_no_kl $(ARGS)
 	$(BIN)/cpt-bench-report $(STUDY)/explain
+
+# The classic continual-learning methods beside the paradigms (+experiment=cl_methods,
+# docs/study.md): SFT and GRPO, each alone, with replay, EWC, LwF and merging; one sweep per
+# family over its own learning-rate grid (the methods that hold the model back get higher
+# rates, so the gains overlap), 3 seeds, into one folder; one report. Resumable as above.
+CL := $(BIN)/cpt-bench -m +experiment=cl_methods hydra/launcher=joblib
+CL_SFT_LR := 3e-6,1e-5,3e-5
+CL_SFT_HELD_LR := 1e-5,3e-5,1e-4
+CL_GRPO_LR := 3e-5,1e-4,3e-4
+CL_GRPO_HELD_LR := 1e-4,3e-4,6e-4
+study-cl: $(STAMP) ## classic CL methods: SFT and GRPO x {none, replay, EWC, LwF, merging} at matched gain (~60 min)
+	$(CL) paradigm=sft paradigm.learning_rate=$(CL_SFT_LR) hydra.sweep.dir=$(STUDY)/cl/sft $(ARGS)
+	$(CL) paradigm=sft +strategy=replay paradigm.learning_rate=$(CL_SFT_LR) hydra.sweep.dir=$(STUDY)/cl/sft_replay $(ARGS)
+	$(CL) paradigm=sft cl=ewc cl.strength=1000 paradigm.learning_rate=$(CL_SFT_HELD_LR) \
+		hydra.sweep.dir=$(STUDY)/cl/sft_ewc $(ARGS)
+	$(CL) paradigm=sft cl=lwf cl.strength=1 paradigm.learning_rate=$(CL_SFT_HELD_LR) \
+		hydra.sweep.dir=$(STUDY)/cl/sft_lwf $(ARGS)
+	$(CL) paradigm=sft cl=merge cl.alpha=0.5 paradigm.learning_rate=$(CL_SFT_HELD_LR) \
+		hydra.sweep.dir=$(STUDY)/cl/sft_merge $(ARGS)
+	$(CL) paradigm=rft paradigm.learning_rate=$(CL_GRPO_LR) hydra.sweep.dir=$(STUDY)/cl/grpo $(ARGS)
+	$(CL) paradigm=rft +strategy=replay paradigm.learning_rate=$(CL_GRPO_LR) hydra.sweep.dir=$(STUDY)/cl/grpo_replay $(ARGS)
+	$(CL) paradigm=rft cl=ewc cl.strength=1000 paradigm.learning_rate=$(CL_GRPO_HELD_LR) \
+		hydra.sweep.dir=$(STUDY)/cl/grpo_ewc $(ARGS)
+	$(CL) paradigm=rft cl=lwf cl.strength=1 paradigm.learning_rate=$(CL_GRPO_HELD_LR) \
+		hydra.sweep.dir=$(STUDY)/cl/grpo_lwf $(ARGS)
+	$(CL) paradigm=rft cl=merge cl.alpha=0.5 paradigm.learning_rate=$(CL_GRPO_HELD_LR) \
+		hydra.sweep.dir=$(STUDY)/cl/grpo_merge $(ARGS)
+	$(BIN)/cpt-bench-report $(STUDY)/cl
 
 multirun: $(STAMP) ## example sweep: two seeds x two orders = four sequences
 	$(BIN)/cpt-bench -m seed=1,2 order=default,reverse $(ARGS)

@@ -62,7 +62,7 @@ class PenaltySettings(MethodSettings):
 @dataclass
 class EWCSettings(PenaltySettings):
     name: str = "ewc"
-    strength: float = 100.0  # lambda
+    strength: float = 1000.0  # lambda
     decay: float = 1.0  # gamma: the earlier stages' Fisher is kept at this weight (1 = summed, 0 = last only)
     fisher_samples: int = 64  # training items per Fisher estimate (one backward pass each)
     fisher_seed: int = 0
