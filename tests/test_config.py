@@ -18,7 +18,7 @@ from cpt_bench.tasks import ConfigError
 from conftest import REPO, run_cli
 from conftest import compose_config as composed
 
-GROUPS = ["paradigm", "benchmark", "order", "model", "deepspeed", "logger", "filter", "launcher", "peft"]
+GROUPS = ["paradigm", "benchmark", "order", "model", "deepspeed", "logger", "filter", "launcher", "peft", "cl"]
 
 
 def options(group: str) -> list[str]:
@@ -129,9 +129,10 @@ def test_cli_help_and_cfg_job():
     assert res.returncode == 0
     for text in ["cpt-bench", "paradigm: rft, rft_smollm2, self_sft, sft, sft_smollm2",
                  "order: default, reverse, shuffled", "filter: none, rif",
-                 "experiment: ablation_cot, ablation_estimator, ablation_kl, ablation_rif, compare, explain, lora, "
-                 "paper_rft",
-                 "peft: lora, none", "strategy: joint, replay, sequential", "-m seed=1,2"]:
+                 "experiment: ablation_cot, ablation_estimator, ablation_kl, ablation_rif, cl_methods, compare, "
+                 "explain, lora, paper_rft",
+                 "peft: lora, none, olora", "cl: ewc, l2, lwf, merge, none", "strategy: joint, replay, sequential",
+                 "-m seed=1,2"]:
         assert text in res.stdout, text
     for text in ["deepspeed: none, zero2, zero3, zero3_offload", "benchmark: mllm_cl7, natural, toy",
                  "model: qwen2_5_0_5b_instruct, qwen2_5_vl_3b, qwen2_5_vl_7b, smollm2_135m, smollm2_135m_aligned, "

@@ -116,17 +116,19 @@ def forgetting_points(runs: Sequence[RunRecord]) -> dict[str, list[RunPoint]]:
     return out
 
 
-def difference(points: dict[str, list[RunPoint]], control: str, reference: str) -> Difference | None:
-    """control - reference at matched gain; None when either has no runs or it is not estimable."""
+def difference(points: dict[str, list[RunPoint]], control: str, reference: str,
+               minimize: bool = True) -> Difference | None:
+    """control - reference at matched gain (`minimize`: lower y is better, as forgetting; False
+    for general change); None when either has no runs or it is not estimable."""
     a, b = points.get(control), points.get(reference)
     if not a or not b:
         return None
     if len({p.cluster for p in (*a, *b)}) > 1:
-        across = matched_gain_across_bases(a, b)
+        across = matched_gain_across_bases(a, b, minimize_y=minimize)
         if across is None or across.mean_diff is None:
             return None
         return Difference(control, reference, across.mean_diff, across.mean_ci)
-    cmp = matched_gain_ci(a, b)
+    cmp = matched_gain_ci(a, b, minimize_y=minimize)
     if cmp is None or not cmp.estimable:
         return None
     return Difference(control, reference, cmp.mean_diff, cmp.mean_ci)

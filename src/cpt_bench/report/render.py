@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cpt_bench.metrics import HEADLINE_METRICS, SIGN_NOTE
+from cpt_bench.report.continual import cl_section
 from cpt_bench.report.drift import (
     OUTCOMES,
     R2_RESAMPLES,
@@ -367,6 +368,7 @@ def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummar
         *([flips, ""] if (flips := flips_section(summaries)) else []),
         matched_gain_section(analysed), "",
         *([explain, ""] if (explain := explain_section(analysed)) else []),
+        *([cl, ""] if (cl := cl_section(analysed)) else []),
         *([rule, ""] if (rule := gain_rule_section(analysed)) else []),
         *([compute, ""] if compute else []),
         *([drift, ""] if drift else []),
