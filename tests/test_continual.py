@@ -188,6 +188,7 @@ def test_o_lora_finds_peft_s_down_projections_by_module():
     (["cl=lwf", "cl.temperature=0"], "cl.temperature must be > 0"),
     (["peft=olora", "peft.orthogonality=-1"], "peft.orthogonality must be >= 0"),
     (["peft=olora", "deepspeed=zero3"], "peft=olora is not supported with ZeRO-3"),
+    (["cl=merge", "schedule=evaluate"], "schedule=evaluate trains nothing, so cl=merge would do nothing"),
 ])
 def test_a_combination_a_method_cannot_run_fails_in_one_line(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
