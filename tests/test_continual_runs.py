@@ -76,6 +76,12 @@ def test_each_method_runs_two_stages_and_records_what_it_did(method, term, parad
                                             "density": 0.5}
 
 
+def test_self_sft_composes_with_lwf(tmp_path, model_cache):
+    run_dir = run_here(tmp_path, model_cache, "paradigm=self_sft", "paradigm.num_rollouts=4", "cl=lwf")
+    assert stage(run_dir, 2)["diagnostics"]["cl/lwf_kl"] > 0
+    assert stage(run_dir, 2)["rollouts"]["purpose"] == "self_sft"
+
+
 def test_o_lora_runs_with_grpo_and_keeps_each_stages_subspace(tmp_path, model_cache):
     run_dir = run_here(tmp_path, model_cache, *GRPO, "peft=olora")
     a = load_file(str(run_dir / "stages" / "01-max" / "olora" / "lora_A.safetensors"))

@@ -295,3 +295,4 @@ def test_runs_from_several_base_models_pool_into_one_variant(tmp_path):
 def test_gain_rule():
     assert gain_rule({1e-5: 0.02, 1e-4: 0.095, 1e-3: 0.10}) == 1e-4  # 0.095 >= 0.9 * 0.10
     assert gain_rule({1e-5: 0.02, 1e-4: 0.08, 1e-3: 0.10}) == 1e-3
+    assert gain_rule({1e-5: -0.02, 1e-4: -0.01}) is None  # nothing gained: nothing to pick

@@ -273,7 +273,9 @@ def matched_gain_section(runs: Sequence[RunRecord]) -> str:
 
 def gain_rule_section(runs: Sequence[RunRecord]) -> str:
     """The paradigms compared at the learning rates a gain-only rule picks (no forgetting consulted)."""
-    choices = gain_rule_choices(runs)
+    picked = gain_rule_choices(runs)
+    choices = {family: choice for family, choice in picked.items() if choice[0] is not None}
+    gained_nothing = [family for family in picked if family not in choices]
     if len(choices) < 2:
         return ""
     rows = []
@@ -290,6 +292,9 @@ def gain_rule_section(runs: Sequence[RunRecord]) -> str:
              "mean gain on its grid (the rule of docs/hyperparameters.md; forgetting is never consulted). "
              f"Means over the runs at that rate with {100 * CONFIDENCE:.0f} % Student-t intervals; percentage points.",
              "", _table(["paradigm", "lr", "n", "gain", "forgetting", "general change"], rows)]
+    if gained_nothing:
+        parts += ["", "Left out, no learning rate of their grid gaining on average (the rule picks nothing): "
+                  + ", ".join(gained_nothing) + "."]
     for pa, pb in itertools.combinations(choices, 2):
         diff_rows = []
         for key, what, minimize in (("gain", "gain", None), ("forgetting", "forgetting", True),

@@ -360,8 +360,11 @@ def matched_gain_across_bases(a: Sequence[RunPoint], b: Sequence[RunPoint], mini
 GAIN_SHARE = 0.9  # docs/hyperparameters.md: the smallest lr reaching 90 % of the best gain
 
 
-def gain_rule(mean_gain_by_lr: dict[float, float], share: float = GAIN_SHARE) -> float:
+def gain_rule(mean_gain_by_lr: dict[float, float], share: float = GAIN_SHARE) -> float | None:
     """The learning rate the gain-only rule picks: the smallest whose mean gain is at least
-    `share` of the best mean gain on the grid (forgetting is never consulted)."""
+    `share` of the best mean gain on the grid (forgetting is never consulted). None when no
+    rate has a positive mean gain: a share of a loss picks nothing meaningful."""
     best = max(mean_gain_by_lr.values())
+    if best <= 0:
+        return None
     return min(lr for lr, g in mean_gain_by_lr.items() if g >= share * best)

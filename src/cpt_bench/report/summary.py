@@ -109,10 +109,11 @@ def run_points(runs: Sequence[RunRecord], key: str) -> dict[str, list[RunPoint]]
     return out
 
 
-def gain_rule_choices(runs: Sequence[RunRecord]) -> dict[str, tuple[float, list[RunRecord]]]:
+def gain_rule_choices(runs: Sequence[RunRecord]) -> dict[str, tuple[float | None, list[RunRecord]]]:
     """Per family (`RunRecord.family`), the learning rate the gain-only rule picks among its
-    sequential runs, and those runs. Only for a family whose variants differ in the learning
-    rate alone (else the rule has no single grid to pick from) and that has at least two."""
+    sequential runs, and those runs (None and no runs: no rate of its grid gained on average).
+    Only for a family whose variants differ in the learning rate alone (else the rule has no
+    single grid to pick from) and that has at least two."""
     out = {}
     by_family: dict[str, dict[float, list[RunRecord]]] = {}
     for run in runs:
@@ -122,7 +123,7 @@ def gain_rule_choices(runs: Sequence[RunRecord]) -> dict[str, tuple[float, list[
         if len(grid) < 2 or any(len({r.variant for r in members}) > 1 for members in grid.values()):
             continue
         lr = gain_rule({lr: statistics.fmean(r.metrics["gain"] for r in members) for lr, members in grid.items()})
-        out[family] = (lr, grid[lr])
+        out[family] = (lr, grid[lr] if lr is not None else [])
     return out
 
 
