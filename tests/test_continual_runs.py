@@ -77,7 +77,8 @@ def test_each_method_runs_two_stages_and_records_what_it_did(method, term, parad
 
 
 def test_self_sft_composes_with_lwf(tmp_path, model_cache):
-    run_dir = run_here(tmp_path, model_cache, "paradigm=self_sft", "paradigm.num_rollouts=4", "cl=lwf")
+    run_dir = run_here(tmp_path, model_cache, "paradigm=self_sft", "paradigm.num_rollouts=4", "paradigm.epochs=3",
+                       "cl=lwf")  # several optimizer steps: the first one's KL is 0 (the model is its teacher)
     assert stage(run_dir, 2)["diagnostics"]["cl/lwf_kl"] > 0
     assert stage(run_dir, 2)["rollouts"]["purpose"] == "self_sft"
 
@@ -93,11 +94,11 @@ def test_o_lora_runs_with_grpo_and_keeps_each_stages_subspace(tmp_path, model_ca
 
 def test_o_lora_s_penalty_lowers_the_overlap_with_the_earlier_subspace(tmp_path, model_cache):
     measured = {}
-    for strength in (0, 200):
+    for strength in (0, 1000):
         run_dir = run_here(tmp_path / str(strength), model_cache, "peft=olora", "paradigm.learning_rate=1e-3",
-                           f"peft.orthogonality={strength}")
+                           "paradigm.epochs=5", f"peft.orthogonality={strength}")
         measured[strength] = stage(run_dir, 2)["diagnostics"]["cl/olora_overlap"]
-    assert measured[200] < 0.5 * measured[0], measured
+    assert measured[1000] < 0.5 * measured[0], measured
 
 
 def test_strength_0_and_a_merge_at_alpha_1_reproduce_the_run_without_them(quick_run, model_cache, tmp_path):
@@ -154,7 +155,8 @@ TWO_RANKS = ["launcher=torchrun", "launcher.nproc_per_node=2", "benchmark.train_
 def test_ewc_on_two_ranks(tmp_path, model_cache):
     """The penalty on every rank of a DDP stage and the Fisher on rank 0, read back by stage 2."""
     run_dir = tmp_path / "run"
-    res = run_cli(*SMALL, *TWO_RANKS, "cl=ewc", f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}")
+    res = run_cli(*SMALL, *TWO_RANKS, "cl=ewc", "paradigm.epochs=3",  # 3 steps: the first is at the anchor (0)
+                  f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}")
     assert res.returncode == 0, res.stderr[-3000:]
     assert (run_dir / "stages" / "01-max" / "ewc" / "fisher.safetensors").exists()
     assert stage(run_dir, 2)["diagnostics"]["cl/ewc_penalty"] > 0
