@@ -152,6 +152,11 @@ study-cl: $(STAMP) ## classic CL methods: SFT and GRPO x {none, replay, EWC, LwF
 		hydra.sweep.dir=$(STUDY)/cl/grpo_lwf $(ARGS)
 	$(CL) paradigm=rft cl=merge cl.alpha=0.5 paradigm.learning_rate=$(CL_GRPO_HELD_LR) \
 		hydra.sweep.dir=$(STUDY)/cl/grpo_merge $(ARGS)
+	# GRPO learns nothing at SFT's strengths (EWC 1000, LwF 1): its own, 10-100x weaker
+	$(CL) paradigm=rft cl=ewc cl.strength=100 paradigm.learning_rate=$(CL_GRPO_HELD_LR) \
+		hydra.sweep.dir=$(STUDY)/cl/grpo_ewc100 $(ARGS)
+	$(CL) paradigm=rft cl=lwf cl.strength=0.1 paradigm.learning_rate=$(CL_GRPO_HELD_LR) \
+		hydra.sweep.dir=$(STUDY)/cl/grpo_lwf01 $(ARGS)
 	$(BIN)/cpt-bench-report $(STUDY)/cl
 
 multirun: $(STAMP) ## example sweep: two seeds x two orders = four sequences

@@ -99,7 +99,7 @@ class StageContext:
     # the paradigm's rollout step (`Paradigm.rollouts`): one `Sampled` per training item, in order
     rollouts: list[Sampled] | None = None
     # terms the run's continual-learning method adds to the paradigm's loss (continual/base.py):
-    # the paradigm's trainer class goes through `continual.base.with_loss_terms`
+    # the paradigm's trainer class goes through `loss_terms.with_loss_terms`
     loss_terms: list = field(default_factory=list)
 
 
