@@ -115,10 +115,6 @@ class RFTParadigm(StageTraining):
         require(self.vllm_max_model_length is None or self.vllm_max_model_length > self.max_completion_length,
                 f"{at}.vllm_max_model_length", self.vllm_max_model_length,
                 f"> max_completion_length ({self.max_completion_length}) or null")
-        if self.use_vllm:
-            from cpt_bench.model.vllm_engine import require_vllm
-
-            require_vllm(f"{at}.use_vllm=true")
 
     def settle(self, cfg) -> None:
         """With peft=lora (or olora), TRL's GRPO computes the KL against the model with its adapter disabled:
