@@ -210,3 +210,20 @@ def test_a_report_over_two_tiny_paper_sft_runs_shows_the_papers_figures_as_a_ref
     report = (sweep / "report.md").read_text()
     assert "## The paper's published figures (reference)" in report and "Reference only" in report
     assert "| SFT (reference only) | final avg acc |" in report and "| 54.0 |" in report
+
+
+def test_the_gpu_checks_parts_fit_its_call_and_record_the_preflight_beside_the_peaks(tmp_path):
+    import sys
+
+    script = (DOCS.parent / "benchmarks" / "gpu_check.sh").read_text()
+    budget = int(re.search(r"BUDGET=\$\{BUDGET:-(\d+)\}", script).group(1))
+    call = int(re.search(r"timeout_s (\d+)", script).group(1))
+    assert budget < call <= 600  # every part's limit is checked against what is left of the budget
+    assert 'want "$name" 150' in script and 'want "${check%%:*}" "${check#*:}"' in script
+    sys.path.insert(0, str(DOCS.parent / "benchmarks"))
+    from gpu_summary import predictions
+
+    (tmp_path / "preflight-grpo.json").write_text(json.dumps({"training": {"total_gib": 133.14, "verdict": NO_FIT}}))
+    rows = predictions(tmp_path, {"risk_grpo": {"peak_gb": 75.2, "out_of_memory": "CUDA out of memory"}})
+    assert rows == {"grpo": {"predicted_gib": 133.1, "predicted_verdict": NO_FIT, "measured_peak_gib": 75.2,
+                             "out_of_memory": True}}

@@ -75,7 +75,9 @@ def render_estimate(title: str, e: Estimate) -> list[str]:
         lines.append(f"  (CPU memory per node for the model states: {e.cpu_gib:.1f} GiB, DeepSpeed's estimate)")
     if e.vllm_verdict:
         lines.append(f"  vLLM KV cache: {e.vllm_kv_tokens} tokens -> {e.vllm_verdict}")
-    lines += [f"  would fit with {f.setting}: {f.total_gib:.1f} GiB -> {f.verdict}" for f in e.fixes[:4]]
+    if e.fixes:
+        lines.append("  what would change it (one setting each):")
+    lines += [f"    {f.setting}: {f.total_gib:.1f} GiB -> {f.verdict}" for f in e.fixes[:4]]
     return lines
 
 
