@@ -79,6 +79,12 @@ def check_seeds(config: Config, stages: int) -> None:
         raise ConfigError(f"seed={config.seed} is outside NumPy's seed range: seed and the {stages} stage seeds "
                           f"(seed + 1 .. seed + {stages}) must lie in [{low}, {high}]; use a seed in "
                           f"[{low}, {high - stages}]")
+    # the other seeds that reach NumPy (the rest go to random.Random or torch, which take any int)
+    others = {"model.align.seed": config.model.align.seed if config.model.builtin == "smollm2_135m_aligned" else 0,
+              "eval.harness.seed": config.eval.harness.seed if config.eval.harness.backend != "none" else 0}
+    for key, value in others.items():
+        if not low <= value <= high:
+            raise ConfigError(f"{key}={value} is outside NumPy's seed range: use a seed in [{low}, {high}]")
 
 
 def usable_cores() -> int:
