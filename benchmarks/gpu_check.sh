@@ -18,8 +18,13 @@
 #   there:  device run, carry [".whl"], command "bash benchmarks/gpu_check.sh [PART...]", timeout_s 590
 #
 # PARTs (default: all): sft rft (150 s each) kl (100 s) eval (220 s) grpo (120 s). All of them
-# take about 760 s, more than one device call's 600 s: choose the parts that fit in 560 s, the
-# ones docs/cluster.md says are still unmeasured first. The model is built only for sft and rft.
+# take about 760 s, more than one device call's 600 s: BUDGET (540 s, the call's 590 s less the
+# install and the preflight) bounds the parts' limits together: a part whose limit is more than
+# what is left is skipped and recorded as such, so the limits of the parts that run always add up
+# to less than the call's. Name the ones docs/cluster.md says are still unmeasured first. The model
+# is built only for sft and rft. Before the parts, the preflight's predictions for each
+# (benchmarks/gpu_preflight.py, no model) are written beside them; gpu_summary.py puts the
+# predicted per-GPU total next to each measured peak.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench-results}
@@ -32,7 +37,20 @@ export PYTHONPATH=/tmp/site HF_HUB_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERE
 export PATH=/tmp/site/bin:$PATH
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$RES/gpu.txt"
 PARTS=" ${*:-sft rft kl eval grpo} "
-want() { [[ $PARTS == *" $1 "* ]]; }
+BUDGET=${BUDGET:-540}  # seconds from the script's start (install included) to its last part's limit
+# want NAME [LIMIT]: the part was asked for and (with a limit) that limit fits what is left of BUDGET
+want() {
+    [[ $PARTS == *" $1 "* ]] || return 1
+    [ -z "${2:-}" ] && return 0
+    local left=$((BUDGET - SECONDS))
+    if [ "$2" -gt "$left" ]; then
+        echo "$1 skipped: its ${2} s limit is more than the ${left} s left of BUDGET=${BUDGET}" | tee -a "$RES/summary.txt"
+        return 1
+    fi
+}
+timeout 60 python3 benchmarks/gpu_preflight.py "$RES" > "$RES/preflight.log" 2>&1 \
+    || echo "preflight exit $? (see preflight.log)" | tee -a "$RES/summary.txt"
+pack
 if want sft || want rft; then
     python3 benchmarks/gpu_model.py /tmp/qwen-0.5b-random > "$RES/model.log" 2>&1 \
         || { cat "$RES/model.log"; pack; exit 1; }
@@ -42,7 +60,7 @@ common=(model.path=/tmp/qwen-0.5b-random model.builtin=null model.dtype=bf16 lau
         benchmark.test_size=64 eval.general=false eval.batch_size=64)
 run() {  # name, extra overrides...
     local name=$1; shift
-    want "$name" || return 0
+    want "$name" 150 || return 0
     timeout 150 python3 -m cpt_bench.cli "${common[@]}" "$@" hydra.run.dir=/tmp/gpu-$name \
         > "$RES/$name.log" 2>&1
     local rc=$?
@@ -57,7 +75,7 @@ run() {  # name, extra overrides...
 run sft paradigm=sft paradigm.per_device_batch_size=8 paradigm.epochs=1 paradigm.max_length=128
 run rft paradigm=rft paradigm.per_device_batch_size=64 paradigm.max_steps=8 paradigm.max_completion_length=32
 for check in kl:100 eval:220 grpo:120; do  # name:seconds
-    want "${check%%:*}" || continue
+    want "${check%%:*}" "${check#*:}" || continue
     timeout "${check#*:}" python3 benchmarks/gpu_risks.py "${check%%:*}" "$RES/risk-${check%%:*}.json" \
         > "$RES/risk-${check%%:*}.log" 2>&1
     rc=$?

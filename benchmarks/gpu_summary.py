@@ -31,8 +31,31 @@ def summarise(out: Path) -> dict:
     for risk in ("kl", "eval", "grpo"):  # gpu_risks.py's checks (absent: it ran out of time or failed)
         path = out / f"risk-{risk}.json"
         result[f"risk_{risk}"] = json.loads(path.read_text()) if path.exists() else None
+    result["preflight"] = predictions(out, result)
     (out / "gpu_check.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def predictions(out: Path, result: dict) -> dict:
+    """Per part, the preflight's predicted per-GPU total (gpu_preflight.py) beside the peak it
+    measured (GiB, torch's max_memory_allocated): the training step for sft, rft and grpo, the
+    evaluation step for eval; an out-of-memory error is the measurement for a part that had one."""
+    measured = {"sft": (result.get("sft") or {}).get("peak_gpu_memory_gb"),
+                "rft": (result.get("rft") or {}).get("peak_gpu_memory_gb"),
+                "eval": ((result.get("risk_eval") or {}).get("capped") or {}).get("peak_gb"),
+                "grpo": (result.get("risk_grpo") or {}).get("peak_gb")}
+    oom = {"eval": "out_of_memory" in ((result.get("risk_eval") or {}).get("capped") or {}),
+           "grpo": "out_of_memory" in (result.get("risk_grpo") or {})}
+    rows = {}
+    for part, peak in measured.items():
+        path = out / f"preflight-{part}.json"
+        if not path.exists():
+            continue
+        got = json.loads(path.read_text())
+        step = got["evaluation"] if part == "eval" else got["training"]
+        rows[part] = {"predicted_gib": round(step["total_gib"], 1), "predicted_verdict": step["verdict"],
+                      "measured_peak_gib": peak, "out_of_memory": oom.get(part, False)}
+    return rows
 
 
 if __name__ == "__main__":

@@ -126,6 +126,7 @@ def test_make_paper_sft_dry_prints_the_sbatch_script():
                  "#SBATCH --partition=gpu", "#SBATCH --signal=USR2@300"]:
         assert line in res.stdout.splitlines()
     assert "#SBATCH --account" not in res.stdout
+    assert "# preflight of the first job" in res.stdout and "training step:" in res.stdout  # below the script
 
 
 @pytest.fixture

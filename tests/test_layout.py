@@ -22,7 +22,7 @@ LAYERS = {
     "paradigms": 5,
     "builtin": 6, "continual": 6,
     "run": 7,
-    "configstore": 8,
+    "configstore": 8, "preflight": 8,
     "cli": 9, "slurm": 9,
 }
 

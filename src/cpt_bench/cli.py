@@ -62,8 +62,14 @@ def main(cfg: DictConfig) -> float | None:
     _joblib_threads(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
+        if cfg.preflight.enabled:  # plans for the node described; builds no model, writes no run.json
+            from cpt_bench.preflight import preflight_main
+
+            preflight_main(cfg, run_dir)
+            return None
         group = _sweep_group()
-        run = Run(cfg, run_dir, wandb_group=group, in_sweep=group is not None)
+        experiment = HydraConfig.get().runtime.choices.get("experiment")  # the +experiment preset, if any
+        run = Run(cfg, run_dir, wandb_group=group, in_sweep=group is not None, experiment=experiment)
         metrics = run.execute()
     except ConfigError as exc:
         print(f"cpt-bench: error: {exc}", file=sys.stderr)

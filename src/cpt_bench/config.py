@@ -359,6 +359,19 @@ class CheckpointConfig:
 
 
 @dataclass
+class PreflightConfig:
+    """preflight.enabled=true: the run's memory, disk and install on this node, then stop (preflight/)."""
+
+    enabled: bool = False
+    gpus: int | None = None  # GPUs per node; null = what torch.cuda sees, else launcher.nproc_per_node
+    gpu_memory_gb: float | None = None  # per GPU, GiB; null = what torch.cuda sees, else 80 (A100/H100)
+
+    def validate(self, at: str = "preflight") -> None:  # by the preflight, which alone reads the node
+        for key in ("gpus", "gpu_memory_gb"):
+            require(getattr(self, key) is None or getattr(self, key) > 0, f"{at}.{key}", getattr(self, key), "> 0")
+
+
+@dataclass
 class Config:
     paradigm: Any = MISSING
     benchmark: Any = MISSING
@@ -378,6 +391,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
+    preflight: PreflightConfig = field(default_factory=PreflightConfig)
     seed: int = 0  # training seed (data order, sampling, initialisation of new heads)
     threads: int | None = None  # torch CPU threads; null = torch's default
     # a run dir that holds a finished run is never overwritten unless this is true;

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import NamedTuple
 from unittest import mock
 
@@ -160,6 +161,24 @@ def main(argv: list[str] | None = None) -> None:
     print(out.script, end="" if out.script.endswith("\n") else "\n")
     batches = f" in {out.submissions} submissions (the first shown)" if out.submissions > 1 else ""
     print(f"# the sweep expands to {len(out.jobs)} job(s){batches}; nothing was submitted")
+    print(f"\n# preflight of the first job on its node ({' '.join(out.jobs[0])})")
+    print(job_preflight(out.jobs[0]))
+
+
+def job_preflight(job: list[str]) -> str:
+    """The preflight (cpt_bench.preflight) of one job of the sweep, for the node it asks for
+    (its launcher's ranks per node as GPUs unless preflight.gpus says otherwise); one line on error."""
+    from hydra.types import RunMode
+
+    from cpt_bench.errors import ConfigError
+    from cpt_bench.preflight import render, run_preflight
+
+    try:
+        with _hydra() as hydra:
+            cfg = hydra.compose_config("config", job, run_mode=RunMode.MULTIRUN, from_shell=False)
+        return render(run_preflight(cfg, Path(cfg.hydra.sweep.dir)))
+    except ConfigError as exc:
+        return f"preflight: error: {exc}"
 
 
 if __name__ == "__main__":

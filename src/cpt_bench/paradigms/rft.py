@@ -110,15 +110,13 @@ class RFTParadigm(StageTraining):
         require(self.generation_steps > 0, f"{at}.generation_steps", self.generation_steps, "> 0")
         for key in ("reward_accuracy_weight", "reward_format_weight"):
             require(getattr(self, key) >= 0, f"{at}.{key}", getattr(self, key), ">= 0")
+        require(self.vllm_tensor_parallel_size > 0, f"{at}.vllm_tensor_parallel_size", self.vllm_tensor_parallel_size,
+                "> 0")
         require(0 < self.vllm_gpu_memory_utilization <= 1, f"{at}.vllm_gpu_memory_utilization",
                 self.vllm_gpu_memory_utilization, "in (0, 1]")
         require(self.vllm_max_model_length is None or self.vllm_max_model_length > self.max_completion_length,
                 f"{at}.vllm_max_model_length", self.vllm_max_model_length,
                 f"> max_completion_length ({self.max_completion_length}) or null")
-        if self.use_vllm:
-            from cpt_bench.model.vllm_engine import require_vllm
-
-            require_vllm(f"{at}.use_vllm=true")
 
     def settle(self, cfg) -> None:
         """With peft=lora (or olora), TRL's GRPO computes the KL against the model with its adapter disabled:

@@ -356,7 +356,7 @@ def flips_section(summaries: Sequence[VariantSummary]) -> str:
 
 
 def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummary], base: Path | None,
-                    figures: Sequence[str], drift: str = "") -> str:
+                    figures: Sequence[str], drift: str = "", paper: str = "") -> str:
     analysed = [r for s in summaries for r in s.runs]  # the runs behind the variants' means: every comparison's
     compute = matched_compute_section(analysed)
     run_rows = [[_relative(r.path, base), r.variant, r.seed, r.status,
@@ -369,6 +369,7 @@ def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummar
         "## Results per variant", "",
         variant_table(summaries), "",
         NOTE, "",
+        *([paper, ""] if paper else []),
         *([harness, ""] if (harness := harness_section(summaries)) else []),
         *([flips, ""] if (flips := flips_section(summaries)) else []),
         matched_gain_section(analysed), "",

@@ -63,6 +63,7 @@ class RunRecord:
     diagnostics: dict[int, Diagnostics] = field(default_factory=dict)  # stage -> its stage.json diagnostics
     harness: dict[int, HarnessResult] = field(default_factory=dict)  # stage -> its eval.harness scores
     flips: list[FlipRow] = field(default_factory=list)  # flips.csv rows (none: a run from before it)
+    experiment: str | None = None  # the +experiment preset it was composed with (run.json)
 
     def setting(self, dotted: str, default=None):
         """A config value by its dotted key ("paradigm.kl_coef"); `default` where the run has none."""
@@ -149,6 +150,7 @@ def load_run(path: Path) -> RunRecord:
         diagnostics={r.stage: r.diagnostics for r in stages},
         harness={r.stage: r.harness for r in stages if r.harness},
         flips=read_flips_csv(path / FLIPS_CSV) if (path / FLIPS_CSV).exists() else [],
+        experiment=info.get("experiment"),
     )
 
 

@@ -92,9 +92,11 @@ class Run:
     """One CPT sequence (or the joint baseline) in one run directory."""
 
     def __init__(self, cfg: Config | DictConfig, run_dir: Path, wandb_group: str | None = None,
-                 in_sweep: bool = False):
-        """`cfg`: a composed config or a `Config`; the run holds it as the validated `Config`."""
+                 in_sweep: bool = False, experiment: str | None = None):
+        """`cfg`: a composed config or a `Config`; the run holds it as the validated `Config`;
+        `experiment`: the `+experiment` preset it was composed with (recorded in run.json)."""
         planned = plan(cfg)
+        self.experiment = experiment
         self.cfg: Config = planned.config
         self.run_dir, self.wandb_group, self.in_sweep = run_dir, wandb_group, in_sweep
         self.benchmark, self.order, self.paradigm = planned.benchmark, planned.order, planned.paradigm
@@ -160,7 +162,7 @@ class Run:
             torch.set_num_threads(cfg.threads)
         self.info = {
             "status": "running", "command": command_line(), "config": comparable(cfg),
-            "order": self.order, "general_suite": self.general, "seed": cfg.seed,
+            "order": self.order, "general_suite": self.general, "seed": cfg.seed, "experiment": self.experiment,
             "versions": package_versions(), "hardware": hardware(), "precision": run_precision(cfg).describe(),
             # which engine generated: vLLM's greedy output is not bit-identical to transformers'
             "backends": {"evaluation": str(cfg.eval.backend), "rif_rollouts": str(cfg.eval.backend),

@@ -25,6 +25,7 @@ def comparable(cfg: Config) -> dict:
     """The config that defines the results (what must match to resume a run), as run.json keeps it."""
     data = config_dict(cfg)
     data.pop("overwrite", None)
+    data.pop("preflight", None)  # the node a preflight described, not what the run computes
     for key in ("mode", "init_timeout"):  # how to reach W&B, not what the run computes
         data.get("logger", {}).pop(key, None)
     return data
