@@ -402,9 +402,7 @@ class Config:
         """Every node's range and cross-field rules (the closed choices Hydra already checked)."""
         for at in ("paradigm", "benchmark", "model", "filter", "eval", "launcher", "logger", "replay", "peft", "cl"):
             getattr(self, at).validate(at)
-        self.cl.check(self)  # what the method cannot run with, named before any model
-        if self.cl.name != "none" and self.schedule == Schedule.evaluate:
-            raise ConfigError(f"schedule=evaluate trains nothing, so cl={self.cl.name} would do nothing: drop it")
+        self.cl.refuse(self)  # what the method cannot run with, named before any model
         if self.peft.name != PeftMethod.none and self.deepspeed.config and "zero3" in self.deepspeed.name:
             raise ConfigError(f"peft={self.peft.name} is not supported with ZeRO-3 here (merging partitioned adapters "
                               "is untested): use deepspeed=zero2 or none")

@@ -46,7 +46,16 @@ class MethodSettings:
 
     def check(self, cfg: Config) -> None:
         """Refuse, in one ConfigError line, a combination with the rest of the run this method
-        cannot run correctly (called by `Config.validate`, before any model)."""
+        cannot run correctly (its own rules; `refuse` adds the ones every method shares)."""
+
+    def refuse(self, cfg: Config) -> None:
+        """Every combination this method cannot run, one ConfigError line (`Config.validate`,
+        before any model): schedule=evaluate trains nothing, then the method's own `check`."""
+        from cpt_bench.errors import ConfigError
+
+        if self.name != "none" and str(cfg.schedule) == "evaluate":
+            raise ConfigError(f"schedule=evaluate trains nothing, so cl={self.name} would do nothing: drop it")
+        self.check(cfg)
 
 
 @dataclass(frozen=True)

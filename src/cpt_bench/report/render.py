@@ -273,9 +273,7 @@ def matched_gain_section(runs: Sequence[RunRecord]) -> str:
 
 def gain_rule_section(runs: Sequence[RunRecord]) -> str:
     """The paradigms compared at the learning rates a gain-only rule picks (no forgetting consulted)."""
-    picked = gain_rule_choices(runs)
-    choices = {family: choice for family, choice in picked.items() if choice[0] is not None}
-    gained_nothing = [family for family in picked if family not in choices]
+    choices, left_out = gain_rule_choices(runs)
     if len(choices) < 2:
         return ""
     rows = []
@@ -291,10 +289,8 @@ def gain_rule_section(runs: Sequence[RunRecord]) -> str:
              f"Per paradigm, the smallest learning rate whose mean gain reaches {100 * GAIN_SHARE:.0f} % of the best "
              "mean gain on its grid (the rule of docs/hyperparameters.md; forgetting is never consulted). "
              f"Means over the runs at that rate with {100 * CONFIDENCE:.0f} % Student-t intervals; percentage points.",
-             "", _table(["paradigm", "lr", "n", "gain", "forgetting", "general change"], rows)]
-    if gained_nothing:
-        parts += ["", "Left out, no learning rate of their grid gaining on average (the rule picks nothing): "
-                  + ", ".join(gained_nothing) + "."]
+             "", _table(["paradigm", "lr", "n", "gain", "forgetting", "general change"], rows),
+             *(["", f"Left out (no rate of the grid gains on average): {', '.join(left_out)}."] if left_out else [])]
     for pa, pb in itertools.combinations(choices, 2):
         diff_rows = []
         for key, what, minimize in (("gain", "gain", None), ("forgetting", "forgetting", True),

@@ -109,12 +109,12 @@ def run_points(runs: Sequence[RunRecord], key: str) -> dict[str, list[RunPoint]]
     return out
 
 
-def gain_rule_choices(runs: Sequence[RunRecord]) -> dict[str, tuple[float | None, list[RunRecord]]]:
+def gain_rule_choices(runs: Sequence[RunRecord]) -> tuple[dict[str, tuple[float, list[RunRecord]]], list[str]]:
     """Per family (`RunRecord.family`), the learning rate the gain-only rule picks among its
-    sequential runs, and those runs (None and no runs: no rate of its grid gained on average).
-    Only for a family whose variants differ in the learning rate alone (else the rule has no
-    single grid to pick from) and that has at least two."""
-    out = {}
+    sequential runs, and those runs; and the families left out because no rate of their grid
+    gained on average. Only for a family whose variants differ in the learning rate alone (else
+    the rule has no single grid to pick from) and that has at least two."""
+    out, left_out = {}, []
     by_family: dict[str, dict[float, list[RunRecord]]] = {}
     for run in runs:
         if not run.joint and run.lr is not None and run.metrics.get("gain") is not None:
@@ -123,8 +123,11 @@ def gain_rule_choices(runs: Sequence[RunRecord]) -> dict[str, tuple[float | None
         if len(grid) < 2 or any(len({r.variant for r in members}) > 1 for members in grid.values()):
             continue
         lr = gain_rule({lr: statistics.fmean(r.metrics["gain"] for r in members) for lr, members in grid.items()})
-        out[family] = (lr, grid[lr] if lr is not None else [])
-    return out
+        if lr is None:
+            left_out.append(family)
+        else:
+            out[family] = (lr, grid[lr])
+    return out, left_out
 
 
 # the compute a run used, as the report compares it (Compute fields)
