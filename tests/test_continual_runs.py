@@ -2,7 +2,7 @@
 sequence with SFT and with GRPO and records what it did; a strength of 0 or a merge at alpha 1
 changes nothing (the session's quick SFT run is the reference), a merge at alpha 0 keeps the base's
 row; the Fisher is the by-hand one; O-LoRA's penalty lowers the measured overlap; EWC runs on two
-ranks and resumes after a kill between its stages, merging runs on two ranks."""
+ranks and resumes after a kill between its stages (merging on two ranks: test_launch.py)."""
 
 from __future__ import annotations
 
@@ -102,11 +102,14 @@ def test_o_lora_s_penalty_lowers_the_overlap_with_the_earlier_subspace(tmp_path,
 
 
 def test_strength_0_and_a_merge_at_alpha_1_reproduce_the_run_without_them(quick_run, model_cache, tmp_path):
+    """Against the session's quick SFT run (the CLI's); here in this process, on one thread as there.
+    A merge at alpha 1 on two ranks: test_launch.py's torchrun_sft."""
+    from cpt_bench.run.controller import Run
+
     reference, _ = quick_run
     for name, method in (("ewc", ["cl=ewc", "cl.strength=0"]), ("merge", ["cl=merge", "cl.alpha=1"])):
         run_dir = tmp_path / name
-        res = run_cli(*QUICK, *method, f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}")
-        assert res.returncode == 0, res.stderr[-3000:]
+        Run(compose_config(*QUICK, *method, f"model.cache_dir={model_cache}"), run_dir).execute()
         assert (run_dir / "matrix.csv").read_text() == (reference / "matrix.csv").read_text(), name
 
 
@@ -161,15 +164,6 @@ def test_ewc_on_two_ranks(tmp_path, model_cache):
     assert (run_dir / "stages" / "01-max" / "ewc" / "fisher.safetensors").exists()
     assert stage(run_dir, 2)["diagnostics"]["cl/ewc_penalty"] > 0
     assert "on rank 1 of 2" in (run_dir / "stages" / "02-shift" / "train.log").read_text()
-
-
-def test_a_merge_on_two_ranks_merges_the_gathered_checkpoint(tmp_path, model_cache):
-    run_dir = tmp_path / "run"
-    res = run_cli(*SMALL, *TWO_RANKS, "order.tasks=[max]", "cl=merge", "cl.alpha=0", "paradigm.learning_rate=1e-3",
-                  f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}")
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert rows(run_dir)[1] == rows(run_dir)[0]
-    assert stage(run_dir, 1)["cl"]["method"] == "merge"
 
 
 def test_ewc_killed_in_its_second_stage_resumes_to_the_uninterrupted_matrix(tmp_path, model_cache):
