@@ -59,6 +59,19 @@ def test_one_gpu_grpo_step_of_the_7b_does_not_fit_and_eight_zero3_ranks_do():
     assert paper.items[0].gib < 20 and paper.verdict != NO_FIT  # ZeRO-3 over 8: about 19 GiB of states
 
 
+@pytest.mark.parametrize("method, per_weight", [("ewc", 8), ("l2", 4), ("lwf", 2), ("merge", 0)])
+def test_a_continual_learning_method_s_copies_count_on_each_rank(method, per_weight):
+    """What the method declares it holds beside the model (EWC: theta* and F in float32; LwF: the
+    frozen previous model in the run's dtype; merging: nothing on the GPU)."""
+    from cpt_bench.config import validate
+
+    held = validate(compose_config(f"cl={method}")).cl.held_per_weight(2)
+    assert held == per_weight
+    step = Step(**{**PAPER_RFT.__dict__, "zero_stage": 0, "cl_name": method, "cl_bytes_per_weight": held})
+    items = {i.name: i.gib for i in estimate(QWEN_VL_7B, step).items}
+    assert items.get(f"cl={method}", 0.0) == pytest.approx(per_weight * QWEN_VL_7B.total_params / GIB)
+
+
 def test_a_node_check_refuses_what_this_node_cannot_run():
     from cpt_bench.config import validate
     from cpt_bench.run.plan import check_node, check_seeds

@@ -44,6 +44,11 @@ class MethodSettings:
     def validate(self, at: str = "cl") -> None:
         """Ranges of this node's own settings."""
 
+    def held_per_weight(self, dtype_bytes: int) -> float:
+        """Bytes per model weight the method holds on each training rank beside the model and
+        its optimizer (the preflight's estimate; `dtype_bytes`: the run's weights)."""
+        return 0.0
+
     def check(self, cfg: Config) -> None:
         """Refuse, in one ConfigError line, a combination with the rest of the run this method
         cannot run correctly (its own rules; `refuse` adds the ones every method shares)."""

@@ -46,6 +46,9 @@ class PenaltySettings(MethodSettings):
     def validate(self, at: str = "cl") -> None:
         require(self.strength >= 0, f"{at}.strength", self.strength, ">= 0")
 
+    def held_per_weight(self, dtype_bytes: int) -> float:
+        return 4.0  # theta*, float32
+
     def check(self, cfg) -> None:
         """The penalty is on full, unpartitioned weights, from the second stage on."""
         if cfg.deepspeed.config and "zero3" in cfg.deepspeed.name:
@@ -71,6 +74,9 @@ class EWCSettings(PenaltySettings):
         super().validate(at)
         require(0 <= self.decay <= 1, f"{at}.decay", self.decay, "in [0, 1]")
         require(self.fisher_samples > 0, f"{at}.fisher_samples", self.fisher_samples, "> 0")
+
+    def held_per_weight(self, dtype_bytes: int) -> float:
+        return 8.0  # theta* and F, float32
 
     def check(self, cfg) -> None:
         super().check(cfg)

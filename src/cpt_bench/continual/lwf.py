@@ -39,6 +39,9 @@ class LwFSettings(MethodSettings):
         require(self.strength >= 0, f"{at}.strength", self.strength, ">= 0")
         require(self.temperature > 0, f"{at}.temperature", self.temperature, "> 0")
 
+    def held_per_weight(self, dtype_bytes: int) -> float:
+        return float(dtype_bytes)  # the frozen previous model, whole, in the run's dtype
+
     def check(self, cfg) -> None:
         if cfg.deepspeed.config and "zero3" in cfg.deepspeed.name:
             raise ConfigError(f"cl=lwf is not supported with deepspeed={cfg.deepspeed.name}: its frozen previous model "

@@ -53,6 +53,9 @@ class Step:
     vllm_max_model_len: int
     vllm_tp: int
     gpu_gib: float
+    # the continual-learning method's own copies on each rank (MethodSettings.held_per_weight)
+    cl_name: str = "none"
+    cl_bytes_per_weight: float = 0.0
 
 
 @dataclass
@@ -141,6 +144,9 @@ def estimate(shape: ModelShape, step: Step, with_fixes: bool = True) -> Estimate
                  else step.dtype_bytes * shape.total_params / (step.world if step.zero_stage == 3 else 1))
         items.append(Item("KL reference model", share / GIB,
                           "partitioned like the policy" if step.zero_stage == 3 else "a whole copy on each rank"))
+    if step.cl_bytes_per_weight:
+        items.append(Item(f"cl={step.cl_name}", step.cl_bytes_per_weight * shape.total_params / GIB,
+                          f"{step.cl_bytes_per_weight:g} bytes per weight on each rank (docs/cluster.md)"))
     items.append(Item("activations", activation_bytes(shape, step) / GIB,
                       f"{step.micro_batch} x {step.seq_len} tokens, gradient checkpointing "
                       f"{'on' if step.checkpointing else 'off'}"))

@@ -94,7 +94,8 @@ def step_of(config: Config, shape: ModelShape, node: Node) -> Step:
                 generation_kv=completion is not None and not use_vllm,
                 vllm_share=p.vllm_gpu_memory_utilization if use_vllm else 0.0,
                 vllm_max_model_len=getattr(p, "vllm_max_model_length", None) or seq,
-                vllm_tp=getattr(p, "vllm_tensor_parallel_size", 1), gpu_gib=node.gpu_gib)
+                vllm_tp=getattr(p, "vllm_tensor_parallel_size", 1), gpu_gib=node.gpu_gib,
+                cl_name=config.cl.name, cl_bytes_per_weight=config.cl.held_per_weight(dtype_bytes(config)))
 
 
 def existing(path: Path) -> Path:
