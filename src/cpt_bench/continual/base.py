@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import MISSING
 
+from cpt_bench.errors import ConfigError
 from cpt_bench.paradigms.loss_terms import LossTerm
 
 if TYPE_CHECKING:
@@ -56,8 +57,6 @@ class MethodSettings:
     def refuse(self, cfg: Config) -> None:
         """Every combination this method cannot run, one ConfigError line (`Config.validate`,
         before any model): schedule=evaluate trains nothing, then the method's own `check`."""
-        from cpt_bench.errors import ConfigError
-
         if self.name != "none" and str(cfg.schedule) == "evaluate":
             raise ConfigError(f"schedule=evaluate trains nothing, so cl={self.name} would do nothing: drop it")
         self.check(cfg)
