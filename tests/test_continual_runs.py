@@ -1,8 +1,9 @@
 """The classic continual-learning methods in real runs on the tiny model: each runs a two-stage
 sequence with SFT and with GRPO and records what it did; a strength of 0 or a merge at alpha 1
 changes nothing (the session's quick SFT run is the reference), a merge at alpha 0 keeps the base's
-row; the Fisher is the by-hand one; O-LoRA's penalty lowers the measured overlap; EWC runs on two
-ranks and resumes after a kill between its stages (merging on two ranks: test_launch.py)."""
+row; the Fisher is the by-hand one; O-LoRA's penalty lowers the measured overlap; EWC resumes
+after a kill between its stages. On two ranks: EWC in test_launch.py's two-rank SFT run, merging
+in test_rollout_paradigms.py's."""
 
 from __future__ import annotations
 
@@ -102,8 +103,7 @@ def test_o_lora_s_penalty_lowers_the_overlap_with_the_earlier_subspace(tmp_path,
 
 
 def test_strength_0_and_a_merge_at_alpha_1_reproduce_the_run_without_them(quick_run, model_cache, tmp_path):
-    """Against the session's quick SFT run (the CLI's); here in this process, on one thread as there.
-    A merge at alpha 1 on two ranks: test_launch.py's torchrun_sft."""
+    """Against the session's quick SFT run (the CLI's); here in this process, on one thread as there."""
     from cpt_bench.run.controller import Run
 
     reference, _ = quick_run
@@ -150,20 +150,6 @@ def test_the_fisher_is_the_mean_squared_gradient_of_each_answers_log_likelihood(
             by_hand[n] += p.grad ** 2 / 3
     for n in by_hand:
         torch.testing.assert_close(fisher[n], by_hand[n], rtol=1e-4, atol=1e-12)
-
-
-TWO_RANKS = ["launcher=torchrun", "launcher.nproc_per_node=2", "benchmark.train_size=16", "benchmark.test_size=6"]
-
-
-def test_ewc_on_two_ranks(tmp_path, model_cache):
-    """The penalty on every rank of a DDP stage and the Fisher on rank 0, read back by stage 2."""
-    run_dir = tmp_path / "run"
-    res = run_cli(*SMALL, *TWO_RANKS, "cl=ewc", "paradigm.epochs=3",  # 3 steps: the first is at the anchor (0)
-                  f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}")
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert (run_dir / "stages" / "01-max" / "ewc" / "fisher.safetensors").exists()
-    assert stage(run_dir, 2)["diagnostics"]["cl/ewc_penalty"] > 0
-    assert "on rank 1 of 2" in (run_dir / "stages" / "02-shift" / "train.log").read_text()
 
 
 def test_ewc_killed_in_its_second_stage_resumes_to_the_uninterrupted_matrix(tmp_path, model_cache):

@@ -44,10 +44,10 @@ def two_ranks_ran(log_path) -> bool:
 
 @pytest.fixture(scope="module")
 def torchrun_sft(model_cache, tmp_path_factory):
-    """With a merge at alpha 1 after each stage (cl=merge in the controller, between the launched
-    training and evaluation): exactly no merge, so the run still matches the local one."""
+    """With EWC at strength 0 (its penalty computed on both ranks, its Fisher on rank 0 after each
+    stage and read back by the next): exactly no penalty, so the run still matches the local one."""
     return cli_run(tmp_path_factory, "torchrun-sft", *QUICK, *TWO_RANKS, "paradigm.per_device_batch_size=8",
-                   "cl=merge", "cl.alpha=1", model_cache=model_cache)[0]
+                   "cl=ewc", "cl.strength=0", model_cache=model_cache)[0]
 
 
 def test_two_rank_sft_sequence_matches_the_single_process_run(torchrun_sft, quick_run):
@@ -60,8 +60,9 @@ def test_two_rank_sft_sequence_matches_the_single_process_run(torchrun_sft, quic
     assert max(abs(launched[k] - local[k]) for k in local) <= 0.06
     for stage in ("00-base", "01-max", "02-shift"):
         assert two_ranks_ran(torchrun_sft / "stages" / stage / "eval" / "evaluate.log")
-    for stage in ("01-max", "02-shift"):  # each trained checkpoint was merged before its evaluation
-        assert json.loads((torchrun_sft / "stages" / stage / "stage.json").read_text())["cl"]["method"] == "merge"
+    assert (torchrun_sft / "stages/01-max/ewc/fisher.safetensors").exists()  # rank 0's, read by stage 2's ranks
+    ewc = json.loads((torchrun_sft / "stages/02-shift/stage.json").read_text())["diagnostics"]
+    assert ewc["cl/ewc_penalty"] == 0.0 and ewc["cl/fisher_mean"] > 0
     assert two_ranks_ran(torchrun_sft / "stages/01-max/train.log")
     # rank 0 measures the drift in both directions, the base's draws cached where one process keeps them
     diag = json.loads((torchrun_sft / "stages/02-shift/stage.json").read_text())["diagnostics"]

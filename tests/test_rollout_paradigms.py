@@ -231,6 +231,7 @@ def test_weighted_sft_after_rif_on_two_ranks(model_cache, tmp_path):
     res = run_cli(*SMALL, ONE_STAGE, "benchmark.train_size=16", "benchmark.test_size=5",
                   "paradigm.weighting=reward_std", "paradigm.num_rollouts=4", "filter=rif",
                   "filter.num_rollouts=4", "launcher=torchrun", "launcher.nproc_per_node=2",
+                  "cl=merge", "cl.alpha=1",  # and a merge in the controller after the launched training (a no-op)
                   f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}")
     assert res.returncode == 0, res.stderr[-3000:]
     for stage in (1,):  # one stage: five torchrun launches
@@ -242,6 +243,7 @@ def test_weighted_sft_after_rif_on_two_ranks(model_cache, tmp_path):
         weights = item_weights([sum(r["scores"]) / 4 for r in rolled], SFTWeighting.reward_std)
         assert record["rollouts"]["kept"] == sum(w > 0 for w in weights)
         assert record["filter"]["kept"] == record["rollouts"]["items"] == record["train"]["items"]
+        assert record["cl"]["method"] == "merge"
         for log in ("rollout-rif.log", "rollout-reward_std.log"):
             assert "on rank 1 of 2" in (folder / log).read_text()
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
