@@ -135,28 +135,22 @@ CL_SFT_LR := 3e-6,1e-5,3e-5
 CL_SFT_HELD_LR := 1e-5,3e-5,1e-4
 CL_GRPO_LR := 3e-5,1e-4,3e-4
 CL_GRPO_HELD_LR := 1e-4,3e-4,6e-4
+# $(call cl_sweep,<paradigm and method>,<learning rates>,<folder>): one family's sweep
+cl_sweep = $(CL) $(1) paradigm.learning_rate=$(2) hydra.sweep.dir=$(STUDY)/cl/$(3) $(ARGS)
 study-cl: $(STAMP) ## classic CL methods: SFT and GRPO x {none, replay, EWC, LwF, merging} at matched gain (~60 min)
-	$(CL) paradigm=sft paradigm.learning_rate=$(CL_SFT_LR) hydra.sweep.dir=$(STUDY)/cl/sft $(ARGS)
-	$(CL) paradigm=sft +strategy=replay paradigm.learning_rate=$(CL_SFT_LR) hydra.sweep.dir=$(STUDY)/cl/sft_replay $(ARGS)
-	$(CL) paradigm=sft cl=ewc cl.strength=1000 paradigm.learning_rate=$(CL_SFT_HELD_LR) \
-		hydra.sweep.dir=$(STUDY)/cl/sft_ewc $(ARGS)
-	$(CL) paradigm=sft cl=lwf cl.strength=1 paradigm.learning_rate=$(CL_SFT_HELD_LR) \
-		hydra.sweep.dir=$(STUDY)/cl/sft_lwf $(ARGS)
-	$(CL) paradigm=sft cl=merge cl.alpha=0.5 paradigm.learning_rate=$(CL_SFT_HELD_LR) \
-		hydra.sweep.dir=$(STUDY)/cl/sft_merge $(ARGS)
-	$(CL) paradigm=rft paradigm.learning_rate=$(CL_GRPO_LR) hydra.sweep.dir=$(STUDY)/cl/grpo $(ARGS)
-	$(CL) paradigm=rft +strategy=replay paradigm.learning_rate=$(CL_GRPO_LR) hydra.sweep.dir=$(STUDY)/cl/grpo_replay $(ARGS)
-	$(CL) paradigm=rft cl=ewc cl.strength=1000 paradigm.learning_rate=$(CL_GRPO_HELD_LR) \
-		hydra.sweep.dir=$(STUDY)/cl/grpo_ewc $(ARGS)
-	$(CL) paradigm=rft cl=lwf cl.strength=1 paradigm.learning_rate=$(CL_GRPO_HELD_LR) \
-		hydra.sweep.dir=$(STUDY)/cl/grpo_lwf $(ARGS)
-	$(CL) paradigm=rft cl=merge cl.alpha=0.5 paradigm.learning_rate=$(CL_GRPO_HELD_LR) \
-		hydra.sweep.dir=$(STUDY)/cl/grpo_merge $(ARGS)
+	$(call cl_sweep,paradigm=sft,$(CL_SFT_LR),sft)
+	$(call cl_sweep,paradigm=sft +strategy=replay,$(CL_SFT_LR),sft_replay)
+	$(call cl_sweep,paradigm=sft cl=ewc cl.strength=1000,$(CL_SFT_HELD_LR),sft_ewc)
+	$(call cl_sweep,paradigm=sft cl=lwf cl.strength=1,$(CL_SFT_HELD_LR),sft_lwf)
+	$(call cl_sweep,paradigm=sft cl=merge cl.alpha=0.5,$(CL_SFT_HELD_LR),sft_merge)
+	$(call cl_sweep,paradigm=rft,$(CL_GRPO_LR),grpo)
+	$(call cl_sweep,paradigm=rft +strategy=replay,$(CL_GRPO_LR),grpo_replay)
+	$(call cl_sweep,paradigm=rft cl=ewc cl.strength=1000,$(CL_GRPO_HELD_LR),grpo_ewc)
+	$(call cl_sweep,paradigm=rft cl=lwf cl.strength=1,$(CL_GRPO_HELD_LR),grpo_lwf)
+	$(call cl_sweep,paradigm=rft cl=merge cl.alpha=0.5,$(CL_GRPO_HELD_LR),grpo_merge)
 	# GRPO learns nothing at SFT's strengths (EWC 1000, LwF 1): its own, 10-100x weaker
-	$(CL) paradigm=rft cl=ewc cl.strength=100 paradigm.learning_rate=$(CL_GRPO_HELD_LR) \
-		hydra.sweep.dir=$(STUDY)/cl/grpo_ewc100 $(ARGS)
-	$(CL) paradigm=rft cl=lwf cl.strength=0.1 paradigm.learning_rate=$(CL_GRPO_HELD_LR) \
-		hydra.sweep.dir=$(STUDY)/cl/grpo_lwf01 $(ARGS)
+	$(call cl_sweep,paradigm=rft cl=ewc cl.strength=100,$(CL_GRPO_HELD_LR),grpo_ewc100)
+	$(call cl_sweep,paradigm=rft cl=lwf cl.strength=0.1,$(CL_GRPO_HELD_LR),grpo_lwf01)
 	$(BIN)/cpt-bench-report $(STUDY)/cl
 
 multirun: $(STAMP) ## example sweep: two seeds x two orders = four sequences

@@ -15,7 +15,16 @@ from pathlib import Path
 from cpt_bench.choices import LauncherName, Schedule
 from cpt_bench.outputs.rundir import write_json
 from cpt_bench.preflight.memory import FITS, GIB, NO_FIT, RUNTIME_GIB, Estimate, Item, estimate, verdict
-from cpt_bench.preflight.node import Disk, Node, Ready, check_disk, describe_node, readiness, step_of
+from cpt_bench.preflight.node import (
+    PROMPT_TEXT_TOKENS,
+    Disk,
+    Node,
+    Ready,
+    check_disk,
+    describe_node,
+    readiness,
+    step_of,
+)
 from cpt_bench.preflight.shapes import ModelShape, model_shape
 
 PREFLIGHT_JSON = "preflight.json"
@@ -40,7 +49,7 @@ class Preflight:
 def evaluation_estimate(config, shape: ModelShape, node: Node, dtype: int) -> Estimate:
     """An evaluation step: each rank a whole replica and the KV cache of one generation batch."""
     prompt = (config.model.max_pixels // shape.pixels_per_token if shape.vision and config.model.max_pixels else 0)
-    tokens = config.eval.batch_size * (prompt + 512 + config.eval.max_new_tokens)
+    tokens = config.eval.batch_size * (prompt + PROMPT_TEXT_TOKENS + config.eval.max_new_tokens)
     kv = tokens * shape.text.layers * 2 * shape.text.kv_dim * dtype
     items = [Item("weights (a whole replica)", dtype * shape.total_params / GIB),
              Item("KV cache", kv / GIB, f"eval.batch_size {config.eval.batch_size} x "

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cpt_bench.report.runs import RunRecord
+from cpt_bench.report.summary import mean_std
 
 SOURCE = "arXiv 2507.05386 as docs/paper.md reports it (third-party summary, unverified)"
 PAPER_MODEL, PAPER_BENCHMARK = "qwen2_5_vl_7b", "mllm_cl7"
@@ -48,8 +49,7 @@ def final_general(run: RunRecord, column: str) -> float | None:
 
 
 def mean(values: Sequence[float | None]) -> float | None:
-    xs = [v for v in values if v is not None]
-    return sum(xs) / len(xs) if xs else None
+    return mean_std(values)[0]
 
 
 def cells(ours: float | None, paper: float) -> list[str]:
