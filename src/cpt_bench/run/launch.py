@@ -39,6 +39,7 @@ from cpt_bench.outputs.records import Diagnostics, HarnessResult
 from cpt_bench.outputs.rundir import read_json, write_jsonl
 from cpt_bench.paradigms.filtering import keep_item, rif_sampling
 from cpt_bench.paradigms.rollouts import Rollouts, Sampled
+from cpt_bench.run.drift_step import base_samples_dir
 from cpt_bench.run.rollout_step import ROLLOUTS_JSONL, Sampling
 from cpt_bench.run.steps import (
     Evaluation,
@@ -46,7 +47,6 @@ from cpt_bench.run.steps import (
     OnLog,
     StageSpec,
     Trained,
-    base_samples_dir,
     record_filter,
     write_eval_records,
 )

@@ -2,7 +2,7 @@
 
 The worker uses no Hydra and no W&B: it rebuilds the benchmark from the config,
 deterministically, so items cross the process boundary as indices. Each step's body is the
-one the in-process launcher runs (steps.py: `evaluate_sets`, `measure_drift`, `train_step`;
+one the in-process launcher runs (steps.py: `evaluate_sets`, `train_step`; drift_step.py: `measure_drift`;
 rollout_step.py: `sample`); a rank only adds its share of the items and the files the controller reads
 (what each step writes: worker.py's docstring).
 """
@@ -28,14 +28,13 @@ from cpt_bench.model.prompts import PromptStyle
 from cpt_bench.model.vision_zero3 import align_vision_tower, needs_alignment
 from cpt_bench.outputs.rundir import write_json
 from cpt_bench.paradigms import build_paradigm
+from cpt_bench.run.drift_step import drift_prompts, measure_drift
 from cpt_bench.run.rollout_step import read_rollouts, sample
 from cpt_bench.run.steps import (
     StageSpec,
-    drift_prompts,
     evaluate_sets,
     harness_step,
     load_model,
-    measure_drift,
     stage_context,
     stage_items,
     train_step,
