@@ -36,6 +36,7 @@ from cpt_bench.model.harness import evaluate_harness
 from cpt_bench.model.loading import load_checkpoint, run_precision
 from cpt_bench.model.processing import PixelBounds
 from cpt_bench.model.prompts import PromptStyle
+from cpt_bench.outputs.curves import SNAPSHOTS
 from cpt_bench.outputs.records import Diagnostics, FilterStats, HarnessResult, TrainStats
 from cpt_bench.outputs.results import JOINT
 from cpt_bench.outputs.rundir import write_jsonl
@@ -81,6 +82,16 @@ def publish_checkpoint(spec: StageSpec) -> None:
     spec.partial_model_dir.rename(spec.model_dir)
 
 
+@dataclass(frozen=True)
+class InnerPoint:
+    """An evaluation point inside a stage (eval.inner_points): the snapshot the training saved at
+    optimizer step `step` (paradigms.base.save_snapshot) and where its eval records go."""
+
+    step: int
+    model: Path  # stages/<kk>-<task>/snapshots/step-<n>/
+    dir: Path  # stages/<kk>-<task>/inner/step-<n>/
+
+
 @dataclass
 class Evaluation:
     """One row of the accuracy matrix, with each task's CoT format-compliance rate."""
@@ -91,6 +102,7 @@ class Evaluation:
     seconds: float
     drift: Diagnostics = field(default_factory=Diagnostics)  # from the base, when asked for (drift_from)
     harness: HarnessResult | None = None  # eval.harness's scores, also in `accuracy` as harness:<task>
+    points: list[Evaluation] = field(default_factory=list)  # the inner points' (`InnerPoint`), in order
 
     @classmethod
     def of(cls, records: dict[str, list[dict]], seconds: float, drift: Diagnostics | None = None,
@@ -172,6 +184,9 @@ def train_step(paradigm: Paradigm, model, processing_class, items: list[Example]
         if main:
             model.save_pretrained(spec.partial_model_dir)
         out = TrainResult(optimizer_steps=0, generated_tokens=0, train_seconds=0.0, save_seconds=time.time() - start)
+    # the inner points' snapshots were saved during training: their seconds are save seconds
+    out.train_seconds -= ctx.snapshot_seconds
+    out.save_seconds += ctx.snapshot_seconds
     out.metrics |= {f"cl/{term.name}": mean for term in ctx.loss_terms if (mean := term.mean()) is not None}
     if main:
         processing_class.save_pretrained(spec.partial_model_dir)
@@ -278,6 +293,8 @@ def stage_context(cfg, benchmark: Benchmark, style: PromptStyle, spec: StageSpec
         peft=cfg.peft if cfg.peft.name != PeftMethod.none else None,
         on_log=logged,
         rollouts=rollouts,
+        inner_points=cfg.eval.inner_points,
+        snapshot_dir=spec.dir / SNAPSHOTS,
     )
 
 
@@ -304,10 +321,12 @@ class LocalSteps:
         self.model, self.processing_class = load_model(self.cfg, path, self.device)
         self.model_path = str(path)
 
-    def evaluate(self, out_dir: Path, drift_from: str | None = None, task: str | None = None) -> Evaluation:
+    def evaluate(self, out_dir: Path, drift_from: str | None = None, task: str | None = None,
+                 points: list[InnerPoint] = ()) -> Evaluation:
         """Greedy evaluation of every test set; each task's records go to `out_dir/<task>.jsonl`.
         With `drift_from` (the base model), also the parameter drift from it, and with the
-        trained `task` and `eval.kl_samples` > 0 the output drift (KL to the base, both directions)."""
+        trained `task` and `eval.kl_samples` > 0 the output drift (KL to the base, both directions).
+        Then each of the stage's inner `points` (its snapshot, evaluated as the end is, no drift)."""
         start = time.time()
         rows = evaluate_sets(self.cfg, self.model, self.processing_class, self.benchmark, self.test_sets, self.style)
         write_eval_records(out_dir, rows)
@@ -324,7 +343,21 @@ class LocalSteps:
             finally:
                 if base is not None:
                     base.to("cpu")
-        return Evaluation.of(rows, seconds, drift, harness)
+        evaluation = Evaluation.of(rows, seconds, drift, harness)
+        evaluation.points = [self._evaluate_snapshot(point) for point in points]
+        return evaluation
+
+    def _evaluate_snapshot(self, point: InnerPoint) -> Evaluation:
+        """An inner point's snapshot evaluated beside the model held, which stays as it is."""
+        start, held = time.time(), (self.model, self.processing_class, self.model_path)
+        try:
+            self.model, self.processing_class = load_model(self.cfg, point.model, self.device)
+            self.model_path = str(point.model)
+            evaluation = self.evaluate(point.dir)
+        finally:
+            self.model, self.processing_class, self.model_path = held
+        evaluation.seconds = time.time() - start  # its loading included
+        return evaluation
 
     def filter(self, spec: StageSpec) -> Filtered:
         """RIF: keep the items the current model can learn from; record what it cost."""
