@@ -25,8 +25,16 @@ from hydra.experimental.callback import Callback
 
 from cpt_bench.errors import ReportError
 from cpt_bench.metrics import HEADLINE_METRICS
+from cpt_bench.report.curves import curves_section, within_stage_variants
 from cpt_bench.report.drift import stage_points
-from cpt_bench.report.figures import plot_compute, plot_curves, plot_drift, plot_heatmaps, plot_pareto
+from cpt_bench.report.figures import (
+    plot_compute,
+    plot_curves,
+    plot_drift,
+    plot_heatmaps,
+    plot_pareto,
+    plot_within_stage,
+)
 from cpt_bench.report.frontier import matched_gain, pareto_frontier
 from cpt_bench.report.paper import paper_section
 from cpt_bench.report.render import NOTE, csv_rows, drift_section, matched_gain_section, render_markdown, variant_table
@@ -44,7 +52,7 @@ CSV_COLUMNS = ["run_dir", "variant", "paradigm", "seed", "base_model", "status",
                "stages_completed", "num_tasks", *HEADLINE_METRICS, *COMPUTE]
 FILES = {"md": "report.md", "csv": "report.csv", "heatmaps": "report_heatmaps.png",
          "curves": "report_curves.png", "pareto": "report_pareto.png", "compute": "report_compute.png",
-         "drift": "report_drift.png"}
+         "drift": "report_drift.png", "within_stage": "report_within_stage.png"}
 
 
 # --- writing the report (I/O) -----------------------------------------------------------------
@@ -77,8 +85,15 @@ def write_report(runs: Sequence[RunRecord], out: Path) -> dict[str, Path]:
         figures.append(FILES["drift"])
     else:
         del paths["drift"]
+    if within := within_stage_variants(analysed):  # runs with eval.inner_points
+        plot_within_stage(within, paths["within_stage"])
+        figures.append(FILES["within_stage"])
+    else:
+        del paths["within_stage"]
     paper = paper_section([(s.label, s.runs) for s in summaries])  # a paper preset's runs: the paper's figures
-    paths["md"].write_text(render_markdown(runs, summaries, base, figures, drift_section(points), paper))
+    # the sections after the drift's, in its slot (render.py is at the module size limit)
+    later = "\n\n".join(part for part in (drift_section(points), curves_section(analysed)) if part)
+    paths["md"].write_text(render_markdown(runs, summaries, base, figures, later, paper))
     return paths
 
 
