@@ -25,7 +25,7 @@ from cpt_bench.outputs.curves import (
 )
 from cpt_bench.outputs.records import StageRecord, TrainStats
 from cpt_bench.paradigms.base import StageContext, save_snapshot
-from cpt_bench.report.curves import RunCurve, compare_curves, segments
+from cpt_bench.report.curves import RunCurve, compare_curves, comparison_table, segments
 from cpt_bench.run.plan import plan
 
 from conftest import compose_config as composed
@@ -108,6 +108,12 @@ def test_families_compared_at_matched_first_stage_gain_with_intervals_over_runs(
     assert cmp.rows[5].runs == (1, 0) and cmp.rows[5].mean_b is None
     assert cmp.diff == pytest.approx(-0.4 * 0.2, abs=0.02) and cmp.ci.n == 6 and cmp.ci.high < 0
     assert cmp.points == 5
+    table = comparison_table(cmp)
+    assert "A = sft (3 runs), B = rft (3 runs), up to 5 curve points a run" in table
+    assert "| +40.0 | 3, 1 |" in table and "not compared (fewer than 2 runs a side reach it)" in table
+    assert f"A − B = {100 * cmp.diff:+.1f} points" in table and "(distinguishable)" in table
+    flat = [RunCurve("sft", "f", [(0.0, 0.0), (-0.1, 0.0), (0.0, 0.1)])]
+    assert "nothing to match" in comparison_table(compare_curves(flat, flat))
     # antisymmetric: b - a is exactly the negative, interval mirrored
     back = compare_curves(rft, sft, n=6)
     assert back.diff == pytest.approx(-cmp.diff) and back.ci.low == pytest.approx(-cmp.ci.high)

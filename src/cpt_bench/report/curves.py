@@ -116,6 +116,7 @@ class CurveComparison:
     diff: float | None  # each run's mean general change over `common`, mean a - mean b
     ci: Interval | None
     points: int  # curve points per run, at most
+    runs: tuple[int, int]  # runs a side
 
 
 def compare_curves(a: Sequence[RunCurve], b: Sequence[RunCurve], n: int = MATCHED_POINTS) -> CurveComparison:
@@ -137,7 +138,7 @@ def compare_curves(a: Sequence[RunCurve], b: Sequence[RunCurve], n: int = MATCHE
         diff, ci = statistics.fmean(ya) - statistics.fmean(yb), diff_ci(ya, yb)
     return CurveComparison(a[0].family if a else "", b[0].family if b else "", rows,
                            (shared[0], shared[-1]) if shared else None, diff, ci,
-                           max((len(c.points) for c in (*a, *b)), default=0))
+                           max((len(c.points) for c in (*a, *b)), default=0), (len(a), len(b)))
 
 
 def first_stage_comparisons(runs: Sequence[RunRecord]) -> list[CurveComparison]:
@@ -173,14 +174,19 @@ def _ci(ci: Interval | None) -> str:
     return "–" if ci is None else f"[{100 * ci.low:+.1f}, {100 * ci.high:+.1f}]"
 
 
+def _runs(n: int) -> str:
+    return f"{n} run{'s' * (n != 1)}"
+
+
 def comparison_table(cmp: CurveComparison) -> str:
     a, b = cmp.family_a, cmp.family_b
     lines = [f"### general change along the first stage: {a} vs {b}", "",
-             f"{cmp.rows[0].total[0] if cmp.rows else 0} and {cmp.rows[0].total[1] if cmp.rows else 0} runs, "
-             f"up to {cmp.points} curve points a run (the base, the inner points, the end); "
-             "intervals over runs (Welch's t), never over a run's points.", "",
-             f"| trained-task gain | runs reaching it ({a}, {b}) | {a} | {b} | {a} − {b} | 95 % CI |",
-             "|---|---|---|---|---|---|"]
+             f"A = {a} ({_runs(cmp.runs[0])}), B = {b} ({_runs(cmp.runs[1])}), up to {cmp.points} curve points a run "
+             "(the base, the inner points, the end); intervals over runs (Welch's t), never over a run's points."]
+    if not cmp.rows:
+        return "\n".join([*lines, "", "No run's first stage gains on its trained task: nothing to match."])
+    lines += ["", "| trained-task gain | runs reaching it (A, B) | A | B | A − B | 95 % CI |",
+              "|---|---|---|---|---|---|"]
     for r in cmp.rows:
         diff = r.mean_a - r.mean_b if r.mean_a is not None and r.mean_b is not None else None
         ci = _ci(r.ci) if r.compared else f"not compared (fewer than {MIN_RUNS} runs a side reach it)"
@@ -192,7 +198,7 @@ def comparison_table(cmp: CurveComparison) -> str:
         verdict = ("" if cmp.ci is None else " (distinguishable)" if not cmp.ci.covers(0.0)
                    else " (not distinguishable)")
         lines += ["", f"Mean over the gains every run reaches ({_pts(cmp.common[0])} to {_pts(cmp.common[1])} "
-                  f"points): {a} − {b} = {_pts(cmp.diff)} points, 95 % CI {_ci(cmp.ci)}{verdict}."]
+                  f"points): A − B = {_pts(cmp.diff)} points, 95 % CI {_ci(cmp.ci)}{verdict}."]
     return "\n".join(lines)
 
 
