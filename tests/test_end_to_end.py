@@ -292,6 +292,8 @@ def test_checkpoint_space_counts_what_is_held_at_once():
     assert checkpoint_space(100, 7, KeepCheckpoints.last) == 200  # the new one before the old one goes
     assert checkpoint_space(100, 7, KeepCheckpoints.none) == 200
     assert checkpoint_space(100, 1, KeepCheckpoints.last) == 100
+    assert checkpoint_space(100, 7, KeepCheckpoints.last, inner_points=3) == 500  # one stage's snapshots too
+    assert checkpoint_space(100, 0, KeepCheckpoints.last, inner_points=3) == 0
 
 
 def test_a_run_that_cannot_fit_its_checkpoints_refuses_to_start(tmp_path, monkeypatch):

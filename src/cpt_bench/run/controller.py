@@ -196,7 +196,7 @@ class Run:
 
     def check_disk(self) -> None:
         stages_left = 0 if self.cfg.schedule == Schedule.evaluate else self.num_stages - max(len(self.stages) - 1, 0)
-        check_disk(self.run_dir, self.base_path, stages_left, self.cfg.checkpoint.keep)
+        check_disk(self.run_dir, self.base_path, stages_left, self.cfg.checkpoint.keep, self.cfg.eval.inner_points)
 
     def finish(self, started: float, status: str, metrics: dict | None, error: str | None) -> None:
         """Always runs: timings, plots of what was computed, run.json's status, the tracker closed."""
