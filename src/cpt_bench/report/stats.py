@@ -294,7 +294,14 @@ def matched_gain_ci(a: Sequence[RunPoint], b: Sequence[RunPoint], minimize_y: bo
     seeds' degrees of freedom times the resamples' standard error, corrected for the bootstrap's
     plug-in variance (`_bootstrap_t_interval`). None when the point estimate's gain ranges do
     not overlap.
+
+    Exactly antisymmetric: b − a is a − b negated, interval and all. The resamples are drawn for
+    the two sides in one canonical order (`_side_key`), whichever is named first, so a report's
+    matched-gain table and its verdicts print one interval for one comparison.
     """
+    if _side_key(b) < _side_key(a):
+        flipped = matched_gain_ci(b, a, minimize_y, n, confidence, n_resamples, seed)
+        return None if flipped is None else _negated(flipped, nearest_variants(a, b))
     point = matched_gain(variant_means(a), variant_means(b), n=n, minimize_y=minimize_y)
     if not point:
         return None
@@ -318,6 +325,22 @@ def matched_gain_ci(a: Sequence[RunPoint], b: Sequence[RunPoint], minimize_y: bo
         mean_ci=interval(mean_diff, diffs[keep].mean(axis=0), gains[keep[0]], gains[keep[-1]]) if keep else None,
         runs=(len(a), len(b)), variants=(len(_by_variant(a)), len(_by_variant(b))),
         clusters=len({p.cluster for p in (*a, *b)}), nearest=nearest_variants(a, b))
+
+
+def _side_key(points: Sequence[RunPoint]) -> list[tuple]:
+    """A total order on one side's runs, independent of the order they were given in."""
+    return sorted((p.variant, repr(p.cluster), p.gain, p.y) for p in points)
+
+
+def _flip(ci: Interval | None) -> Interval | None:
+    return None if ci is None else Interval(-ci.high, -ci.low, ci.n, ci.unit)
+
+
+def _negated(cmp: MatchedComparison, nearest: Nearest | None) -> MatchedComparison:
+    """b − a from a − b: every difference and interval negated, the sides swapped."""
+    rows = [MatchedRow(r.gain, r.y_b, r.y_a, -r.diff, _flip(r.ci), r.reached) for r in cmp.rows]
+    return MatchedComparison(rows, None if cmp.mean_diff is None else -cmp.mean_diff, _flip(cmp.mean_ci),
+                             cmp.runs[::-1], cmp.variants[::-1], cmp.clusters, nearest)
 
 
 @dataclass(frozen=True)
