@@ -43,7 +43,8 @@ COMPUTE = ["optimizer_steps", "generated_tokens", "train_seconds", "wall_seconds
 NOT_EXPERIMENT = ("seed", BASE_KEY, "hydra", "logger", "launcher", "model.cache_dir", "overwrite", "threads",
                   "checkpoint", "deepspeed", "eval.batch_size")
 PARADIGM_RANK = {"sft": 0, "rft": 1}  # table and comparison order; others follow by name
-SKIP_DIRS = {"wandb", "stages"}  # never hold a run of their own; can be large
+SKIP_DIRS = {"wandb", "stages", "calibration"}  # never hold a run of the study (calibration: a
+# calibrated study's one-seed probes, which must never enter a mean; `cpt-bench-report D/calibration` reads them)
 
 
 @dataclass
