@@ -72,8 +72,8 @@ def test_no_interval_from_one_run_or_runs_that_agree():
 
 
 def test_a_narrow_interval_is_printed_with_the_decimals_that_tell_its_ends_apart():
-    from cpt_bench.report.render import _ci
     from cpt_bench.report.stats import Interval
+    from cpt_bench.report.text import fmt_ci as _ci
 
     assert _ci(Interval(0.0751, 0.0752, 2)) == "[+7.51, +7.52]"
     assert _ci(Interval(0.07501, 0.07504, 2)) == "[+7.501, +7.504]"
@@ -300,7 +300,7 @@ def test_gain_rule():
 
 
 def _flipped(ci: Interval | None) -> Interval | None:
-    return None if ci is None else Interval(-ci.high, -ci.low, ci.n, ci.unit)
+    return None if ci is None else Interval(-ci.high, -ci.low, ci.n, ci.unit, ci.dof, ci.per_variant)
 
 
 def test_matched_gain_is_exactly_antisymmetric():

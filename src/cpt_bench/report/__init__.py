@@ -28,8 +28,9 @@ from cpt_bench.metrics import HEADLINE_METRICS
 from cpt_bench.report.drift import stage_points
 from cpt_bench.report.figures import plot_compute, plot_curves, plot_drift, plot_heatmaps, plot_pareto
 from cpt_bench.report.frontier import matched_gain, pareto_frontier
+from cpt_bench.report.matched import matched_gain_section
 from cpt_bench.report.paper import paper_section
-from cpt_bench.report.render import NOTE, csv_rows, drift_section, matched_gain_section, render_markdown, variant_table
+from cpt_bench.report.render import NOTE, csv_rows, drift_section, render_markdown, variant_table
 from cpt_bench.report.runs import COMPUTE, RunRecord, find_runs, load_report_csv, load_run, load_runs, variant_labels
 from cpt_bench.report.summary import analysed_runs, mean_std, stage_curve, summarize
 
