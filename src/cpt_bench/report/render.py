@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cpt_bench.metrics import HEADLINE_METRICS, SIGN_NOTE
 from cpt_bench.report.continual import cl_section
+from cpt_bench.report.decide import HALF_WIDTH, seeds_line
 from cpt_bench.report.drift import (
     OUTCOMES,
     R2_RESAMPLES,
@@ -71,7 +72,7 @@ def variant_table(summaries: Sequence[VariantSummary]) -> str:
     return table(header, rows)
 
 
-def gain_rule_section(runs: Sequence[RunRecord]) -> str:
+def gain_rule_section(runs: Sequence[RunRecord], half_width: float = HALF_WIDTH) -> str:
     """The paradigms compared at the learning rates a gain-only rule picks (no forgetting consulted)."""
     choices, left_out = gain_rule_choices(runs)
     if len(choices) < 2:
@@ -102,10 +103,12 @@ def gain_rule_section(runs: Sequence[RunRecord]) -> str:
             a, b = [r.metrics[key] for r in ra], [r.metrics[key] for r in rb]
             ci = group_diff_ci(a, b, [base_model(r.config) for r in ra], [base_model(r.config) for r in rb])
             diff_rows.append([what, pts(statistics.fmean(a) - statistics.fmean(b)), fmt_ci(ci),
-                              verdict(ci, pa, pb, minimize)])
+                              verdict(ci, pa, pb, minimize),
+                              seeds_line(ci, half_width) if ci is None or ci.covers(0.0) else ""])
         parts += ["", f"Difference {pa} − {pb} (Welch's t-interval over runs; with several base models, the "
                   "t-interval over each base's own difference):", "",
-                  table(["outcome", "difference", f"{100 * CONFIDENCE:.0f} % CI", "verdict"], diff_rows)]
+                  table(["outcome", "difference", f"{100 * CONFIDENCE:.0f} % CI", "verdict", "what would decide it"],
+                        diff_rows)]
     return "\n".join(parts)
 
 
@@ -152,7 +155,7 @@ def flips_section(summaries: Sequence[VariantSummary]) -> str:
 
 
 def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummary], base: Path | None,
-                    figures: Sequence[str], drift: str = "", paper: str = "") -> str:
+                    figures: Sequence[str], drift: str = "", paper: str = "", half_width: float = HALF_WIDTH) -> str:
     analysed = [r for s in summaries for r in s.runs]  # the runs behind the variants' means: every comparison's
     compute = matched_compute_section(analysed)
     run_rows = [[relative(r.path, base), r.variant, r.seed, r.status,
@@ -168,10 +171,10 @@ def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummar
         *([paper, ""] if paper else []),
         *([harness, ""] if (harness := harness_section(summaries)) else []),
         *([flips, ""] if (flips := flips_section(summaries)) else []),
-        matched_gain_section(analysed), "",
-        *([explain, ""] if (explain := explain_section(analysed)) else []),
-        *([cl, ""] if (cl := cl_section(analysed)) else []),
-        *([rule, ""] if (rule := gain_rule_section(analysed)) else []),
+        matched_gain_section(analysed, half_width), "",
+        *([explain, ""] if (explain := explain_section(analysed, half_width)) else []),
+        *([cl, ""] if (cl := cl_section(analysed, half_width)) else []),
+        *([rule, ""] if (rule := gain_rule_section(analysed, half_width)) else []),
         *([compute, ""] if compute else []),
         *([drift, ""] if drift else []),
         "## Figures", "",
