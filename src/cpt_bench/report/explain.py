@@ -26,6 +26,7 @@ functions of `RunRecord`s.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -226,6 +227,28 @@ def decide_lines(runs: Sequence[RunRecord], found: Sequence[Verdict], half_width
     return lines
 
 
+ON_POLICY_SHARE = 0.5  # below it, self-SFT trained mostly on reference text
+
+
+def on_policy_note(runs: Sequence[RunRecord]) -> str:
+    """How much of self-SFT's training text was its own: the share of its trained rows whose text
+    differs from SFT's target for the same item, over its runs' stages (stage.json `rollouts`);
+    a warning when it is mostly reference text. "" without self-SFT runs that recorded it."""
+    shares = [r.off_reference for run in runs if role(run) == "self_sft"
+              for r in run.rollouts.values() if r.off_reference is not None]
+    if not shares:
+        return ""
+    share = statistics.fmean(shares)
+    note = (f"Self-SFT's trained rows differed from SFT's target for the same item in {100 * share:.0f} % of rows "
+            f"(mean over {len(shares)} stages of its runs).")
+    if share < ON_POLICY_SHARE:
+        note += (" **It trained mostly on reference text**: its correct samples were the reference strings, so here "
+                 "it is close to SFT on the items the model can already solve (RIF-filtered SFT), not an on-policy "
+                 "control. Sampling at a higher `paradigm.rollout_temperature` (GRPO's and self-SFT's alike, so that "
+                 "neither is off-policy to the other) makes its rows the model's own.")
+    return note
+
+
 def explain_section(runs: Sequence[RunRecord], half_width: float = HALF_WIDTH) -> str:
     """The report's "Why does RL forget less?" section; "" when the runs are not such a study."""
     found = verdicts(runs)
@@ -251,4 +274,5 @@ def explain_section(runs: Sequence[RunRecord], half_width: float = HALF_WIDTH) -
         *rows,
         *(["", f"What would decide the open verdicts (the control against SFT; ±{100 * half_width:.1f} points "
            "planned):", "", *open_lines] if open_lines else []),
+        *(["", note] if (note := on_policy_note(runs)) else []),
     ])
