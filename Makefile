@@ -15,7 +15,7 @@ export WANDB_MODE ?= offline
         paper-sft paper-rft paper-joint paper-ablations
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 # Every version is pinned by requirements.lock (`make lock` regenerates it); pyproject.toml keeps
 # the compatible ranges for installing cpt-bench into an environment of your own.
@@ -101,57 +101,26 @@ study-toy: $(STAMP) ## toy: pareto over 3 base models x 3 seeds, both paradigms,
 		hydra/launcher=joblib hydra.sweep.dir=$(STUDY)/toy/rft $(ARGS)
 	$(BIN)/cpt-bench-report $(STUDY)/toy
 
-study-smollm2: $(STAMP) ## real LM: SFT vs GRPO (with and without KL) on format-aligned SmolLM2-135M, 3 seeds
-	$(BIN)/cpt-bench -m +experiment=smollm2_study paradigm=sft_smollm2 paradigm.learning_rate=2e-6,5e-6 \
-		hydra.sweep.dir=$(STUDY)/smollm2/sft $(ARGS)
-	$(BIN)/cpt-bench -m +experiment=smollm2_study paradigm=rft_smollm2 paradigm.learning_rate=1e-5 \
-		hydra.sweep.dir=$(STUDY)/smollm2/rft $(ARGS)
-	$(BIN)/cpt-bench -m +experiment=smollm2_study paradigm=rft_smollm2 paradigm.learning_rate=1e-5 paradigm.kl_coef=0.01 \
-		hydra.sweep.dir=$(STUDY)/smollm2/rft_kl $(ARGS)
-	$(BIN)/cpt-bench-report $(STUDY)/smollm2
+# The why-studies and the real-LM study are calibrated (cpt-bench-calibrate, docs/study.md): each
+# family's learning rates are found for target gains every family reaches, by one-seed probes
+# (calibration/ in the study folder, never in a mean), then the seeds run there, one sweep per
+# family, and one report covers them all. The families, priors, probe budget and seeds are the
+# study's YAML (src/cpt_bench/calibrate/studies/). Resumable: run it again and every finished
+# probe and run is read back. SET overrides the study's fields (SET="probes=4 seeds=[0,1]");
+# ARGS go to every cpt-bench run.
+CALIBRATE = $(BIN)/cpt-bench-calibrate $(1) --out $(STUDY)/$(1) $(if $(SET),--set $(SET)) -- $(ARGS)
+study-smollm2: $(STAMP) ## real LM: SFT vs GRPO (with and without KL) on format-aligned SmolLM2-135M, calibrated, 3 seeds
+	$(call CALIBRATE,smollm2)
 
-# Why does RL forget less (+experiment=explain, docs/study.md): one sweep per family, each over
-# its own learning-rate grid (chosen so the gains overlap), 3 seeds, into one folder; one report.
-# Resumable: run it again and every finished run is skipped.
-EXPLAIN := $(BIN)/cpt-bench -m +experiment=explain hydra/launcher=joblib
-study-explain: $(STAMP) ## why RL forgets less: SFT, GRPO with/without KL, self-SFT, weighted SFT, RIF-SFT (~40 min)
-	$(EXPLAIN) paradigm=sft paradigm.learning_rate=1e-5,2e-5,3e-5,5e-5 hydra.sweep.dir=$(STUDY)/explain/sft $(ARGS)
-	$(EXPLAIN) paradigm=self_sft paradigm.learning_rate=1e-5,3e-5,1e-4,3e-4 hydra.sweep.dir=$(STUDY)/explain/self_sft $(ARGS)
-	$(EXPLAIN) paradigm=sft paradigm.weighting=reward_variance paradigm.learning_rate=1e-5,3e-5,6e-5,1e-4 \
-		hydra.sweep.dir=$(STUDY)/explain/weighted_sft $(ARGS)
-	$(EXPLAIN) paradigm=sft filter=rif paradigm.learning_rate=1e-5,2e-5,3e-5,5e-5 \
-		hydra.sweep.dir=$(STUDY)/explain/rif_sft $(ARGS)
-	$(EXPLAIN) paradigm=rft paradigm.learning_rate=1e-4,3e-4,6e-4 hydra.sweep.dir=$(STUDY)/explain/grpo_kl $(ARGS)
-	$(EXPLAIN) paradigm=rft paradigm.kl_coef=0.0 paradigm.learning_rate=1e-4,3e-4,6e-4 \
-		hydra.sweep.dir=$(STUDY)/explain/grpo_no_kl $(ARGS)
-	$(BIN)/cpt-bench-report $(STUDY)/explain
+# Why does RL forget less (+experiment=explain): SFT, GRPO with and without KL, self-SFT,
+# reward-variance-weighted SFT and RIF-filtered SFT, calibrated to shared gains.
+study-explain: $(STAMP) ## why RL forgets less: SFT, GRPO with/without KL, self-SFT, weighted SFT, RIF-SFT, calibrated
+	$(call CALIBRATE,explain)
 
-# The classic continual-learning methods beside the paradigms (+experiment=cl_methods,
-# docs/study.md): SFT and GRPO, each alone, with replay, EWC, LwF and merging; one sweep per
-# family over its own learning-rate grid (the methods that hold the model back get higher
-# rates, so the gains overlap), 3 seeds, into one folder; one report. Resumable as above.
-CL := $(BIN)/cpt-bench -m +experiment=cl_methods hydra/launcher=joblib
-CL_SFT_LR := 3e-6,1e-5,3e-5
-CL_SFT_HELD_LR := 1e-5,3e-5,1e-4
-CL_GRPO_LR := 3e-5,1e-4,3e-4
-CL_GRPO_HELD_LR := 1e-4,3e-4,6e-4
-# $(call cl_sweep,<paradigm and method>,<learning rates>,<folder>): one family's sweep
-cl_sweep = $(CL) $(1) paradigm.learning_rate=$(2) hydra.sweep.dir=$(STUDY)/cl/$(3) $(ARGS)
-study-cl: $(STAMP) ## classic CL methods: SFT and GRPO x {none, replay, EWC, LwF, merging} at matched gain (~60 min)
-	$(call cl_sweep,paradigm=sft,$(CL_SFT_LR),sft)
-	$(call cl_sweep,paradigm=sft +strategy=replay,$(CL_SFT_LR),sft_replay)
-	$(call cl_sweep,paradigm=sft cl=ewc cl.strength=1000,$(CL_SFT_HELD_LR),sft_ewc)
-	$(call cl_sweep,paradigm=sft cl=lwf cl.strength=1,$(CL_SFT_HELD_LR),sft_lwf)
-	$(call cl_sweep,paradigm=sft cl=merge cl.alpha=0.5,$(CL_SFT_HELD_LR),sft_merge)
-	$(call cl_sweep,paradigm=rft,$(CL_GRPO_LR),grpo)
-	$(call cl_sweep,paradigm=rft +strategy=replay,$(CL_GRPO_LR),grpo_replay)
-	$(call cl_sweep,paradigm=rft cl=ewc cl.strength=1000,$(CL_GRPO_HELD_LR),grpo_ewc)
-	$(call cl_sweep,paradigm=rft cl=lwf cl.strength=1,$(CL_GRPO_HELD_LR),grpo_lwf)
-	$(call cl_sweep,paradigm=rft cl=merge cl.alpha=0.5,$(CL_GRPO_HELD_LR),grpo_merge)
-	# GRPO learns nothing at SFT's strengths (EWC 1000, LwF 1): its own, 10-100x weaker
-	$(call cl_sweep,paradigm=rft cl=ewc cl.strength=100,$(CL_GRPO_HELD_LR),grpo_ewc100)
-	$(call cl_sweep,paradigm=rft cl=lwf cl.strength=0.1,$(CL_GRPO_HELD_LR),grpo_lwf01)
-	$(BIN)/cpt-bench-report $(STUDY)/cl
+# The classic continual-learning methods beside the paradigms (+experiment=cl_methods): SFT
+# and GRPO, each alone, with replay, EWC, LwF and merging, calibrated to shared gains.
+study-cl: $(STAMP) ## classic CL methods: SFT and GRPO x {none, replay, EWC, LwF, merging}, calibrated
+	$(call CALIBRATE,cl)
 
 multirun: $(STAMP) ## example sweep: two seeds x two orders = four sequences
 	$(BIN)/cpt-bench -m seed=1,2 order=default,reverse $(ARGS)

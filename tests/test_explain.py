@@ -114,3 +114,22 @@ def test_rl_razors_claim_is_read_from_the_predictor_comparison():
     close = razor_verdict(razor_sweep({"forward_kl_task": 0.3, "kl_to_base_task": 0.3}))
     assert close.word == UNDECIDED
     assert razor_verdict(razor_sweep({"kl_to_base_task": 0.1, "param_drift": 0.1})).word == NOT_RUN
+
+
+def test_the_report_says_when_self_sft_trained_mostly_on_reference_text():
+    from cpt_bench.outputs.records import RolloutStats
+
+    def stats(share):
+        return RolloutStats("self_sft", 8, 1.0, 32, 32, 30, 0.94, 30, 0.6, 1.0, 100, off_reference=share)
+
+    runs = study(sft=1.0, grpo_kl=0.3, self_sft=0.35)
+    selfs = [r for r in runs if role(r) == "self_sft"]
+    for run in selfs:
+        run.rollouts = {1: stats(0.0), 2: stats(0.1)}
+    text = explain_section(runs)
+    assert "differed from SFT's target for the same item in 5 % of rows" in text
+    assert "It trained mostly on reference text" in text
+    for run in selfs:
+        run.rollouts = {1: stats(0.8), 2: stats(0.6)}
+    text = explain_section(runs)
+    assert "in 70 % of rows" in text and "mostly on reference text" not in text

@@ -23,7 +23,7 @@ LAYERS = {
     "builtin": 6, "continual": 6,
     "run": 7,
     "configstore": 8, "preflight": 8,
-    "cli": 9, "slurm": 9,
+    "cli": 9, "slurm": 9, "calibrate": 9,
 }
 
 

@@ -158,6 +158,9 @@ def test_self_sft_trains_on_its_own_rewarded_samples_and_records_them(tmp_path, 
         assert stats["purpose"] == "self_sft" and stats["items"] == 32 and stats["kept"] == len(kept)
         assert stats["rows"] == len(rows) and stats["kept_fraction"] == pytest.approx(len(kept) / 32)
         assert stats["max_new_tokens"] == 32 and stats["rollout_tokens"] > 0
+        # without CoT SFT's target is the answer: the share of rows that are not it, whitespace aside
+        own = sum(" ".join(row.completion.split()) != row.example.answer for row in rows) / len(rows)
+        assert stats["off_reference"] == pytest.approx(own)
         assert record["train"]["generated_tokens"] == stats["rollout_tokens"]  # counted as GRPO's are
         assert record["timings"]["rollout_seconds"] == stats["rollout_seconds"]
     info = json.loads((run_dir / "run.json").read_text())
@@ -178,6 +181,7 @@ def test_reward_variance_weighted_sft_trains_with_p_times_1_minus_p(tmp_path, mo
         assert all(row.completion is None for row in rows)
         stats = record["rollouts"]
         assert stats["purpose"] == "reward_variance" and stats["kept"] == len(rows) < 32
+        assert stats["off_reference"] is None  # every row trains towards its reference answer
         assert stats["mean_success"] == pytest.approx(sum(rates) / 32)
 
 

@@ -57,6 +57,11 @@ class RolloutStats:
     mean_success: float  # p averaged over the items
     rollout_seconds: float
     rollout_tokens: int
+    # the share of the rows trained on the model's own text that differs from SFT's target for
+    # the same item (whitespace aside); None: no row trains on sampled text (weighting). On the toy
+    # with CoT the correct samples are almost always the reference text itself: an "on-policy"
+    # control at a low share trains reference strings, close to RIF-filtered SFT
+    off_reference: float | None = None
 
 
 @dataclass

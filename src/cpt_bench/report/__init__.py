@@ -25,7 +25,8 @@ from hydra.experimental.callback import Callback
 
 from cpt_bench.errors import ReportError
 from cpt_bench.metrics import HEADLINE_METRICS
-from cpt_bench.report.curves import curves_section, within_stage_variants
+from cpt_bench.report.curves import within_stage_variants
+from cpt_bench.report.decide import HALF_WIDTH
 from cpt_bench.report.drift import stage_points
 from cpt_bench.report.figures import (
     plot_compute,
@@ -36,8 +37,9 @@ from cpt_bench.report.figures import (
     plot_within_stage,
 )
 from cpt_bench.report.frontier import matched_gain, pareto_frontier
+from cpt_bench.report.matched import matched_gain_section
 from cpt_bench.report.paper import paper_section
-from cpt_bench.report.render import NOTE, csv_rows, drift_section, matched_gain_section, render_markdown, variant_table
+from cpt_bench.report.render import NOTE, csv_rows, drift_section, render_markdown, variant_table
 from cpt_bench.report.runs import COMPUTE, RunRecord, find_runs, load_report_csv, load_run, load_runs, variant_labels
 from cpt_bench.report.summary import analysed_runs, mean_std, stage_curve, summarize
 
@@ -58,8 +60,9 @@ FILES = {"md": "report.md", "csv": "report.csv", "heatmaps": "report_heatmaps.pn
 # --- writing the report (I/O) -----------------------------------------------------------------
 
 
-def write_report(runs: Sequence[RunRecord], out: Path) -> dict[str, Path]:
-    """report.md, report.csv and the three figures into `out`; returns their paths."""
+def write_report(runs: Sequence[RunRecord], out: Path, half_width: float = HALF_WIDTH) -> dict[str, Path]:
+    """report.md, report.csv and the three figures into `out`; returns their paths. `half_width`:
+    the interval half-width the decide-lines plan seeds for (decide.py)."""
     out.mkdir(parents=True, exist_ok=True)
     base = out.resolve()
     summaries = summarize(runs)
@@ -91,9 +94,7 @@ def write_report(runs: Sequence[RunRecord], out: Path) -> dict[str, Path]:
     else:
         del paths["within_stage"]
     paper = paper_section([(s.label, s.runs) for s in summaries])  # a paper preset's runs: the paper's figures
-    # the sections after the drift's, in its slot (render.py is at the module size limit)
-    later = "\n\n".join(part for part in (drift_section(points), curves_section(analysed)) if part)
-    paths["md"].write_text(render_markdown(runs, summaries, base, figures, later, paper))
+    paths["md"].write_text(render_markdown(runs, summaries, base, figures, drift_section(points), paper, half_width))
     return paths
 
 
@@ -105,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a run directory, or a directory holding runs (e.g. a multirun sweep); or one "
                         "report.csv, to re-analyse a study whose run directories are gone (with --out)")
     parser.add_argument("--out", type=Path, help="where to write the report (default: the single DIR)")
+    parser.add_argument("--half-width", type=float, default=100 * HALF_WIDTH, metavar="POINTS",
+                        help="the 95 %% interval half-width, in points, that each open comparison's line plans "
+                        "seeds for (default %(default)g); choose it before the seeds run")
     return parser
 
 
@@ -124,7 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     out = args.out or args.dirs[0]
-    paths = write_report(runs, out)
+    if not args.half_width > 0:
+        parser.error("--half-width must be above 0 points")
+    paths = write_report(runs, out, args.half_width / 100)
     print(variant_table(summarize(runs)))
     print(f"\n{NOTE}\nReport: {paths['md']} (+ report.csv, report_*.png)")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from cpt_bench.report.decide import HALF_WIDTH, comparison_line
 from cpt_bench.report.explain import Difference, difference
 from cpt_bench.report.runs import RunRecord, base_model
 from cpt_bench.report.stats import RunPoint
@@ -60,7 +61,11 @@ def _cell(d: Difference | None, have: bool) -> str:
     return f"{mark}{100 * d.diff:+.1f}{ci}{mark}"
 
 
-def cl_section(runs: Sequence[RunRecord]) -> str:
+def _open(d: Difference | None, have: bool) -> bool:
+    return have and (d is None or d.ci is None or d.ci.covers(0.0))
+
+
+def cl_section(runs: Sequence[RunRecord], half_width: float = HALF_WIDTH) -> str:
     """The report's "Classic continual-learning methods" section; "" without a method's runs."""
     methods = methods_run(runs)
     if not methods:
@@ -73,16 +78,22 @@ def cl_section(runs: Sequence[RunRecord]) -> str:
              "estimable*: the two reach no common gain that the resamples agree on."]
     for key, what, minimize in METRICS:
         points = arm_points(runs, key)
-        rows = []
+        rows, open_lines = [], []
         for method in ["none", *methods]:
             name = METHOD_NAMES.get(method, method)
             sft, grpo = f"SFT {method}", f"GRPO {method}"
-            cells = [] if method == "none" else [
-                _cell(difference(points, sft, "SFT none", minimize), sft in points and "SFT none" in points),
-                _cell(difference(points, grpo, "GRPO none", minimize), grpo in points and "GRPO none" in points)]
-            vs = _cell(difference(points, "GRPO none", sft, minimize), sft in points and "GRPO none" in points)
-            rows.append(f"| {name} | {' | '.join(cells or ['-', '-'])} | {vs} |")
+            pairs = [] if method == "none" else [(sft, "SFT none"), (grpo, "GRPO none")]
+            cells = []
+            for first, second in [*pairs, ("GRPO none", sft)]:
+                d, have = difference(points, first, second, minimize), first in points and second in points
+                cells.append(_cell(d, have))
+                if _open(d, have):
+                    line = comparison_line(points[first], points[second], first, second, minimize, half_width)
+                    open_lines.append(f"- {first} − {second}: {line}")
+            rows.append(f"| {name} | {' | '.join(cells[:-1] or ['-', '-'])} | {cells[-1]} |")
         parts += ["", f"### {what}", "",
                   "| method | SFT + method − SFT | GRPO + method − GRPO | GRPO alone − SFT + method |",
-                  "|---|---|---|---|", *rows]
+                  "|---|---|---|---|", *rows,
+                  *(["", f"What would decide the open comparisons (±{100 * half_width:.1f} points planned):", "",
+                     *open_lines] if open_lines else [])]
     return "\n".join(parts)

@@ -26,9 +26,11 @@ functions of `RunRecord`s.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cpt_bench.report.decide import HALF_WIDTH, comparison_line
 from cpt_bench.report.drift import SHORT, compare_predictors, format_r2, stage_points
 from cpt_bench.report.runs import RunRecord, base_model
 from cpt_bench.report.stats import Interval, RunPoint, matched_gain_across_bases, matched_gain_ci
@@ -209,11 +211,50 @@ def _pts(d: Difference) -> str:
     return f"{ROLE_NAMES[d.control]} - {ROLE_NAMES[d.reference]} {100 * d.diff:+.1f}{ci}"
 
 
-def explain_section(runs: Sequence[RunRecord]) -> str:
+def decide_lines(runs: Sequence[RunRecord], found: Sequence[Verdict], half_width: float = HALF_WIDTH) -> list[str]:
+    """For each verdict left open, why and what would decide it: its comparison with SFT (the one
+    its word rests on) through decide.py; for RL's Razor, the R² intervals."""
+    points, lines = forgetting_points(runs), []
+    for v in found:
+        if v.word != UNDECIDED:
+            continue
+        if v.control == RAZOR_CLAIM.control:
+            line = ("why: the forward KL's R² interval overlaps another drift measure's; to decide: more runs (the "
+                    "R² intervals are a bootstrap over runs and narrow as their number grows)")
+        else:
+            line = comparison_line(points[v.control], points["sft"], ROLE_NAMES[v.control], "SFT", True, half_width)
+        lines.append(f"- {v.explanation}: {line}")
+    return lines
+
+
+ON_POLICY_SHARE = 0.5  # below it, self-SFT trained mostly on reference text
+
+
+def on_policy_note(runs: Sequence[RunRecord]) -> str:
+    """How much of self-SFT's training text was its own: the share of its trained rows whose text
+    differs from SFT's target for the same item, over its runs' stages (stage.json `rollouts`);
+    a warning when it is mostly reference text. "" without self-SFT runs that recorded it."""
+    shares = [r.off_reference for run in runs if role(run) == "self_sft"
+              for r in run.rollouts.values() if r.off_reference is not None]
+    if not shares:
+        return ""
+    share = statistics.fmean(shares)
+    note = (f"Self-SFT's trained rows differed from SFT's target for the same item in {100 * share:.0f} % of rows "
+            f"(mean over {len(shares)} stages of its runs).")
+    if share < ON_POLICY_SHARE:
+        note += (" **It trained mostly on reference text**: its correct samples were the reference strings, so here "
+                 "it is close to SFT on the items the model can already solve (RIF-filtered SFT), not an on-policy "
+                 "control. Sampling at a higher `paradigm.rollout_temperature` (GRPO's and self-SFT's alike, so that "
+                 "neither is off-policy to the other) makes its rows the model's own.")
+    return note
+
+
+def explain_section(runs: Sequence[RunRecord], half_width: float = HALF_WIDTH) -> str:
     """The report's "Why does RL forget less?" section; "" when the runs are not such a study."""
     found = verdicts(runs)
     if not found:
         return ""
+    open_lines = decide_lines(runs, found, half_width)
     rows = [f"| {v.explanation} | {v.source} | {ROLE_NAMES[v.control]} | **{v.word}**: {v.reason} | "
             f"{'; '.join([*(_pts(d) for d in v.evidence), *([v.notes] if v.notes else [])]) or '-'} |"
             for v in found]
@@ -231,4 +272,7 @@ def explain_section(runs: Sequence[RunRecord]) -> str:
         "| explanation | source | control | verdict | evidence (forgetting at matched gain, pts; R² over stages) |",
         "|---|---|---|---|---|",
         *rows,
+        *(["", f"What would decide the open verdicts (the control against SFT; ±{100 * half_width:.1f} points "
+           "planned):", "", *open_lines] if open_lines else []),
+        *(["", note] if (note := on_policy_note(runs)) else []),
     ])

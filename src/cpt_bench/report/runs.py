@@ -19,7 +19,7 @@ from typing import Any
 from cpt_bench.errors import ReportError
 from cpt_bench.metrics import HEADLINE_METRICS
 from cpt_bench.outputs.flips import FlipRow
-from cpt_bench.outputs.records import Compute, Diagnostics, HarnessResult, StageRecord
+from cpt_bench.outputs.records import Compute, Diagnostics, HarnessResult, RolloutStats, StageRecord
 from cpt_bench.outputs.rundir import (
     FLIPS_CSV,
     MATRIX_CSV,
@@ -43,7 +43,8 @@ COMPUTE = ["optimizer_steps", "generated_tokens", "train_seconds", "wall_seconds
 NOT_EXPERIMENT = ("seed", BASE_KEY, "hydra", "logger", "launcher", "model.cache_dir", "overwrite", "threads",
                   "checkpoint", "deepspeed", "eval.batch_size")
 PARADIGM_RANK = {"sft": 0, "rft": 1}  # table and comparison order; others follow by name
-SKIP_DIRS = {"wandb", "stages"}  # never hold a run of their own; can be large
+SKIP_DIRS = {"wandb", "stages", "calibration"}  # never hold a run of the study (calibration: a
+# calibrated study's one-seed probes, which must never enter a mean; `cpt-bench-report D/calibration` reads them)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class RunRecord:
     harness: dict[int, HarnessResult] = field(default_factory=dict)  # stage -> its eval.harness scores
     flips: list[FlipRow] = field(default_factory=list)  # flips.csv rows (none: a run from before it)
     experiment: str | None = None  # the +experiment preset it was composed with (run.json)
+    rollouts: dict[int, RolloutStats] = field(default_factory=dict)  # stage -> a paradigm's rollout step
 
     def setting(self, dotted: str, default=None):
         """A config value by its dotted key ("paradigm.kl_coef"); `default` where the run has none."""
@@ -151,6 +153,7 @@ def load_run(path: Path) -> RunRecord:
         harness={r.stage: r.harness for r in stages if r.harness},
         flips=read_flips_csv(path / FLIPS_CSV) if (path / FLIPS_CSV).exists() else [],
         experiment=info.get("experiment"),
+        rollouts={r.stage: r.rollouts for r in stages if r.rollouts},
     )
 
 

@@ -52,13 +52,17 @@ class Interval:
     high: float
     n: int  # the values behind it
     unit: str = "runs"  # what n counts: runs, or base models
+    # what its width rests on, for the seeds a narrower one needs (decide.py): the degrees of
+    # freedom of its t quantile, and the fewest units (runs of a variant, or base models) behind it
+    dof: float | None = None
+    per_variant: int | None = None
 
     def covers(self, value: float = 0.0) -> bool:
         return self.low <= value <= self.high
 
 
 @functools.lru_cache(maxsize=1024)  # scipy's ppf takes ~1 ms; coverage tests ask for the same few quantiles often
-def _t(confidence: float, df: float) -> float:
+def t_quantile(confidence: float, df: float) -> float:
     from scipy.stats import t  # 0.3 s to import; only reports need it
 
     return float(t.ppf((1 + confidence) / 2, df))
@@ -75,8 +79,8 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE, unit: st
     xs = np.asarray(values, dtype=float)
     if len(xs) < 2 or agree(xs):
         return None
-    half = _t(confidence, len(xs) - 1) * float(np.std(xs, ddof=1)) / math.sqrt(len(xs))
-    return Interval(float(xs.mean()) - half, float(xs.mean()) + half, len(xs), unit)
+    half = t_quantile(confidence, len(xs) - 1) * float(np.std(xs, ddof=1)) / math.sqrt(len(xs))
+    return Interval(float(xs.mean()) - half, float(xs.mean()) + half, len(xs), unit, len(xs) - 1, len(xs))
 
 
 def cluster_means(values: Sequence[float | None], clusters: Sequence[Hashable]) -> list[float]:
@@ -106,8 +110,8 @@ def diff_ci(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDEN
         return None
     va, vb = np.var(xa, ddof=1) / len(xa), np.var(xb, ddof=1) / len(xb)
     df = (va + vb) ** 2 / (va ** 2 / (len(xa) - 1) + vb ** 2 / (len(xb) - 1))
-    d, half = float(xa.mean() - xb.mean()), _t(confidence, df) * math.sqrt(va + vb)
-    return Interval(d - half, d + half, len(xa) + len(xb))
+    d, half = float(xa.mean() - xb.mean()), t_quantile(confidence, df) * math.sqrt(va + vb)
+    return Interval(d - half, d + half, len(xa) + len(xb), dof=float(df), per_variant=min(len(xa), len(xb)))
 
 
 def group_diff_ci(a: Sequence[float], b: Sequence[float], clusters_a: Sequence[Hashable],
@@ -139,6 +143,8 @@ class MatchedRow:
     diff: float  # y_a - y_b
     ci: Interval | None  # of diff; None where fewer than REACH of the resamples reach this gain
     reached: float  # share of resamples whose frontiers both reach this gain
+    reached_a: float = 1.0  # share whose frontier of a reaches it (what would make it estimable: decide.py)
+    reached_b: float = 1.0
 
     @property
     def estimable(self) -> bool:
@@ -276,9 +282,9 @@ def _bootstrap_t_interval(estimate: float, samples: np.ndarray, dof: int, seeds:
     no spread (ends that agree to within float rounding: `agree`)."""
     if dof < 1 or seeds < 2:
         return None
-    half = _t(confidence, dof) * math.sqrt(seeds / (seeds - 1)) * float(np.std(samples, ddof=1))
+    half = t_quantile(confidence, dof) * math.sqrt(seeds / (seeds - 1)) * float(np.std(samples, ddof=1))
     low, high = estimate - half, estimate + half
-    return None if agree([low, high]) else Interval(low, high, n)
+    return None if agree([low, high]) else Interval(low, high, n, dof=dof, per_variant=seeds)
 
 
 def matched_gain_ci(a: Sequence[RunPoint], b: Sequence[RunPoint], minimize_y: bool = True,
@@ -294,7 +300,14 @@ def matched_gain_ci(a: Sequence[RunPoint], b: Sequence[RunPoint], minimize_y: bo
     seeds' degrees of freedom times the resamples' standard error, corrected for the bootstrap's
     plug-in variance (`_bootstrap_t_interval`). None when the point estimate's gain ranges do
     not overlap.
+
+    Exactly antisymmetric: b − a is a − b negated, interval and all. The resamples are drawn for
+    the two sides in one canonical order (`_side_key`), whichever is named first, so a report's
+    matched-gain table and its verdicts print one interval for one comparison.
     """
+    if _side_key(b) < _side_key(a):
+        flipped = matched_gain_ci(b, a, minimize_y, n, confidence, n_resamples, seed)
+        return None if flipped is None else _negated(flipped, nearest_variants(a, b))
     point = matched_gain(variant_means(a), variant_means(b), n=n, minimize_y=minimize_y)
     if not point:
         return None
@@ -309,7 +322,7 @@ def matched_gain_ci(a: Sequence[RunPoint], b: Sequence[RunPoint], minimize_y: bo
         return _bootstrap_t_interval(estimate, samples, *_seed_dof(a, b, lo, hi), n_runs, confidence)
 
     rows = [MatchedRow(g, y_a, y_b, d, interval(d, diffs[k], g, g) if share[k] >= REACH else None,
-                       float(share[k]))
+                       float(share[k]), float(reach_a[k].mean()), float(reach_b[k].mean()))
             for k, (g, y_a, y_b, d) in enumerate(point)]
     keep = [k for k in range(len(gains)) if share[k] >= REACH]
     mean_diff = statistics.fmean(rows[k].diff for k in keep) if keep else None
@@ -318,6 +331,23 @@ def matched_gain_ci(a: Sequence[RunPoint], b: Sequence[RunPoint], minimize_y: bo
         mean_ci=interval(mean_diff, diffs[keep].mean(axis=0), gains[keep[0]], gains[keep[-1]]) if keep else None,
         runs=(len(a), len(b)), variants=(len(_by_variant(a)), len(_by_variant(b))),
         clusters=len({p.cluster for p in (*a, *b)}), nearest=nearest_variants(a, b))
+
+
+def _side_key(points: Sequence[RunPoint]) -> list[tuple]:
+    """A total order on one side's runs, independent of the order they were given in."""
+    return sorted((p.variant, repr(p.cluster), p.gain, p.y) for p in points)
+
+
+def _flip(ci: Interval | None) -> Interval | None:
+    return None if ci is None else Interval(-ci.high, -ci.low, ci.n, ci.unit, ci.dof, ci.per_variant)
+
+
+def _negated(cmp: MatchedComparison, nearest: Nearest | None) -> MatchedComparison:
+    """b − a from a − b: every difference and interval negated, the sides swapped."""
+    rows = [MatchedRow(r.gain, r.y_b, r.y_a, -r.diff, _flip(r.ci), r.reached, r.reached_b, r.reached_a)
+            for r in cmp.rows]
+    return MatchedComparison(rows, None if cmp.mean_diff is None else -cmp.mean_diff, _flip(cmp.mean_ci),
+                             cmp.runs[::-1], cmp.variants[::-1], cmp.clusters, nearest)
 
 
 @dataclass(frozen=True)

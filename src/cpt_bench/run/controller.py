@@ -274,7 +274,8 @@ class Run:
         if (rollouts := self.paradigm.rollouts) is not None:  # the paradigm's declared rollout step
             sampling = self.steps.rollout(spec, items, rollouts)
             rows = self.paradigm.rows(items, sampling.sampled)
-            rollout_stats = record_rollouts(spec, rollouts.length(self.cfg.eval.max_new_tokens), items, sampling, rows)
+            rollout_stats = record_rollouts(spec, rollouts.length(self.cfg.eval.max_new_tokens), items, sampling, rows,
+                                            PromptStyle.for_benchmark(self.benchmark, self.cfg.cot))
         if self.curves:
             self.curves.clear(spec)
         trained = self.steps.train(spec, items, Progress(self.tracker, spec.stage, self.compute.optimizer_steps),

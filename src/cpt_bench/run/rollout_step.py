@@ -42,12 +42,22 @@ class Sampling:
     seconds: float
 
 
+def off_reference(rows: list[TrainRow], style: PromptStyle) -> float | None:
+    """The share of the rows trained on sampled text whose text differs from SFT's target for
+    the same item, whitespace aside; None when no row trains on sampled text."""
+    own = [row for row in rows if row.completion is not None]
+    if not own:
+        return None
+    differs = sum(" ".join(row.completion.split()) != " ".join(style.target(row.example).split()) for row in own)
+    return differs / len(own)
+
+
 def record_rollouts(spec, rollouts: Rollouts, items: list[Example], sampling: Sampling,
-                    rows: list[TrainRow]) -> RolloutStats:
+                    rows: list[TrainRow], style: PromptStyle) -> RolloutStats:
     """A paradigm's rollout step, however it was rolled out: rollouts.jsonl (every item, its
     completions and grades; what a launched training step reads back) and the stats of what
-    the samples left to train on (`rows`, the paradigm's); logged in one line. `rollouts` with
-    the completion length they ran at (`Rollouts.length`)."""
+    the samples left to train on (`rows`, the paradigm's; how many differ from SFT's targets);
+    logged in one line. `rollouts` with the completion length they ran at (`Rollouts.length`)."""
     write_jsonl(spec.dir / ROLLOUTS_JSONL, [{"prompt": ex.prompt, "answer": ex.answer, "completions": s.completions,
                                             "scores": s.scores} for ex, s in zip(items, sampling.sampled)])
     kept = len({id(row.example) for row in rows})
@@ -56,10 +66,12 @@ def record_rollouts(spec, rollouts: Rollouts, items: list[Example], sampling: Sa
                          items=len(items), kept=kept,
                          kept_fraction=kept / len(items) if items else 0.0, rows=len(rows),
                          mean_success=sum(s.success_rate for s in sampling.sampled) / len(items) if items else 0.0,
-                         rollout_seconds=round(sampling.seconds, 3), rollout_tokens=sampling.tokens)
-    log.info("stage %d: %s rollouts (K=%d): mean success %.2f, %d/%d items train (%d dropped), %d rows, %.1f s",
+                         rollout_seconds=round(sampling.seconds, 3), rollout_tokens=sampling.tokens,
+                         off_reference=off_reference(rows, style))
+    own = "" if stats.off_reference is None else f", {100 * stats.off_reference:.0f} % of them not the reference text"
+    log.info("stage %d: %s rollouts (K=%d): mean success %.2f, %d/%d items train (%d dropped), %d rows%s, %.1f s",
              spec.stage, rollouts.purpose, rollouts.num_rollouts, stats.mean_success, kept, len(items),
-             len(items) - kept, len(rows), sampling.seconds)
+             len(items) - kept, len(rows), own, sampling.seconds)
     return stats
 
 

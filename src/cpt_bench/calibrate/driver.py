@@ -1,0 +1,137 @@
+"""Running a calibrated study: the probes (one `cpt-bench` run each, in the study's probe
+folder) and then the seeds at the chosen rates (one `cpt-bench -m` sweep per family, on
+whatever Hydra launcher the study names: joblib on one machine, SLURM on a cluster).
+
+Probe folders are named by their settings (the family, a hash of every override that makes
+it, the rate), so a resumed or extended search finds its finished probes and never runs one
+twice, and a family whose settings changed never reads another's. The seed sweeps name each
+run by its rate and seed (`hydra.sweep.subdir`), so extending a family's rates keeps every
+finished run where it was. A probe is never one of the study's runs: it runs under the
+calibration seed, in `calibration/`, which the report does not read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from cpt_bench.calibrate.record import CalibrationRecord, FamilyRecord, SeedsAt
+from cpt_bench.calibrate.search import Probe, Round, place, plan_round
+from cpt_bench.calibrate.spec import LR_KEY, StudySpec
+from cpt_bench.errors import ConfigError
+from cpt_bench.outputs.rundir import read_json
+
+log = logging.getLogger("cpt_bench.calibrate")
+
+PROBES = "calibration"  # the probes' folder in the study folder (cpt-bench-report skips it)
+CLI = [sys.executable, "-m", "cpt_bench.cli"]
+
+
+class ProbeFailed(RuntimeError):
+    """A probe or seed run exited with an error; its log says why."""
+
+
+def family_folder(spec: StudySpec, family: str) -> str:
+    """`<family>-<hash>`: the hash of every override a probe of the family runs with, so a
+    changed family or study never reuses another's probes."""
+    settings = [*spec.common, *spec.families[family].overrides, f"seed={spec.calibration_seed}"]
+    return f"{family}-{hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:8]}"
+
+
+def finished_gain(run_dir: Path) -> float | None:
+    """A finished run's gain (metrics.json), None if it has not finished."""
+    try:
+        info, metrics = read_json(run_dir / "run.json"), read_json(run_dir / "metrics.json")
+    except (OSError, ValueError):
+        return None
+    gain = metrics.get("gain")
+    return float(gain) if info.get("status") == "finished" and gain is not None else None
+
+
+def _threads(spec: StudySpec) -> list[str]:
+    """Parallel probes share the cores: each gets its share of torch threads unless set."""
+    if spec.jobs == 1 or any(o.startswith("threads=") for o in spec.common):
+        return []
+    return [f"threads={max(1, (os.cpu_count() or 1) // spec.jobs)}"]
+
+
+def _log(run_dir: Path) -> Path:
+    return run_dir.parent / f"{run_dir.name}.log"  # beside the run: its name's dots are no suffix
+
+
+def run_probe(spec: StudySpec, study: Path, family: str, lr: float) -> float:
+    """The probe's gain: read back if its run finished, else run (or resume) it."""
+    run_dir = study / PROBES / family_folder(spec, family) / f"lr={lr:g}"
+    gain = finished_gain(run_dir)
+    if gain is not None:
+        log.info("probe %s lr=%g: gain %+.1f pts (done before)", family, lr, 100 * gain)
+        return gain
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [*CLI, *spec.common, *spec.families[family].overrides, *_threads(spec), f"{LR_KEY}={lr:g}",
+           f"seed={spec.calibration_seed}", f"hydra.run.dir='{run_dir}'"]  # quoted: the folder name holds '='
+    started = time.monotonic()
+    with open(_log(run_dir), "w") as out:
+        code = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT)
+    gain = finished_gain(run_dir)
+    if code != 0 or gain is None:
+        raise ProbeFailed(f"probe {family} lr={lr:g} failed (exit {code}): see {_log(run_dir)}")
+    log.info("probe %s lr=%g: gain %+.1f pts (%.0f s)", family, lr, 100 * gain, time.monotonic() - started)
+    return gain
+
+
+def run_search(spec: StudySpec, study: Path, done: dict[str, list[Probe]]) -> Round:
+    """Probe round after round until the search is over, each family's probes appended to
+    `done` as they finish; every probe's run kept."""
+    searches = {f: spec.search(f) for f in spec.families}
+    while (plan := plan_round(done, searches, spec.target_gains(), spec.num_targets)).probes:
+        with ThreadPoolExecutor(max_workers=spec.jobs) as pool:
+            gains = dict(zip(plan.probes, pool.map(lambda item: run_probe(spec, study, *item), plan.probes.items())))
+        for family, lr in plan.probes.items():
+            done[family].append(Probe(lr, gains[family]))
+    return plan
+
+
+def record(spec: StudySpec, name: str, done: dict[str, list[Probe]], plan: Round) -> CalibrationRecord:
+    targets = list(plan.targets) if plan.targets else None
+    families = [FamilyRecord(f, list(spec.families[f].overrides), f"{PROBES}/{family_folder(spec, f)}", done[f],
+                             place(done[f], targets, spec.search(f)) if targets else [])
+                for f in spec.families]
+    return CalibrationRecord(name, spec.tolerance / 100, targets, not spec.targets, plan.note, families)
+
+
+def seed_rates(fam: FamilyRecord) -> list[float]:
+    return sorted({p.lr for p in fam.placements if p.lr is not None})
+
+
+def run_seeds(spec: StudySpec, study: Path, fam: FamilyRecord) -> None:
+    """The family's seeds at its chosen rates: one `cpt-bench -m` sweep into `<study>/<family>`."""
+    rates = seed_rates(fam)
+    read_seeds(spec, study, fam)
+    if not rates or all(len(s.gains) == len(spec.seeds) for s in fam.seeds):
+        return  # nothing to run, or every run finished before
+    cmd = [*CLI, "-m", *spec.common, *fam.overrides, f"{LR_KEY}={','.join(f'{lr:g}' for lr in rates)}",
+           f"seed={','.join(map(str, spec.seeds))}", f"hydra.sweep.dir='{study / fam.name}'",
+           "hydra.sweep.subdir='lr=${" + LR_KEY + "}-seed=${seed}'"]
+    log.info("seeds of %s: %d rates x %d seeds into %s", fam.name, len(rates), len(spec.seeds), study / fam.name)
+    code = subprocess.call(cmd)
+    if code != 0:
+        raise ProbeFailed(f"the seed sweep of {fam.name} failed (exit {code})")
+
+
+def read_seeds(spec: StudySpec, study: Path, fam: FamilyRecord) -> None:
+    """Each placed target's seeds: their finished runs' gains."""
+    fam.seeds = [SeedsAt(p.lr, p.target, tuple(g for seed in spec.seeds if (g := finished_gain(
+        study / fam.name / f"lr={p.lr:g}-seed={seed}")) is not None))
+        for p in fam.placements if p.lr is not None]
+
+
+def check_study_folder(study: Path) -> None:
+    if study.exists() and not study.is_dir():
+        raise ConfigError(f"{study}: not a folder")
