@@ -110,8 +110,11 @@ def test_families_compared_at_matched_first_stage_gain_with_intervals_over_runs(
     assert cmp.points == 5
     table = comparison_table(cmp)
     assert "A = sft (3 runs), B = rft (3 runs), up to 5 curve points a run" in table
-    assert "| +40.0 | 3, 1 |" in table and "not compared (fewer than 2 runs a side reach it)" in table
-    assert f"A − B = {100 * cmp.diff:+.1f} points" in table and "(distinguishable)" in table
+    # an uncompared gain says why and what would decide it; a decided one needs no line
+    assert ("| +40.0 | 3, 1 | -20.4 | -4.1 | -16.3 |  | not compared | why: runs whose first stage reaches it: "
+            "B 1 of 3 (2 a side needed); to decide: runs of B that reach it") in table
+    assert (f"| mean over +10.0 to +30.0 (every run reaches them) | 3, 3 |  |  | {100 * cmp.diff:+.1f} | [-10.4, -5.7] "
+            "| A loses more general ability |  |") in table
     flat = [RunCurve("sft", "f", [(0.0, 0.0), (-0.1, 0.0), (0.0, 0.1)])]
     assert "nothing to match" in comparison_table(compare_curves(flat, flat))
     # antisymmetric: b - a is exactly the negative, interval mirrored

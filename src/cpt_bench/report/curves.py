@@ -27,9 +27,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from cpt_bench.outputs.curves import CURVES_CSV, Balance, CurveRow, balance, read_curves_csv
+from cpt_bench.report.decide import HALF_WIDTH, seeds_line
 from cpt_bench.report.frontier import MATCHED_POINTS
 from cpt_bench.report.runs import RunRecord, base_model, paradigm_key
-from cpt_bench.report.stats import Interval, diff_ci
+from cpt_bench.report.stats import CONFIDENCE, Interval, diff_ci
+from cpt_bench.report.text import fmt_ci, pts, table, verdict
 
 MIN_RUNS = 2  # runs a side that must reach a gain for it to be compared (Welch's t needs two)
 MAX_PAIRS = 6  # family pairs compared in the report
@@ -166,40 +168,50 @@ def within_stage_variants(runs: Sequence[RunRecord]) -> list[tuple[str, list[dic
     return list(out.items())
 
 
-def _pts(x: float | None, signed: bool = True) -> str:
-    return "–" if x is None else f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}"
-
-
-def _ci(ci: Interval | None) -> str:
-    return "–" if ci is None else f"[{100 * ci.low:+.1f}, {100 * ci.high:+.1f}]"
+def _pts(x: float | None) -> str:
+    return "–" if x is None else pts(x)
 
 
 def _runs(n: int) -> str:
     return f"{n} run{'s' * (n != 1)}"
 
 
-def comparison_table(cmp: CurveComparison) -> str:
+def reach_line(r: CurveRowCmp) -> str:
+    """Why a gain is not compared, and what would let it be: runs of the short side that reach it."""
+    short = [f"{side} {k} of {n}" for side, k, n in zip("AB", r.runs, r.total) if k < MIN_RUNS]
+    return (f"why: runs whose first stage reaches it: {', '.join(short)} ({MIN_RUNS} a side needed); to decide: "
+            f"runs of {' and '.join(x.split()[0] for x in short)} that reach it (a higher learning rate or a "
+            "longer first stage; cpt-bench-calibrate places targets)")
+
+
+def comparison_table(cmp: CurveComparison, half_width: float = HALF_WIDTH) -> str:
     a, b = cmp.family_a, cmp.family_b
     lines = [f"### general change along the first stage: {a} vs {b}", "",
-             f"A = {a} ({_runs(cmp.runs[0])}), B = {b} ({_runs(cmp.runs[1])}), up to {cmp.points} curve points a run "
-             "(the base, the inner points, the end); intervals over runs (Welch's t), never over a run's points."]
+             f"A = {a} ({_runs(cmp.runs[0])}), B = {b} ({_runs(cmp.runs[1])}), up to {cmp.points} curve points a "
+             "run (the base, the inner points, the end); intervals over runs (Welch's t), never over a run's points."]
     if not cmp.rows:
         return "\n".join([*lines, "", "No run's first stage gains on its trained task: nothing to match."])
-    lines += ["", "| trained-task gain | runs reaching it (A, B) | A | B | A − B | 95 % CI |",
-              "|---|---|---|---|---|---|"]
+    rows = []
     for r in cmp.rows:
         diff = r.mean_a - r.mean_b if r.mean_a is not None and r.mean_b is not None else None
-        ci = _ci(r.ci) if r.compared else f"not compared (fewer than {MIN_RUNS} runs a side reach it)"
-        lines.append(f"| {_pts(r.gain)} | {r.runs[0]}, {r.runs[1]} | {_pts(r.mean_a)} | {_pts(r.mean_b)} | "
-                     f"{_pts(diff)} | {ci} |")
+        if r.compared:
+            decide = seeds_line(r.ci, half_width) if r.ci is None or r.ci.covers(0.0) else ""
+            rows.append([pts(r.gain), f"{r.runs[0]}, {r.runs[1]}", _pts(r.mean_a), _pts(r.mean_b), _pts(diff),
+                         fmt_ci(r.ci), verdict(r.ci, "A", "B", False), decide])
+        else:
+            rows.append([pts(r.gain), f"{r.runs[0]}, {r.runs[1]}", _pts(r.mean_a), _pts(r.mean_b), _pts(diff), "",
+                         "not compared", reach_line(r)])
     if cmp.common is None:
-        lines += ["", "Mean over the gains every run reaches: none (a run's curve gains nothing)."]
+        rows.append(["mean over the gains every run reaches", "", "", "", "", "", "not compared",
+                     "why: a run's first stage gains nothing; to decide: runs that gain"])
     else:
-        verdict = ("" if cmp.ci is None else " (distinguishable)" if not cmp.ci.covers(0.0)
-                   else " (not distinguishable)")
-        lines += ["", f"Mean over the gains every run reaches ({_pts(cmp.common[0])} to {_pts(cmp.common[1])} "
-                  f"points): A − B = {_pts(cmp.diff)} points, 95 % CI {_ci(cmp.ci)}{verdict}."]
-    return "\n".join(lines)
+        decide = seeds_line(cmp.ci, half_width) if cmp.ci is None or cmp.ci.covers(0.0) else ""
+        rows.append([f"mean over {pts(cmp.common[0])} to {pts(cmp.common[1])} (every run reaches them)",
+                     f"{cmp.runs[0]}, {cmp.runs[1]}", "", "", _pts(cmp.diff), fmt_ci(cmp.ci),
+                     verdict(cmp.ci, "A", "B", False), decide])
+    return "\n".join([*lines, "", table(["trained-task gain (pts)", "runs reaching it (A, B)", "general change (A)",
+                                          "general change (B)", "A − B", f"{100 * CONFIDENCE:.0f} % CI", "verdict",
+                                          "what would decide it"], rows)])
 
 
 CURVES_NOTE = ("Each run with `eval.inner_points` is evaluated inside every stage too. The figure "
@@ -211,7 +223,7 @@ CURVES_NOTE = ("Each run with `eval.inner_points` is evaluated inside every stag
                "interval (points of one run are correlated).")
 
 
-def curves_section(runs: Sequence[RunRecord]) -> str:
+def curves_section(runs: Sequence[RunRecord], half_width: float = HALF_WIDTH) -> str:
     """The report's section on curves inside stages ('' when no run has any)."""
     if not any((run.path / CURVES_CSV).exists() for run in runs if run.path):
         return ""
@@ -219,5 +231,5 @@ def curves_section(runs: Sequence[RunRecord]) -> str:
     comparisons = first_stage_comparisons(runs)
     if not comparisons:
         parts += ["", "No two families with first-stage curves (and a general suite) to compare."]
-    parts += [x for cmp in comparisons for x in ("", comparison_table(cmp))]
+    parts += [x for cmp in comparisons for x in ("", comparison_table(cmp, half_width))]
     return "\n".join(parts)

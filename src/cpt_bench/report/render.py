@@ -178,7 +178,7 @@ def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummar
         *([rule, ""] if (rule := gain_rule_section(analysed, half_width)) else []),
         *([compute, ""] if compute else []),
         *([drift, ""] if drift else []),
-        *([curves, ""] if (curves := curves_section(analysed)) else []),
+        *([curves, ""] if (curves := curves_section(analysed, half_width)) else []),
         "## Figures", "",
         *[f"![{name}]({name})" for name in figures],
     ]
