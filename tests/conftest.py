@@ -184,8 +184,10 @@ def shared_cli_run(tmp_path_factory, name: str, *overrides: str, model_cache: Pa
 
 @pytest.fixture(scope="session")
 def quick_run(model_cache, tmp_path_factory):
-    """The quick SFT sequence through the CLI (launcher=local): (run dir, completed process)."""
-    return shared_cli_run(tmp_path_factory, "quick", *QUICK, model_cache=model_cache)
+    """The quick SFT sequence through the CLI (launcher=local): (run dir, completed process). With
+    two inner points a stage (eval.inner_points), which leave its matrix exactly as it is without
+    them: its pinned reference (test_end_to_end) was made without."""
+    return shared_cli_run(tmp_path_factory, "quick", *QUICK, "eval.inner_points=2", model_cache=model_cache)
 
 
 # a short GRPO sequence with CoT and RIF (test_rft: its pinned reference)

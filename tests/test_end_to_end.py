@@ -216,6 +216,9 @@ def test_an_interrupted_run_resumes_after_its_last_complete_stage(quick_run, tmp
     steps = [json.loads((run_dir / f"stages/{d}/stage.json").read_text())["train"]["optimizer_steps"]
              for d in ("01-max", "02-shift")]
     assert resumed["compute"]["optimizer_steps"] == sum(steps) > steps[1]
+    # stage 2 trained again; its inner points, already in curves.csv, were skipped: the same curves
+    assert (run_dir / "curves.csv").read_text() == (trained / "curves.csv").read_text()
+    assert json.loads((run_dir / "stages/02-shift/stage.json").read_text())["timings"]["inner_eval_seconds"] == 0
     # a different config may not resume into the same directory
     info = json.loads((run_dir / "run.json").read_text())
     (run_dir / "run.json").write_text(json.dumps({**info, "status": "failed"}))
@@ -289,6 +292,8 @@ def test_checkpoint_space_counts_what_is_held_at_once():
     assert checkpoint_space(100, 7, KeepCheckpoints.last) == 200  # the new one before the old one goes
     assert checkpoint_space(100, 7, KeepCheckpoints.none) == 200
     assert checkpoint_space(100, 1, KeepCheckpoints.last) == 100
+    assert checkpoint_space(100, 7, KeepCheckpoints.last, inner_points=3) == 500  # one stage's snapshots too
+    assert checkpoint_space(100, 0, KeepCheckpoints.last, inner_points=3) == 0
 
 
 def test_a_run_that_cannot_fit_its_checkpoints_refuses_to_start(tmp_path, monkeypatch):
@@ -341,3 +346,37 @@ def test_replay_trains_each_stage_with_earlier_items_and_records_them(model_cach
     replayed = [json.loads(line) for line in lines]
     assert len(replayed) == 64 and {r["task"] for r in replayed} == {"max"}
     assert not (run_dir / "stages" / "01-max" / "replay.jsonl").exists()
+
+
+def test_inner_points_give_curves_csv_wandb_lines_and_the_report_figure(quick_run, tmp_path):
+    """eval.inner_points=2 (quick_run): two points inside each 48-step stage, between the matrix's
+    rows, which stay as they are without them (test_pinned_reference_matrix: pinned without)."""
+    from cpt_bench.outputs.curves import read_curves_csv
+    from cpt_bench.report import load_runs, write_report
+
+    run_dir, _ = quick_run
+    rows = read_curves_csv(run_dir / "curves.csv")
+    points = sorted({(r.stage, r.point, r.step, r.global_step) for r in rows})
+    assert points == [(0, "base", 0, 0), (1, "end", 48, 48), (1, "inner", 16, 16), (1, "inner", 32, 32),
+                      (2, "end", 48, 96), (2, "inner", 16, 64), (2, "inner", 32, 80)]
+    assert len(rows) == 7 * 5 and all(r.n == 50 for r in rows)
+    matrix = {(int(r["stage"]), r["eval_task"]): float(r["accuracy"]) for r in read_matrix(run_dir)}
+    assert {(r.stage, r.eval_task): r.accuracy for r in rows if r.point != "inner"} == pytest.approx(matrix)
+    assert {r.accuracy for r in rows if r.eval_task == "max" and r.stage == 1} != {matrix[(1, "max")]}  # it moves
+    # each point's records kept, its snapshot gone; its cost in the stage's timings and the run's compute
+    assert len((run_dir / "stages/01-max/inner/step-000016/max.jsonl").read_text().splitlines()) == 50
+    assert not list(run_dir.rglob("snapshots"))
+    timings = json.loads((run_dir / "stages/01-max/stage.json").read_text())["timings"]
+    assert timings["inner_eval_seconds"] > 0 and timings["save_seconds"] > 0
+    assert json.loads((run_dir / "run.json").read_text())["compute"]["inner_eval_seconds"] > 0
+    # W&B: every point on the curve/global_step axis, plasticity against stability beside each task
+    (path,) = find_offline_runs(run_dir / "wandb")
+    curve = [r for r in read_offline_run(path).history if "curve/global_step" in r]
+    assert [r["curve/global_step"] for r in curve] == [0, 16, 32, 48, 64, 80, 96]
+    assert curve[4]["curve/trained_acc"] == pytest.approx(next(r.accuracy for r in rows if (
+        r.global_step, r.eval_task) == (64, "shift"))) and "curve/earlier_acc" in curve[4]
+    # the report draws the figure and holds the section
+    paths = write_report(load_runs([run_dir]), tmp_path)
+    md = paths["md"].read_text()
+    assert paths["within_stage"].stat().st_size > 0 and "![report_within_stage.png](report_within_stage.png)" in md
+    assert "## Inside each stage" in md

@@ -17,6 +17,10 @@ from conftest import run_cli
 # SFT with RIF before each stage, so that every point of a stage is passed through
 FAULTY = ["paradigm=sft", "order.tasks=[max,shift]", "benchmark.train_size=48", "benchmark.test_size=20",
           "paradigm.epochs=2", "filter=rif", "filter.num_rollouts=4", "logger=none", "threads=1"]
+# the straight run has two inner points a stage (eval.inner_points), and so has the run killed between
+# two of them; every other run goes without and must still end with the straight run's matrix, metrics
+# and flips: inner points leave them exactly as they are
+INNER = ["eval.inner_points=2"]
 
 
 def run(run_dir, model_cache, *overrides: str, **env):
@@ -26,7 +30,7 @@ def run(run_dir, model_cache, *overrides: str, **env):
 @pytest.fixture(scope="module")
 def straight(model_cache, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("straight") / "run"
-    res = run(run_dir, model_cache)
+    res = run(run_dir, model_cache, *INNER)
     assert res.returncode == 0, res.stderr[-3000:]
     return run_dir
 
@@ -36,11 +40,12 @@ def comparable_metrics(run_dir) -> dict:
 
 
 # each point in stage 2, so that the resumed run also carries stage 1 over from disk; two of
-# them with checkpoint.keep=last|none, which must keep what resume needs until the end
+# them with checkpoint.keep=last|none, which must keep what resume needs until the end; a+b: killed
+# at a, then, rerun, at b (one run fewer than two cases)
 KILLS = [("rif_rollouts@2", "all", ["01-max", "02-shift"]), ("training@2", "all", ["01-max", "02-shift"]),
          ("checkpoint_save@2", "all", ["01-max", "02-shift"]), ("evaluation@2", "none", []),
-         ("result_files@2", "last", ["02-shift"]), ("before_finished", "all", ["01-max", "02-shift"])]
-assert {k.split("@")[0] for k, _, _ in KILLS} == set(POINTS)
+         ("result_files@2", "last", ["02-shift"]), ("inner_point@2+before_finished", "all", ["01-max", "02-shift"])]
+assert {p.split("@")[0] for k, _, _ in KILLS for p in k.split("+")} == set(POINTS)
 
 
 @pytest.mark.slow
@@ -48,10 +53,17 @@ assert {k.split("@")[0] for k, _, _ in KILLS} == set(POINTS)
 def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_results(kill_at, keep, kept, straight, model_cache,
                                                                      tmp_path):
     run_dir = tmp_path / "run"
-    killed = run(run_dir, model_cache, f"checkpoint.keep={keep}", **{ENV: kill_at})
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert read_json(run_dir / RUN_JSON)["status"] == "running"  # no handler ran: it just died
     stage2 = run_dir / "stages" / "02-shift"
+    inner = kill_at.startswith("inner_point")
+    extra = [f"checkpoint.keep={keep}", *(INNER if inner else [])]
+    for point in kill_at.split("+"):
+        killed = run(run_dir, model_cache, *extra, **{ENV: point})
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        assert read_json(run_dir / RUN_JSON)["status"] == "running"  # no handler ran: it just died
+        if point.startswith("inner_point"):  # between stage 2's two inner points: the first in curves.csv
+            assert [line.split(",")[3] for line in (run_dir / "curves.csv").read_text().splitlines()
+                    if line.startswith("2,shift,inner,")] == ["1"] * 5
+            assert [p.name for p in (stage2 / "snapshots").iterdir()] == ["step-000002"]
     if kill_at.startswith("checkpoint_save"):
         # the weights are written but not the tokenizer: nothing looks like a complete checkpoint
         assert (stage2 / "model.partial" / "model.safetensors").exists()
@@ -61,15 +73,20 @@ def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_results(kill_at, kee
     if kill_at.startswith("result_files"):
         assert (stage2 / "stage.json").exists()  # stage 2 is complete; the run's files lag behind
 
-    resumed = run(run_dir, model_cache, f"checkpoint.keep={keep}")
+    resumed = run(run_dir, model_cache, *extra)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     done = 1 if kill_at.endswith("@2") and not kill_at.startswith("result_files") else 2
     assert f"after stage {done}" in resumed.stdout + resumed.stderr  # the completed stages were kept
     assert (run_dir / "matrix.csv").read_text() == (straight / "matrix.csv").read_text()
     assert (run_dir / "flips.csv").read_text() == (straight / "flips.csv").read_text()  # recounted from disk
+    if inner:
+        assert (run_dir / "curves.csv").read_text() == (straight / "curves.csv").read_text()
+    else:
+        assert not (run_dir / "curves.csv").exists()
     assert comparable_metrics(run_dir) == comparable_metrics(straight)
     assert read_json(run_dir / RUN_JSON)["status"] == "finished"
     assert not list(run_dir.rglob("model.partial")) and not list(run_dir.rglob(".*.tmp"))
+    assert not list(run_dir.rglob("snapshots"))
     assert sorted(p.parent.name for p in run_dir.glob("stages/*/model")) == kept
 
 

@@ -10,11 +10,12 @@ import os
 import pytest
 
 from cpt_bench.model.prompts import PromptStyle
+from cpt_bench.outputs.curves import read_curves_csv
 from cpt_bench.run.controller import Run
 from cpt_bench.run.launch import TorchrunSteps, merge_eval_shards
 from cpt_bench.run.rank import RankSteps
 from cpt_bench.run.steps import LocalSteps
-from cpt_bench.run.wire import EvalSpec
+from cpt_bench.run.wire import POINT_SECONDS, EvalSpec
 
 from conftest import QUICK, cli_run, worker_config
 from conftest import compose_config as composed
@@ -45,9 +46,11 @@ def two_ranks_ran(log_path) -> bool:
 @pytest.fixture(scope="module")
 def torchrun_sft(model_cache, tmp_path_factory):
     """With EWC at strength 0 (its penalty computed on both ranks, its Fisher on rank 0 after each
-    stage and read back by the next): exactly no penalty, so the run still matches the local one."""
+    stage and read back by the next): exactly no penalty, so the run still matches the local one.
+    With two inner points a stage, as quick_run: saved on the ranks, evaluated in the stage's own
+    evaluate launch."""
     return cli_run(tmp_path_factory, "torchrun-sft", *QUICK, *TWO_RANKS, "paradigm.per_device_batch_size=8",
-                   "cl=ewc", "cl.strength=0", model_cache=model_cache)[0]
+                   "cl=ewc", "cl.strength=0", "eval.inner_points=2", model_cache=model_cache)[0]
 
 
 def test_two_rank_sft_sequence_matches_the_single_process_run(torchrun_sft, quick_run):
@@ -72,7 +75,7 @@ def test_two_rank_sft_sequence_matches_the_single_process_run(torchrun_sft, quic
     assert len(draws[0]) == 3 and draws[0] == draws[1]  # the same prompt sets and settings: the same keys
 
 
-def test_the_controller_alone_writes_the_run_directory(torchrun_sft):
+def test_the_controller_alone_writes_the_run_directory(torchrun_sft, quick_run):
     controller_only(torchrun_sft)
     runs = list((torchrun_sft / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, "one W&B run per sequence, from the controller"
@@ -83,6 +86,12 @@ def test_the_controller_alone_writes_the_run_directory(torchrun_sft):
     assert len(records) == 50 and "index" not in records[0]
     assert (torchrun_sft / "flips.csv").exists()  # every stage's merged records pair up item by item
     assert not list(torchrun_sft.rglob("shard-*.json"))
+    # the inner points: evaluated by both ranks in the stage's evaluate launch, as in one process
+    launched, local = (read_curves_csv(run / "curves.csv") for run in (torchrun_sft, quick_run[0]))
+    assert [(r.stage, r.step, r.eval_task) for r in launched] == [(r.stage, r.step, r.eval_task) for r in local]
+    assert max(abs(a.accuracy - b.accuracy) for a, b in zip(launched, local)) <= 0.06  # as the matrix
+    assert len((torchrun_sft / "stages/02-shift/inner/step-000032/shift.jsonl").read_text().splitlines()) == 50
+    assert not list(torchrun_sft.rglob("snapshots")) and not list(torchrun_sft.rglob(POINT_SECONDS))
     # training logs streamed to the controller, in the same format as a single process's
     rows = [json.loads(x) for x in (torchrun_sft / "stages/01-max/train_log.jsonl").read_text().splitlines()]
     assert rows and all("max_steps" not in r for r in rows) and rows[-1]["step"] == 48

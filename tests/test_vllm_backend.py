@@ -123,15 +123,20 @@ def test_worker_evaluates_and_rolls_out_through_vllm(fake_vllm, model_cache, tmp
     monkeypatch.setattr(cpt_bench.run.rank, "load_model", recorded_load)
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")
+    # with an inner point (eval.inner_points; here the base again) after the model, in the same step
     RankSteps(resolved, EvalSpec(dir=str(tmp_path / "eval"), model_path=base, seed=0, drift_from=base,
-                                 task="max")).evaluate()
+                                 task="max", points=[base], point_dirs=[str(tmp_path / "inner")])).evaluate()
     shard = json.loads((tmp_path / "eval/shard-0.json").read_text())
     rows = shard["records"]
     assert len(rows) == 20 and shard["indices"] == list(range(20)) and all(r["response"] == "7" for r in rows)
     assert [r["score"] for r in rows] == [float(r["answer"] == "7") for r in rows]
     drift = json.loads((tmp_path / "eval/drift.json").read_text())
     assert drift["param_drift"] == 0.0  # the base itself, read in float32 (bf16 on a CPU is mixed precision)
-    assert closed == [FakeLLM.instances[0]]  # the engine was let go before the weights were read
+    # the engine was let go before the weights were read; the inner point's own engine after its evaluation
+    assert closed == FakeLLM.instances[:2] and len(FakeLLM.instances) == 2
+    point = json.loads((tmp_path / "inner/shard-0.json").read_text())
+    assert point["records"] == rows and (tmp_path / "inner/seconds.json").exists()
+    assert not (tmp_path / "inner/drift.json").exists()  # an inner point measures no drift
     # the stage model and the base, both in the run's weights dtype on the rank's device, after the engine went
     assert loaded == [(base, "cpu", run_precision(resolved).weights, True)] * 2
     assert drift["kl_to_base_task"] == 0.0 and drift["forward_kl_task"] == 0.0  # the base against itself

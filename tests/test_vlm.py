@@ -341,7 +341,7 @@ def test_output_drift_in_both_directions_with_images(sft_stage, base_vlm, task, 
     """The forward KL's draw from the base, images and all, is scored by the trained model; the
     base scores the cached draw exactly as it did when drawing it."""
     from cpt_bench.config import EvalConfig
-    from cpt_bench.run.steps import output_drift
+    from cpt_bench.run.drift_step import output_drift
 
     base, proc = load_checkpoint(base_vlm)
     settings = EvalConfig(kl_samples=8, max_new_tokens=4)

@@ -26,6 +26,7 @@ POINTS = (
     "training",  # at a trainer log event, mid-stage
     "checkpoint_save",  # the stage's weights written, its tokenizer not yet
     "evaluation",  # one task's eval records written, the others not
+    "inner_point",  # eval.inner_points: one inner point of the stage in curves.csv, the next not yet
     "result_files",  # a stage's stage.json written, the run's matrix and metrics not yet
     "before_finished",  # every stage done, run.json not yet marked finished
 )

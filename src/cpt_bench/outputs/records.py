@@ -173,6 +173,7 @@ class StageTimings:
     optimizer_steps: int | None = None
     eval_seconds: float | None = None
     rollout_seconds: float | None = None  # a paradigm's rollout step (RIF's is in its FilterStats)
+    inner_eval_seconds: float | None = None  # eval.inner_points: the points' evaluations (their saves: save_seconds)
 
     def to_json(self) -> dict:
         return _drop_none(asdict(self))
@@ -246,6 +247,7 @@ class Compute:
     train_seconds: float = 0.0
     rollout_seconds: float = 0.0  # RIF's rollouts and a paradigm's rollout step
     eval_seconds: float = 0.0
+    inner_eval_seconds: float = 0.0  # eval.inner_points' evaluations (recorded only when there were any)
     wall_seconds: float | None = None  # set when the run ends
 
     def add(self, record: StageRecord) -> None:
@@ -260,9 +262,13 @@ class Compute:
         self.rollout_seconds += record.timings.rollout_seconds or 0.0
         self.train_seconds += record.timings.train_seconds or 0.0
         self.eval_seconds += record.timings.eval_seconds or 0.0
+        self.inner_eval_seconds += record.timings.inner_eval_seconds or 0.0
 
     def to_json(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if not self.inner_eval_seconds:  # a run without inner points records what it always did
+            del data["inner_eval_seconds"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict | None) -> Compute:

@@ -5,6 +5,7 @@ is named and parsed in one place. Every writer is atomic (a temporary file, then
 a run killed mid-write leaves the previous complete file, never half of one.
 
     <run dir>/run.json  matrix.csv  flips.csv  metrics.json  summary.txt  heatmap.png  curves.png
+             curves.csv (eval.inner_points: outputs/curves.py)
              stages/<kk>-<task>/stage.json  model/  eval/<task>.jsonl  train_log.jsonl  filter.jsonl
 """
 
@@ -16,6 +17,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from cpt_bench.outputs.curves import CURVES_CSV
 from cpt_bench.outputs.flips import FlipRow, Flips, ItemOutcome, StageOutcomes, chance_level, flip_rows
 from cpt_bench.outputs.records import HARNESS_PREFIX, StageRecord
 
@@ -26,7 +28,7 @@ METRICS_JSON = "metrics.json"
 SUMMARY_TXT = "summary.txt"
 STAGE_JSON = "stage.json"  # written last: marks a stage complete
 WANDB_RUN_ID = "wandb/run_id"  # the run's W&B id: a resumed run logs into the same W&B run
-RESULT_FILES = [MATRIX_CSV, FLIPS_CSV, METRICS_JSON, "heatmap.png", "curves.png", SUMMARY_TXT]
+RESULT_FILES = [MATRIX_CSV, FLIPS_CSV, METRICS_JSON, "heatmap.png", "curves.png", SUMMARY_TXT, CURVES_CSV]
 MATRIX_COLUMNS = ["stage", "trained_task", "eval_task", "accuracy", "n"]
 # flips.csv (outputs/flips.py): counts, then shares and the chance-corrected estimates (blank: undefined)
 FLIPS_COLUMNS = ["stage", "trained_task", "eval_task", "since", "reference_stage", "n", "correct_before",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cpt_bench.errors import unknown
 from cpt_bench.metrics import HEADLINE_METRICS
+from cpt_bench.outputs.curves import CurveRow, balance
 from cpt_bench.outputs.flips import FlipRow, stage_scalars
 from cpt_bench.outputs.records import StageRecord
 from cpt_bench.outputs.results import long_rows
@@ -38,6 +39,8 @@ class NullTracker:
     def log_stage(self, record: StageRecord, metrics: dict | None, flips: Sequence[FlipRow] = ()) -> None: ...
 
     def log_train(self, step: int, stage: int, logs: dict) -> None: ...
+
+    def log_curve(self, rows: Sequence[CurveRow], order: Sequence[str], general: Sequence[str]) -> None: ...
 
     def finish(self, stages: list[StageRecord], metrics: dict | None, images: dict[str, Path], ok: bool) -> None: ...
 
@@ -91,6 +94,8 @@ class WandbTracker:
         self.run.define_metric("cpt/*", step_metric="cpt/stage")
         self.run.define_metric("train/step")
         self.run.define_metric("train/*", step_metric="train/step")
+        self.run.define_metric("curve/global_step")  # eval.inner_points: optimizer steps through the sequence
+        self.run.define_metric("curve/*", step_metric="curve/global_step")
 
     def _log(self, row: dict) -> None:
         """Log to W&B unless a call already failed; a failure warns once and never stops the run."""
@@ -126,6 +131,18 @@ class WandbTracker:
         row = {"train/step": step, "train/stage": stage}
         row.update({f"train/{k}": v for k, v in logs.items() if isinstance(v, (int, float))})
         self._log(row)
+
+    def log_curve(self, rows: Sequence[CurveRow], order: Sequence[str], general: Sequence[str]) -> None:
+        """Evaluation points (curves.csv's rows: an inner point, or a stage's end) on the
+        `curve/global_step` axis: each task's accuracy, and plasticity against stability (the
+        trained task's accuracy, the earlier tasks' mean, the general suite's mean)."""
+        points = balance(rows, order, general)
+        for p in points:
+            row = {"curve/global_step": p.global_step, "curve/stage": p.stage, "curve/step": p.step}
+            row.update({f"curve/acc/{r.eval_task}": r.accuracy for r in rows if (r.stage, r.step) == (p.stage, p.step)})
+            row.update({f"curve/{k}_acc": v for k in ("trained", "earlier", "general")
+                        if (v := getattr(p, k)) is not None})
+            self._log(row)
 
     def finish(self, stages: list[StageRecord], metrics: dict | None, images: dict[str, Path], ok: bool) -> None:
         try:

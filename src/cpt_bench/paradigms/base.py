@@ -10,6 +10,7 @@ and what the stage cost.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from cpt_bench import faults
 from cpt_bench.choices import require
 from cpt_bench.config import PeftConfig
 from cpt_bench.model.prompts import PromptStyle
+from cpt_bench.outputs.curves import inner_steps, point_name
 from cpt_bench.paradigms.rollouts import Rollouts, Sampled
 from cpt_bench.tasks.base import Example, Task
 
@@ -101,6 +103,11 @@ class StageContext:
     # terms the run's continual-learning method adds to the paradigm's loss (continual/base.py):
     # the paradigm's trainer class goes through `loss_terms.with_loss_terms`
     loss_terms: list = field(default_factory=list)
+    # eval.inner_points: a snapshot of the model at that many evenly spaced optimizer steps inside
+    # the stage (`Snapshots`), each saved as `snapshot_dir/step-<n>/`; the seconds they took
+    inner_points: int = 0
+    snapshot_dir: Path | None = None
+    snapshot_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -234,3 +241,51 @@ def forward_logs(ctx: StageContext):
                 self.ctx.on_log(state.global_step, state.max_steps, dict(logs))
 
     return ForwardLogs(ctx)
+
+
+def prepare_trainer(trainer, ctx: StageContext) -> None:
+    """What every paradigm does to its trainer once built: no progress printing of its own (the
+    stage loop prints), and with `ctx.inner_points` the snapshots inside the stage."""
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    if ctx.inner_points and ctx.snapshot_dir is not None:
+        trainer.add_callback(snapshots(trainer, ctx))
+
+
+def save_snapshot(trainer, ctx: StageContext, step: int) -> float:
+    """The model at optimizer step `step` as a loadable checkpoint, `snapshot_dir/step-<n>/`,
+    written through the trainer's own save on every process (under ZeRO-3 it gathers the
+    shards), into `<name>.partial` and renamed by the main process once complete. Nothing the
+    training depends on is touched (weights, optimizer, random state). Returns the seconds."""
+    start = time.time()
+    final = ctx.snapshot_dir / point_name(step)
+    partial = final.with_name(final.name + ".partial")
+    main = trainer.args.process_index == 0
+    if main:
+        shutil.rmtree(partial, ignore_errors=True)
+    trainer.save_model(str(partial))
+    if main:
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
+    return time.time() - start
+
+
+def snapshots(trainer, ctx: StageContext):
+    """A trainer callback that saves a snapshot (`save_snapshot`) at each of the stage's inner
+    steps (`outputs.curves.inner_steps` of the trainer's max_steps), adding its seconds to
+    `ctx.snapshot_seconds`."""
+    from transformers import TrainerCallback
+
+    class Snapshots(TrainerCallback):
+        def __init__(self):
+            self.at: set[int] = set()
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.at = set(inner_steps(state.max_steps, ctx.inner_points))
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step in self.at:
+                ctx.snapshot_seconds += save_snapshot(trainer, ctx, state.global_step)
+
+    return Snapshots()

@@ -39,6 +39,7 @@ from cpt_bench.paradigms.base import (
     forward_logs,
     lora_config,
     mean_logs,
+    prepare_trainer,
     reference_rows,
     save_stage,
 )
@@ -248,7 +249,6 @@ class RFT:
 
     def build_trainer(self, model, processing_class, examples: list[Example], ctx: StageContext):
         """The stage's GRPO (or RLOO) trainer, the callback that keeps its log, the rollout counters."""
-        from transformers import PrinterCallback
         from trl import GRPOTrainer, RLOOTrainer
 
         style, tasks = ctx.style, ctx.tasks
@@ -291,7 +291,7 @@ class RFT:
             callbacks=[logs],
             peft_config=lora_config(ctx),
         )
-        trainer.remove_callback(PrinterCallback)
+        prepare_trainer(trainer, ctx)
         reference = getattr(getattr(trainer, "ref_model", None), "module", getattr(trainer, "ref_model", None))
         if reference is not None:
             if ctx.align_vision:

@@ -36,6 +36,7 @@ from cpt_bench.paradigms.base import (
     forward_logs,
     lora_config,
     mean_logs,
+    prepare_trainer,
     reference_rows,
     save_stage,
 )
@@ -140,7 +141,6 @@ class SFT:
         return Dataset.from_list(data)
 
     def train_stage(self, model, processing_class, examples: list[Example], ctx: StageContext) -> StageResult:
-        from transformers import PrinterCallback
         from trl import SFTTrainer
 
         data = self.dataset(processing_class, self.rows(examples, ctx.rollouts), ctx)
@@ -154,7 +154,7 @@ class SFT:
             callbacks=[logs],
             peft_config=lora_config(ctx),
         )
-        trainer.remove_callback(PrinterCallback)  # the stage loop prints progress itself
+        prepare_trainer(trainer, ctx)
         start = time.time()
         out = trainer.train()
         seconds = time.time() - start

@@ -25,9 +25,17 @@ from hydra.experimental.callback import Callback
 
 from cpt_bench.errors import ReportError
 from cpt_bench.metrics import HEADLINE_METRICS
+from cpt_bench.report.curves import within_stage_variants
 from cpt_bench.report.decide import HALF_WIDTH
 from cpt_bench.report.drift import stage_points
-from cpt_bench.report.figures import plot_compute, plot_curves, plot_drift, plot_heatmaps, plot_pareto
+from cpt_bench.report.figures import (
+    plot_compute,
+    plot_curves,
+    plot_drift,
+    plot_heatmaps,
+    plot_pareto,
+    plot_within_stage,
+)
 from cpt_bench.report.frontier import matched_gain, pareto_frontier
 from cpt_bench.report.matched import matched_gain_section
 from cpt_bench.report.paper import paper_section
@@ -46,7 +54,7 @@ CSV_COLUMNS = ["run_dir", "variant", "paradigm", "seed", "base_model", "status",
                "stages_completed", "num_tasks", *HEADLINE_METRICS, *COMPUTE]
 FILES = {"md": "report.md", "csv": "report.csv", "heatmaps": "report_heatmaps.png",
          "curves": "report_curves.png", "pareto": "report_pareto.png", "compute": "report_compute.png",
-         "drift": "report_drift.png"}
+         "drift": "report_drift.png", "within_stage": "report_within_stage.png"}
 
 
 # --- writing the report (I/O) -----------------------------------------------------------------
@@ -80,6 +88,11 @@ def write_report(runs: Sequence[RunRecord], out: Path, half_width: float = HALF_
         figures.append(FILES["drift"])
     else:
         del paths["drift"]
+    if within := within_stage_variants(analysed):  # runs with eval.inner_points
+        plot_within_stage(within, paths["within_stage"])
+        figures.append(FILES["within_stage"])
+    else:
+        del paths["within_stage"]
     paper = paper_section([(s.label, s.runs) for s in summaries])  # a paper preset's runs: the paper's figures
     paths["md"].write_text(render_markdown(runs, summaries, base, figures, drift_section(points), paper, half_width))
     return paths

@@ -1,5 +1,5 @@
 """The report's figures: a grid of heatmaps, per-variant curves, gain vs forgetting frontiers,
-forgetting against drift."""
+forgetting against drift, plasticity against stability inside each stage."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from cpt_bench.outputs.curves import Balance
 from cpt_bench.outputs.plots import draw_heatmap, pyplot
 from cpt_bench.report.drift import OUTCOMES, PREDICTORS, StagePoint, fit, pairs
 from cpt_bench.report.frontier import pareto_frontier
@@ -158,3 +159,37 @@ def plot_compute(runs: Sequence[RunRecord], path: Path) -> Path:
                 ax.legend(fontsize=7, loc="best")
     fig.suptitle("what each run learned and forgot against the compute it used (one dot per run)", fontsize=10)
     return _save(fig, path, dpi=100)
+
+
+WITHIN_STAGE = (("trained", "trained task (plasticity)", "C0"), ("earlier", "earlier tasks' mean", "C1"),
+                ("general", "general suite's mean", "C2"))
+MAX_WITHIN_PANELS = 12
+
+
+def plot_within_stage(variants: Sequence[tuple[str, list[dict[int, list[Balance]]]]], path: Path) -> Path:
+    """One panel per variant: each run's points inside every stage (report.curves.segments),
+    the trained task's accuracy against the earlier tasks' and the general suite's, x = optimizer
+    steps through the sequence; a dotted line at each stage's end."""
+    plt = pyplot()
+    shown = variants[:MAX_WITHIN_PANELS]
+    ncols = min(2, len(shown))
+    nrows = math.ceil(len(shown) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(7 * ncols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(shown):]:
+        ax.axis("off")
+    for ax, (label, runs) in zip(axes.flat, shown):
+        for r, segs in enumerate(runs):
+            for stage, seg in segs.items():
+                xs = [p.global_step for p in seg]
+                for key, name, color in WITHIN_STAGE:
+                    ys = [100 * v if (v := getattr(p, key)) is not None else math.nan for p in seg]
+                    first = r == 0 and stage == min(segs)
+                    ax.plot(xs, ys, marker=".", color=color, alpha=0.8, linewidth=1, label=name if first else None)
+                ax.axvline(xs[-1], color="grey", linestyle=":", linewidth=0.8)
+        ax.set_title("\n".join(textwrap.wrap(f"{label} ({len(runs)} run{'s' * (len(runs) != 1)})", 60)), fontsize=8)
+        ax.set_xlabel("optimizer steps through the sequence")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    return _save(fig, path, dpi=110)

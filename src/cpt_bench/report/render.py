@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cpt_bench.metrics import HEADLINE_METRICS, SIGN_NOTE
 from cpt_bench.report.continual import cl_section
+from cpt_bench.report.curves import curves_section
 from cpt_bench.report.decide import HALF_WIDTH, seeds_line
 from cpt_bench.report.drift import (
     OUTCOMES,
@@ -177,6 +178,7 @@ def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummar
         *([rule, ""] if (rule := gain_rule_section(analysed, half_width)) else []),
         *([compute, ""] if compute else []),
         *([drift, ""] if drift else []),
+        *([curves, ""] if (curves := curves_section(analysed, half_width)) else []),
         "## Figures", "",
         *[f"![{name}]({name})" for name in figures],
     ]

@@ -53,6 +53,7 @@ from cpt_bench.outputs.rundir import (
 )
 from cpt_bench.outputs.tracking import make_tracker
 from cpt_bench.run import requeue
+from cpt_bench.run.curve_step import Curves
 from cpt_bench.run.launch import TorchrunSteps
 from cpt_bench.run.plan import plan
 from cpt_bench.run.resume import check_disk, comparable, finished_metrics, prepare_run_dir
@@ -158,6 +159,7 @@ class Run:
             self.stages.append(record)
             self.compute.add(record)
             self.timings["stages"][str(record.stage)] = record.timings.to_json()
+        self.curves = Curves(run_dir) if cfg.eval.inner_points else None  # its inner points so far
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.info = {
@@ -194,7 +196,7 @@ class Run:
 
     def check_disk(self) -> None:
         stages_left = 0 if self.cfg.schedule == Schedule.evaluate else self.num_stages - max(len(self.stages) - 1, 0)
-        check_disk(self.run_dir, self.base_path, stages_left, self.cfg.checkpoint.keep)
+        check_disk(self.run_dir, self.base_path, stages_left, self.cfg.checkpoint.keep, self.cfg.eval.inner_points)
 
     def finish(self, started: float, status: str, metrics: dict | None, error: str | None) -> None:
         """Always runs: timings, plots of what was computed, run.json's status, the tracker closed."""
@@ -274,6 +276,8 @@ class Run:
             rows = self.paradigm.rows(items, sampling.sampled)
             rollout_stats = record_rollouts(spec, rollouts.length(self.cfg.eval.max_new_tokens), items, sampling, rows,
                                             PromptStyle.for_benchmark(self.benchmark, self.cfg.cot))
+        if self.curves:
+            self.curves.clear(spec)
         trained = self.steps.train(spec, items, Progress(self.tracker, spec.stage, self.compute.optimizer_steps),
                                    sampling.sampled if sampling else None)
         # the method's last word on the stage's model (cl=merge): before it is evaluated
@@ -283,18 +287,31 @@ class Run:
             trained.train.generated_tokens += sampling.tokens
         # TRL counts the tokens its trainers process (cumulative over the stage) in `num_tokens`
         trained.train.processed_tokens = int(max((row.get("num_tokens", 0) for row in trained.log), default=0))
-        evaluation = self.steps.evaluate(spec.dir / "eval", drift_from=self.base_path, task=spec.task)
+        points = self.curves.pending(spec) if self.curves else []  # its end first, then these
+        evaluation = self.steps.evaluate(spec.dir / "eval", drift_from=self.base_path, task=spec.task, points=points)
         diagnostics = replace(evaluation.drift, training=trained.diagnostics,
                               rif_kept_fraction=filtered.stats.kept_fraction if filtered else None)
         timings = StageTimings(train_seconds=round(trained.train_seconds, 3),
                                save_seconds=round(trained.save_seconds, 3),
                                optimizer_steps=trained.train.optimizer_steps,
-                               rollout_seconds=round(sampling.seconds, 3) if sampling else None)
+                               rollout_seconds=round(sampling.seconds, 3) if sampling else None,
+                               inner_eval_seconds=self.record_points(spec, points, evaluation.points))
         self.record(self.stage_record(spec.stage, spec.task, evaluation, timings=timings, diagnostics=diagnostics,
                                       train=trained.train, filter=filtered.stats if filtered else None,
                                       rollouts=rollout_stats, cl=finished[0] if finished else None,
                                       disk_bytes=disk_bytes(spec.dir)))
         self.prune_checkpoints()
+
+    def record_points(self, spec: StageSpec, points: list, evaluations: list[Evaluation]) -> float | None:
+        """The stage's inner points into curves.csv and the tracker, one by one; their seconds."""
+        if not self.curves:
+            return None
+        for point, evaluation in zip(points, evaluations, strict=True):
+            rows = self.curves.add(spec, point, evaluation, self.compute.optimizer_steps, self.stages)
+            self.tracker.log_curve(rows, self.order, self.general)
+            faults.reached("inner_point")
+        Curves.clear(spec)  # the snapshots are evaluated (or were, by a killed attempt)
+        return round(sum(e.seconds for e in evaluations), 3)
 
     def evaluate_checkpoint(self, spec: StageSpec) -> None:
         """schedule=evaluate: the stage's checkpoint was trained elsewhere; load, evaluate, record."""
@@ -327,6 +344,8 @@ class Run:
         faults.reached("result_files")
         metrics = self.write_results()
         self.tracker.log_stage(record, metrics, self.flips)
+        if self.curves:  # the stage's end (or the base) on the curves' axis too
+            self.tracker.log_curve(self.curves.ends(self.stages), self.order, self.general)
         self.write_run_json("running")
         seen = self.order if record.trained_task == JOINT else self.order[: record.stage]
         shown = " ".join(f"{t}={100 * record.accuracy[t]:.0f}" for t in [*self.order, *self.general])
@@ -344,6 +363,8 @@ class Run:
         metrics = run_metrics(self.stages, self.order, self.general)
         write_matrix_csv(self.run_dir / MATRIX_CSV, long_rows(self.stages))
         self.flips = write_flips(self.run_dir, self.stages, self.benchmark.tasks)  # from the eval files on disk
+        if self.curves:
+            self.curves.write(self.stages)
         if metrics:
             write_json(self.run_dir / METRICS_JSON, {**metrics, "order": self.order, "general_suite": self.general})
         return metrics

@@ -39,18 +39,20 @@ from cpt_bench.outputs.records import Diagnostics, HarnessResult
 from cpt_bench.outputs.rundir import read_json, write_jsonl
 from cpt_bench.paradigms.filtering import keep_item, rif_sampling
 from cpt_bench.paradigms.rollouts import Rollouts, Sampled
+from cpt_bench.run.drift_step import base_samples_dir
 from cpt_bench.run.rollout_step import ROLLOUTS_JSONL, Sampling
 from cpt_bench.run.steps import (
     Evaluation,
     Filtered,
+    InnerPoint,
     OnLog,
     StageSpec,
     Trained,
-    base_samples_dir,
     record_filter,
     write_eval_records,
 )
 from cpt_bench.run.wire import (
+    POINT_SECONDS,
     EvalShard,
     EvalSpec,
     RolloutShard,
@@ -135,21 +137,37 @@ class TorchrunSteps:
 
     # --- the steps ---------------------------------------------------------------------------
 
-    def evaluate(self, out_dir: Path, drift_from: str | None = None, task: str | None = None) -> Evaluation:
+    def evaluate(self, out_dir: Path, drift_from: str | None = None, task: str | None = None,
+                 points: list[InnerPoint] = ()) -> Evaluation:
+        """One evaluate job: the model, then the stage's inner `points` in the same launch (no
+        second torchrun start), each point's seconds measured by rank 0 and taken out of the end's."""
         start = time.time()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("drift.json", "harness.json"):  # a killed attempt's leftovers
-            (out_dir / name).unlink(missing_ok=True)
+        for folder in (out_dir, *(p.dir for p in points)):
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in ("drift.json", "harness.json", POINT_SECONDS):  # a killed attempt's leftovers
+                (folder / name).unlink(missing_ok=True)
         self._run("evaluate", EvalSpec(dir=str(out_dir), model_path=self.model_path, seed=self.cfg.seed,
-                                       drift_from=drift_from, task=task, base_samples=str(self.samples_dir)), out_dir)
-        records = merge_eval_shards(out_dir, self.test_sets)
-        write_eval_records(out_dir, records)
-        drift = Diagnostics.from_json(read_json(out_dir / "drift.json")) if drift_from else None
-        harness_file = out_dir / "harness.json"
-        harness = HarnessResult.from_json(read_json(harness_file)) if harness_file.exists() else None
-        for name in ("drift.json", "harness.json"):
-            (out_dir / name).unlink(missing_ok=True)
-        return Evaluation.of(records, time.time() - start, drift, harness)
+                                       drift_from=drift_from, task=task, base_samples=str(self.samples_dir),
+                                       points=[str(p.model) for p in points], point_dirs=[str(p.dir) for p in points]),
+                  out_dir)
+        evaluation = self._gathered(out_dir, drift=bool(drift_from))
+        inner = [self._gathered(p.dir) for p in points]
+        evaluation.seconds = time.time() - start - sum(e.seconds for e in inner)
+        evaluation.points = inner
+        return evaluation
+
+    def _gathered(self, folder: Path, drift: bool = False) -> Evaluation:
+        """One evaluated model's results from its folder: the ranks' shards merged into the files one
+        process writes, rank 0's drift, harness scores and (an inner point's) seconds."""
+        records = merge_eval_shards(folder, self.test_sets)
+        write_eval_records(folder, records)
+        found = {name: read_json(folder / name) for name in ("drift.json", "harness.json", POINT_SECONDS)
+                 if (folder / name).exists()}
+        for name in found:
+            (folder / name).unlink()
+        return Evaluation.of(records, found.get(POINT_SECONDS, {}).get("seconds", 0.0),
+                             Diagnostics.from_json(found["drift.json"]) if drift else None,
+                             HarnessResult.from_json(found["harness.json"]) if "harness.json" in found else None)
 
     def filter(self, spec: StageSpec) -> Filtered:
         start = time.time()

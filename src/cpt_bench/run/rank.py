@@ -2,7 +2,7 @@
 
 The worker uses no Hydra and no W&B: it rebuilds the benchmark from the config,
 deterministically, so items cross the process boundary as indices. Each step's body is the
-one the in-process launcher runs (steps.py: `evaluate_sets`, `measure_drift`, `train_step`;
+one the in-process launcher runs (steps.py: `evaluate_sets`, `train_step`; drift_step.py: `measure_drift`;
 rollout_step.py: `sample`); a rank only adds its share of the items and the files the controller reads
 (what each step writes: worker.py's docstring).
 """
@@ -14,6 +14,7 @@ import gc
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -28,19 +29,18 @@ from cpt_bench.model.prompts import PromptStyle
 from cpt_bench.model.vision_zero3 import align_vision_tower, needs_alignment
 from cpt_bench.outputs.rundir import write_json
 from cpt_bench.paradigms import build_paradigm
+from cpt_bench.run.drift_step import drift_prompts, measure_drift
 from cpt_bench.run.rollout_step import read_rollouts, sample
 from cpt_bench.run.steps import (
     StageSpec,
-    drift_prompts,
     evaluate_sets,
     harness_step,
     load_model,
-    measure_drift,
     stage_context,
     stage_items,
     train_step,
 )
-from cpt_bench.run.wire import EvalShard, EvalSpec, RolloutShard, RolloutSpec, TrainSpec, write_record
+from cpt_bench.run.wire import POINT_SECONDS, EvalShard, EvalSpec, RolloutShard, RolloutSpec, TrainSpec, write_record
 from cpt_bench.tasks import build_benchmark, resolve_order
 
 log = logging.getLogger("cpt_bench.run.worker")
@@ -103,39 +103,56 @@ class RankSteps:
     # --- the steps ---------------------------------------------------------------------------
 
     def evaluate(self) -> None:
-        spec, cfg = self.spec, self.cfg
+        """The model's evaluation (its harness scores and drift on rank 0), then each of the stage's
+        inner points (`spec.points`, snapshots) into its own folder, each rank its share of the items;
+        rank 0 records each point's seconds (`POINT_SECONDS`)."""
+        spec = self.spec
+        self.evaluate_model(spec.model_path, self.dir, spec.drift_from, spec.task)
+        for path, folder in zip(spec.points, spec.point_dirs, strict=True):
+            start = time.time()
+            self.evaluate_model(path, Path(folder))
+            if self.rank == 0:
+                write_json(Path(folder) / POINT_SECONDS, {"seconds": time.time() - start})
+
+    def evaluate_model(self, path: str, folder: Path, drift_from: str | None = None, task: str | None = None) -> None:
+        cfg = self.cfg
+        folder.mkdir(parents=True, exist_ok=True)
         sets = self.benchmark.test_sets(self.order, self.general)
-        flat = [(task, ex) for task, items in sets.items() for ex in items]  # the global item order
-        indices: dict[str, list[int]] = {task: [] for task in sets}
+        flat = [(t, ex) for t, items in sets.items() for ex in items]  # the global item order
+        indices: dict[str, list[int]] = {t: [] for t in sets}
         for i in self.mine(len(flat)):
             indices[flat[i][0]].append(i)
-        model, processing_class, engine = self.generator(spec.model_path, spec.seed)
-        rows = evaluate_sets(cfg, model, processing_class, self.benchmark,
-                             {task: [flat[i][1] for i in idx] for task, idx in indices.items()}, self.style, engine)
-        write_record(self.dir / f"shard-{self.rank}.json",
-                     EvalShard(indices=[i for task in sets for i in indices[task]],
-                               records=[r for task in sets for r in rows[task]]))
-        harness_on = cfg.eval.harness.backend != HarnessBackend.none
-        if self.rank != 0 or not (spec.drift_from or harness_on):
-            return
-        if engine is not None:  # the engine gives its GPU back; the harness and the drift read real weights
-            engine.close()
-            engine = model = None
-            gc.collect()
-            model, processing_class = load_model(cfg, spec.model_path, self.device)
-        if harness_on:  # a live model gives the harness no data-parallel share: rank 0 runs it all
-            if self.world > 1:
-                log.info("eval.harness runs on rank 0 only: lm-eval shards no live model over ranks")
-            write_json(self.dir / "harness.json", harness_step(cfg, model, processing_class, spec.model_path).to_json())
-        if not spec.drift_from:
-            return
-        base = None
-        if spec.task and cfg.eval.kl_samples:
-            base = load_model(cfg, spec.drift_from, self.device)[0].eval()  # the run's dtype, this rank's device
-        prompts = drift_prompts(sets, self.general, spec.task) if spec.task else {}
-        drift = measure_drift(cfg, model, processing_class, spec.drift_from, self.style, prompts, base,
-                              Path(spec.base_samples) if spec.base_samples else None)
-        write_json(self.dir / "drift.json", drift.to_json())
+        model, processing_class, engine = self.generator(path, self.spec.seed)
+        try:
+            rows = evaluate_sets(cfg, model, processing_class, self.benchmark,
+                                 {t: [flat[i][1] for i in idx] for t, idx in indices.items()}, self.style, engine)
+            write_record(folder / f"shard-{self.rank}.json",
+                         EvalShard(indices=[i for t in sets for i in indices[t]],
+                                   records=[r for t in sets for r in rows[t]]))
+            harness_on = cfg.eval.harness.backend != HarnessBackend.none
+            if self.rank != 0 or not (drift_from or harness_on):
+                return
+            if engine is not None:  # the engine gives its GPU back; the harness and the drift read real weights
+                engine.close()
+                engine = model = None
+                gc.collect()
+                model, processing_class = load_model(cfg, path, self.device)
+            if harness_on:  # a live model gives the harness no data-parallel share: rank 0 runs it all
+                if self.world > 1:
+                    log.info("eval.harness runs on rank 0 only: lm-eval shards no live model over ranks")
+                write_json(folder / "harness.json", harness_step(cfg, model, processing_class, path).to_json())
+            if not drift_from:
+                return
+            base = None
+            if task and cfg.eval.kl_samples:
+                base = load_model(cfg, drift_from, self.device)[0].eval()  # the run's dtype, this rank's device
+            prompts = drift_prompts(sets, self.general, task) if task else {}
+            drift = measure_drift(cfg, model, processing_class, drift_from, self.style, prompts, base,
+                                  Path(self.spec.base_samples) if self.spec.base_samples else None)
+            write_json(folder / "drift.json", drift.to_json())
+        finally:
+            if engine is not None:  # before the next point's engine asks for the GPU
+                engine.close()
 
     def rollout(self) -> None:
         from transformers import set_seed  # here, not at the top: it imports peft (2-3 s an evaluation skips)

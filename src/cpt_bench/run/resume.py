@@ -42,10 +42,12 @@ def finished_metrics(cfg: Config, run_dir: Path) -> dict | None:
     return read_json(run_dir / METRICS_JSON) if (run_dir / METRICS_JSON).exists() else {}
 
 
-def checkpoint_space(per_checkpoint: int, stages_left: int, keep: KeepCheckpoints) -> int:
+def checkpoint_space(per_checkpoint: int, stages_left: int, keep: KeepCheckpoints, inner_points: int = 0) -> int:
     """Bytes the stage checkpoints still to be written will hold at most at one time: every one
-    with keep=all; else two (a stage's new checkpoint is published before the previous goes)."""
-    return per_checkpoint * (stages_left if keep == KeepCheckpoints.all else min(stages_left, 2))
+    with keep=all; else two (a stage's new checkpoint is published before the previous goes);
+    and one stage's `inner_points` snapshots (eval.inner_points: deleted once evaluated)."""
+    stages = stages_left if keep == KeepCheckpoints.all else min(stages_left, 2)
+    return per_checkpoint * (stages + (inner_points if stages_left else 0))
 
 
 def human_bytes(n: int) -> str:
@@ -82,17 +84,18 @@ def prepare_run_dir(cfg: Config, run_dir: Path) -> list[StageRecord]:
     return records
 
 
-def check_disk(run_dir: Path, base_path: str, stages_left: int, keep: KeepCheckpoints) -> None:
+def check_disk(run_dir: Path, base_path: str, stages_left: int, keep: KeepCheckpoints, inner_points: int = 0) -> None:
     """Refuse to start when the checkpoints this run will hold at once cannot fit on the disk
     (estimated from the base model's folder; a hub id is not measured)."""
     base = Path(base_path)
     if not base.is_dir():
         return
     size = disk_bytes(base)
-    need = checkpoint_space(size, stages_left, keep)
+    need = checkpoint_space(size, stages_left, keep, inner_points)
     free = shutil.disk_usage(run_dir).free
     if need > free:
         raise ConfigError(
             f"not enough disk in {run_dir}: {stages_left} stage checkpoints of about {human_bytes(size)} "
+            + (f"(and {inner_points} snapshots a stage for eval.inner_points) " if inner_points else "") +
             f"with checkpoint.keep={keep} need about {human_bytes(need)}, "
             f"{human_bytes(free)} are free; free space, pick another hydra.run.dir or pass checkpoint.keep=last")

@@ -13,7 +13,6 @@ shared files belong to the stage loop.
 
 from __future__ import annotations
 
-import functools
 import gc
 import logging
 import math
@@ -28,28 +27,28 @@ import torch
 
 from cpt_bench import faults
 from cpt_bench.choices import HarnessBackend, PeftMethod, Schedule
-from cpt_bench.config import Config, EvalConfig
+from cpt_bench.config import Config
 from cpt_bench.continual import stage_hooks
 from cpt_bench.continual.base import Method
 from cpt_bench.errors import TrainingDiverged
-from cpt_bench.model.drift import forward_kl, output_kl, param_drift
 from cpt_bench.model.evaluation import evaluate_tasks
 from cpt_bench.model.harness import evaluate_harness
 from cpt_bench.model.loading import load_checkpoint, run_precision
 from cpt_bench.model.processing import PixelBounds
-from cpt_bench.model.prompts import PromptStyle, format_prompt
-from cpt_bench.outputs.records import Diagnostics, FilterStats, HarnessResult, KLToBase, TrainStats
+from cpt_bench.model.prompts import PromptStyle
+from cpt_bench.outputs.curves import SNAPSHOTS
+from cpt_bench.outputs.records import Diagnostics, FilterStats, HarnessResult, TrainStats
 from cpt_bench.outputs.results import JOINT
-from cpt_bench.outputs.rundir import stage_dir, write_jsonl
+from cpt_bench.outputs.rundir import write_jsonl
 from cpt_bench.paradigms.base import Paradigm, StageContext
 from cpt_bench.paradigms.filtering import keep_item, rif_sampling
 from cpt_bench.paradigms.rollouts import Rollouts, Sampled
 from cpt_bench.run import requeue
+from cpt_bench.run.drift_step import base_samples_dir, drift_prompts, measure_drift, reference_model
 from cpt_bench.run.rollout_step import Sampling, sample
 from cpt_bench.run.wire import TrainResult
 from cpt_bench.tasks import Benchmark
 from cpt_bench.tasks.base import Example
-from cpt_bench.tasks.images import load_images
 
 log = logging.getLogger("cpt_bench")
 
@@ -83,6 +82,16 @@ def publish_checkpoint(spec: StageSpec) -> None:
     spec.partial_model_dir.rename(spec.model_dir)
 
 
+@dataclass(frozen=True)
+class InnerPoint:
+    """An evaluation point inside a stage (eval.inner_points): the snapshot the training saved at
+    optimizer step `step` (paradigms.base.save_snapshot) and where its eval records go."""
+
+    step: int
+    model: Path  # stages/<kk>-<task>/snapshots/step-<n>/
+    dir: Path  # stages/<kk>-<task>/inner/step-<n>/
+
+
 @dataclass
 class Evaluation:
     """One row of the accuracy matrix, with each task's CoT format-compliance rate."""
@@ -93,6 +102,7 @@ class Evaluation:
     seconds: float
     drift: Diagnostics = field(default_factory=Diagnostics)  # from the base, when asked for (drift_from)
     harness: HarnessResult | None = None  # eval.harness's scores, also in `accuracy` as harness:<task>
+    points: list[Evaluation] = field(default_factory=list)  # the inner points' (`InnerPoint`), in order
 
     @classmethod
     def of(cls, records: dict[str, list[dict]], seconds: float, drift: Diagnostics | None = None,
@@ -149,71 +159,6 @@ def load_model(cfg, path: str | Path, device: str | torch.device = "cpu"):
     return model.to(device), processing_class
 
 
-@functools.lru_cache(maxsize=1)
-def reference_model(dtype: torch.dtype, base_path: str):
-    """The base model output drift compares against, loaded once per process: every stage of a
-    sequence run in this process asks for the same one. It stays on the CPU between stages
-    (see `LocalSteps.evaluate`)."""
-    model, _ = load_checkpoint(base_path, dtype=dtype)
-    return model.eval()
-
-
-def drift_prompts(test_sets: dict[str, list[Example]], general: list[str], task: str) -> dict[str, list[Example]]:
-    """The items output drift is measured on after training `task`: its test items (every CPT
-    task's for the joint stage) and the general suite's."""
-    order = [t for t in test_sets if t not in general]
-    return {"task": [ex for t in (order if task == JOINT else [task]) for ex in test_sets[t]],
-            "general": [ex for t in general for ex in test_sets[t]]}
-
-
-def base_samples_dir(run_dir: Path) -> Path:
-    """Where a run keeps the forward KL's draws from the base (`model.drift.base_draw`): beside
-    the base's evaluation, `stages/00-base/forward_kl/`, one file per prompt set. On disk in the
-    run directory because each stage under `launcher=torchrun` is a new process (rank 0
-    measures drift after evaluation), so a draw made in memory would be lost after its stage;
-    there, one process or many read the same files, and a resumed run its earlier draws. Beside
-    stage 0 rather than in `.cpt/` because the draw belongs to the base: `overwrite=true`
-    clears it with the stages (a base re-made at the same path is drawn again)."""
-    return stage_dir(run_dir, 0, "") / "forward_kl"
-
-
-def measure_drift(cfg: Config, model, processing_class, base_path: str, style: PromptStyle,
-                  prompts: dict[str, list[Example]], base=None, samples_dir: Path | None = None) -> Diagnostics:
-    """The evaluated model's drift from the base: its weights always; with `prompts`
-    (`drift_prompts`) and `eval.kl_samples` > 0 its outputs too, the reverse and the forward KL
-    to `base` (the base model on the same device; its draws for the forward one cached in
-    `samples_dir`, `base_samples_dir`), with the seconds each took."""
-    drift = Diagnostics(param_drift=param_drift(model, base_path))
-    if prompts and cfg.eval.kl_samples and base is not None:
-        seconds = {"kl_to_base": 0.0, "forward_kl": 0.0}
-        with run_precision(cfg).inference():
-            for name, items in prompts.items():
-                if not items:
-                    continue
-                for direction in seconds:
-                    start = time.time()
-                    setattr(drift, f"{direction}_{name}", output_drift(model, base, processing_class, style, items,
-                                                                       cfg.eval, direction, samples_dir))
-                    seconds[direction] += time.time() - start
-        drift.kl_to_base_seconds = round(seconds["kl_to_base"], 3)
-        drift.forward_kl_seconds = round(seconds["forward_kl"], 3)
-    return drift
-
-
-def output_drift(model, base, processing_class, style: PromptStyle, items: list[Example], settings: EvalConfig,
-                 direction: str = "kl_to_base", samples_dir: Path | None = None) -> KLToBase:
-    """The KL between the model and the base on `eval.kl_samples` of `items` drawn with
-    `eval.kl_seed` (only their images are read), sampling up to `eval.max_new_tokens` tokens:
-    `kl_to_base` the reverse KL(model || base), `forward_kl` the forward KL(base || model)."""
-    chosen = random.Random(settings.kl_seed).sample(items, min(settings.kl_samples, len(items)))
-    prompts = [format_prompt(processing_class, style.user_text(ex), len(ex.images)) for ex in chosen]
-    images = [load_images(ex.images) for ex in chosen] if any(ex.images for ex in chosen) else None
-    common = dict(samples=len(chosen), max_new_tokens=settings.max_new_tokens, seed=settings.kl_seed)
-    est = (forward_kl(model, base, processing_class, prompts, images, cache=samples_dir, **common)
-           if direction == "forward_kl" else output_kl(model, base, processing_class, prompts, images, **common))
-    return KLToBase(est.kl, est.kl_se, est.kl_per_token)
-
-
 def train_step(paradigm: Paradigm, model, processing_class, items: list[Example], ctx: StageContext,
                spec: StageSpec, *, main: bool = True, hooks: list[Method] = ()) -> tuple[TrainResult, object]:
     """The body of a training step, in one process or on every rank of a launched one: train
@@ -239,6 +184,9 @@ def train_step(paradigm: Paradigm, model, processing_class, items: list[Example]
         if main:
             model.save_pretrained(spec.partial_model_dir)
         out = TrainResult(optimizer_steps=0, generated_tokens=0, train_seconds=0.0, save_seconds=time.time() - start)
+    # the inner points' snapshots were saved during training: their seconds are save seconds
+    out.train_seconds -= ctx.snapshot_seconds
+    out.save_seconds += ctx.snapshot_seconds
     out.metrics |= {f"cl/{term.name}": mean for term in ctx.loss_terms if (mean := term.mean()) is not None}
     if main:
         processing_class.save_pretrained(spec.partial_model_dir)
@@ -345,6 +293,8 @@ def stage_context(cfg, benchmark: Benchmark, style: PromptStyle, spec: StageSpec
         peft=cfg.peft if cfg.peft.name != PeftMethod.none else None,
         on_log=logged,
         rollouts=rollouts,
+        inner_points=cfg.eval.inner_points,
+        snapshot_dir=spec.dir / SNAPSHOTS,
     )
 
 
@@ -371,10 +321,12 @@ class LocalSteps:
         self.model, self.processing_class = load_model(self.cfg, path, self.device)
         self.model_path = str(path)
 
-    def evaluate(self, out_dir: Path, drift_from: str | None = None, task: str | None = None) -> Evaluation:
+    def evaluate(self, out_dir: Path, drift_from: str | None = None, task: str | None = None,
+                 points: list[InnerPoint] = ()) -> Evaluation:
         """Greedy evaluation of every test set; each task's records go to `out_dir/<task>.jsonl`.
         With `drift_from` (the base model), also the parameter drift from it, and with the
-        trained `task` and `eval.kl_samples` > 0 the output drift (KL to the base, both directions)."""
+        trained `task` and `eval.kl_samples` > 0 the output drift (KL to the base, both directions).
+        Then each of the stage's inner `points` (its snapshot, evaluated as the end is, no drift)."""
         start = time.time()
         rows = evaluate_sets(self.cfg, self.model, self.processing_class, self.benchmark, self.test_sets, self.style)
         write_eval_records(out_dir, rows)
@@ -391,7 +343,21 @@ class LocalSteps:
             finally:
                 if base is not None:
                     base.to("cpu")
-        return Evaluation.of(rows, seconds, drift, harness)
+        evaluation = Evaluation.of(rows, seconds, drift, harness)
+        evaluation.points = [self._evaluate_snapshot(point) for point in points]
+        return evaluation
+
+    def _evaluate_snapshot(self, point: InnerPoint) -> Evaluation:
+        """An inner point's snapshot evaluated beside the model held, which stays as it is."""
+        start, held = time.time(), (self.model, self.processing_class, self.model_path)
+        try:
+            self.model, self.processing_class = load_model(self.cfg, point.model, self.device)
+            self.model_path = str(point.model)
+            evaluation = self.evaluate(point.dir)
+        finally:
+            self.model, self.processing_class, self.model_path = held
+        evaluation.seconds = time.time() - start  # its loading included
+        return evaluation
 
     def filter(self, spec: StageSpec) -> Filtered:
         """RIF: keep the items the current model can learn from; record what it cost."""

@@ -34,6 +34,12 @@ class EvalSpec:
     drift_from: str | None = None  # the base model
     task: str | None = None  # the trained task (output drift is measured on its prompts)
     base_samples: str | None = None  # the folder of the forward KL's draws from the base (steps.base_samples_dir)
+    # then the stage's inner points (eval.inner_points): each snapshot into its folder, no drift
+    points: list[str] = field(default_factory=list)
+    point_dirs: list[str] = field(default_factory=list)
+
+
+POINT_SECONDS = "seconds.json"  # an inner point's folder: rank 0's seconds for it, read by the controller
 
 
 @dataclass

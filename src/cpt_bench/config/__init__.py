@@ -7,7 +7,8 @@ node's `validate()` (as TRL's configs check themselves in `__post_init__`); `val
 a composed config into the typed `Config` and runs them all before any model is built. That
 `Config` is what the controller, its steps and every launched worker hold. Open choices
 (paradigm, benchmark, built-in model) are names checked against their registries by the
-stage loop's `plan()`. A paradigm's node lives in its own module (paradigms/).
+stage loop's `plan()`. A paradigm's node lives in its own module (paradigms/), the `eval`
+node in evaluation.py.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from cpt_bench.choices import (
     DType,
     FilterName,
     GenerationBackend,
-    HarnessBackend,
     KeepCheckpoints,
     KeepRule,
     LauncherName,
@@ -35,6 +35,8 @@ from cpt_bench.choices import (
     SourceFormat,
     require,
 )
+from cpt_bench.config.evaluation import EvalConfig
+from cpt_bench.config.evaluation import HarnessConfig as HarnessConfig  # re-exported
 from cpt_bench.errors import ConfigError
 
 log = logging.getLogger("cpt_bench")
@@ -268,55 +270,6 @@ class LoggerConfig:
 
 
 @dataclass
-class HarnessConfig:
-    """General ability by a standard harness, after the base model and every stage
-    (model/harness.py): each task's primary metric becomes a general-suite column
-    `harness:<task>` of the matrix, counted in the general change like the built-in suite."""
-
-    backend: HarnessBackend = HarnessBackend.none
-    tasks: list[str] = field(default_factory=list)  # the harness's task (or group) names
-    include_path: str | None = None  # a folder of task YAMLs beside the harness's own (e.g. local JSON data)
-    num_fewshot: int | None = None  # null = each task's own
-    limit: float | None = None  # items per task: a count (>= 1) or a fraction (< 1); null = all
-    batch_size: int = 16
-    apply_chat_template: bool = False  # render prompts with the model's chat template
-    gen_kwargs: dict[str, Any] = field(default_factory=dict)  # for generate-until tasks, e.g. {max_gen_toks: 256}
-    seed: int = 0  # the harness's few-shot sampling and random seeds
-
-    def validate(self, at: str = "eval.harness") -> None:
-        if self.backend == HarnessBackend.none:
-            return
-        if not self.tasks:
-            raise ConfigError(f"{at}.backend={self.backend} needs {at}.tasks=[...] (the harness's task names)")
-        require(self.batch_size > 0, f"{at}.batch_size", self.batch_size, "> 0")
-        require(self.num_fewshot is None or self.num_fewshot >= 0, f"{at}.num_fewshot", self.num_fewshot,
-                ">= 0 or null")
-        require(self.limit is None or self.limit > 0, f"{at}.limit", self.limit, "> 0 or null (every item)")
-        if self.include_path is not None and not Path(self.include_path).expanduser().is_dir():
-            raise ConfigError(f"{at}.include_path {self.include_path} is not a folder of task YAMLs")
-
-
-@dataclass
-class EvalConfig:
-    batch_size: int = 256
-    max_new_tokens: int = 32
-    general: bool = True  # also evaluate the benchmark's general suite
-    # the generation engine of evaluation and RIF rollouts; vllm needs launcher=torchrun
-    backend: GenerationBackend = GenerationBackend.hf
-    # output drift after each stage: KL to the base on this many sampled prompts of the trained
-    # task and of the general suite (drift.py); 0 = off
-    kl_samples: int = 64
-    kl_seed: int = 0
-    harness: HarnessConfig = field(default_factory=HarnessConfig)
-
-    def validate(self, at: str = "eval") -> None:
-        require(self.batch_size > 0, f"{at}.batch_size", self.batch_size, "> 0")
-        require(self.kl_samples >= 0, f"{at}.kl_samples", self.kl_samples, ">= 0")
-        require(self.max_new_tokens > 0, f"{at}.max_new_tokens", self.max_new_tokens, "> 0")
-        self.harness.validate(f"{at}.harness")
-
-
-@dataclass
 class PeftConfig:
     """Parameter-efficient fine-tuning for both paradigms (TRL's `peft_config`, the peft library):
     each stage trains a fresh LoRA adapter, merged into full weights when the stage ends, so
@@ -406,6 +359,11 @@ class Config:
         if self.peft.name != PeftMethod.none and self.deepspeed.config and "zero3" in self.deepspeed.name:
             raise ConfigError(f"peft={self.peft.name} is not supported with ZeRO-3 here (merging partitioned adapters "
                               "is untested): use deepspeed=zero2 or none")
+        if self.eval.inner_points and (self.schedule == Schedule.evaluate or self.peft.name != PeftMethod.none):
+            why = (f"schedule={self.schedule}" if self.schedule == Schedule.evaluate
+                   else f"peft={self.peft.name} (a snapshot would hold the adapter only)")
+            raise ConfigError(f"eval.inner_points={self.eval.inner_points} needs a stage trained here with full "
+                              f"weights, not {why}")
         if self.replay.fraction and self.schedule != Schedule.sequential:
             raise ConfigError(f"replay.fraction applies to schedule=sequential, not schedule={self.schedule}")
         require(self.threads is None or self.threads > 0, "threads", self.threads, "> 0 or null")
