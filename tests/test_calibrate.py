@@ -161,8 +161,10 @@ probes: 2
 def test_a_study_calibrates_resumes_without_redoing_a_probe_and_keeps_probes_out_of_its_report(tmp_path,
                                                                                               model_cache):
     """The toy model, shrunk: the probes alone first (--probe-only), then the whole study, which
-    reads both probes back instead of running them, runs the seed at the placed rate and writes
-    its record, its figure and a report without the probes."""
+    reads both probes back instead of running them (one from its run, one, its run deleted, from
+    calibration.json: a committed record resumes in a fresh clone), runs the seed at the placed
+    rate and writes its record, its figure and a report without the probes."""
+    import shutil
     import subprocess
     import sys
     from pathlib import Path
@@ -185,15 +187,18 @@ def test_a_study_calibrates_resumes_without_redoing_a_probe_and_keeps_probes_out
     assert [p.parent.name for p in runs] == ["lr=0.0001", "lr=0.003"]
     stamps = [p.stat().st_mtime_ns for p in runs]
     assert not (out / "sft").exists() and (out / "calibration.png").is_file()
-
-    res = calibrate()
-    assert res.stderr.count("(done before)") == 2 and [p.stat().st_mtime_ns for p in runs] == stamps
-    rec = json.loads((out / "calibration.json").read_text())
-    fam = rec["families"][0]
-    gains = {p["lr"]: p["gain"] for p in fam["probes"]}
+    gains = {p["lr"]: p["gain"] for p in json.loads((out / "calibration.json").read_text())["families"][0]["probes"]}
     for run in runs:
         lr = float(run.parent.name.split("=")[1])
         assert gains[lr] == json.loads((run.parent / "metrics.json").read_text())["gain"]
+    shutil.rmtree(runs[1].parent)
+
+    res = calibrate()
+    assert res.stderr.count("(done before)") == 1 and runs[0].stat().st_mtime_ns == stamps[0]
+    assert res.stderr.count("(recorded in calibration.json)") == 1 and not runs[1].parent.exists()
+    rec = json.loads((out / "calibration.json").read_text())
+    fam = rec["families"][0]
+    assert {p["lr"]: p["gain"] for p in fam["probes"]} == gains
     placed = [p for p in fam["placements"] if p["lr"] is not None]
     assert [p["target"] for p in placed] == [0.0]  # ±1000 points are out of reach, and say so
     assert all("out of reach" in p["note"] or "below every probe" in p["note"]

@@ -30,7 +30,7 @@ from cpt_bench.calibrate.figure import plot_calibration
 from cpt_bench.calibrate.record import CalibrationRecord
 from cpt_bench.calibrate.search import Probe, Round
 from cpt_bench.calibrate.spec import check_composes, load_spec, shipped
-from cpt_bench.errors import ConfigError
+from cpt_bench.errors import ConfigError, ReportError
 
 PROG = "cpt-bench-calibrate"
 log = logging.getLogger("cpt_bench.calibrate")
@@ -69,6 +69,18 @@ def summary(rec: CalibrationRecord) -> str:
     return "\n".join(lines)
 
 
+def _report(out: Path) -> None:
+    """The study's report over every family's finished seed runs (never the probes)."""
+    from cpt_bench.report import load_runs, write_report
+    from cpt_bench.report.runs import find_runs
+
+    try:
+        find_runs([out])
+    except ReportError:  # no seed run has finished yet
+        return
+    write_report(load_runs([out]), out)
+
+
 def calibrate(study: str, out: Path, settings: Sequence[str], extra: Sequence[str], probe_only: bool) -> int:
     spec = load_spec(study, list(settings))
     spec.common = [*spec.common, *extra]
@@ -76,8 +88,11 @@ def calibrate(study: str, out: Path, settings: Sequence[str], extra: Sequence[st
     out.mkdir(parents=True, exist_ok=True)
     name = Path(study).stem
     done: dict[str, list[Probe]] = {f: [] for f in spec.families}
+    def so_far(plan: Round) -> None:  # a search stopped anywhere resumes from its last round's record
+        record(spec, name, done, Round({}, plan.targets, "searching")).write(out)
+
     try:
-        plan = run_search(spec, out, done)
+        plan = run_search(spec, out, done, so_far)
     except ProbeFailed:  # what the probes found so far is recorded before the error is shown
         record(spec, name, done, Round({}, None, "stopped: a probe failed")).write(out)
         raise
@@ -88,15 +103,13 @@ def calibrate(study: str, out: Path, settings: Sequence[str], extra: Sequence[st
         print(f"{PROG}: {plan.note}; see {out / 'calibration.png'}", file=sys.stderr)
         return 1
     if not probe_only:
-        for fam in rec.families:
-            run_seeds(spec, out, fam)
+        for fam in rec.families:  # a piece at a time: the record, figure and report after each family
+            ran = run_seeds(spec, out, fam)
             read_seeds(spec, out, fam)
             rec.write(out)
-        plot_calibration(rec, out)
-        if any(fam.seeds for fam in rec.families):
-            from cpt_bench.report import load_runs, write_report
-
-            write_report(load_runs([out]), out)
+            if ran or not (out / "report.md").is_file():
+                plot_calibration(rec, out)
+                _report(out)
     print(summary(rec))
     print(f"Calibration: {out / 'calibration.json'}, {out / 'calibration.png'}"
           + (f"; report: {out / 'report.md'}" if (out / "report.md").is_file() and not probe_only else ""))

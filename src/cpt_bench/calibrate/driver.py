@@ -19,10 +19,11 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cpt_bench.calibrate.record import CalibrationRecord, FamilyRecord, SeedsAt
+from cpt_bench.calibrate.record import CalibrationRecord, FamilyRecord, SeedsAt, read_record
 from cpt_bench.calibrate.search import Probe, Round, place, plan_round
 from cpt_bench.calibrate.spec import LR_KEY, StudySpec
 from cpt_bench.errors import ConfigError
@@ -66,10 +67,26 @@ def _log(run_dir: Path) -> Path:
     return run_dir.parent / f"{run_dir.name}.log"  # beside the run: its name's dots are no suffix
 
 
-def run_probe(spec: StudySpec, study: Path, family: str, lr: float) -> float:
-    """The probe's gain: read back if its run finished, else run (or resume) it."""
-    run_dir = study / PROBES / family_folder(spec, family) / f"lr={lr:g}"
+def recorded_probes(study: Path) -> dict[tuple[str, float], float]:
+    """The probes an earlier search recorded in calibration.json, by (probes folder, rate): a
+    study resumed where its probe runs are gone (a fresh clone of a committed record) reads them
+    from there; the folder's name carries the hash of the family's settings."""
+    rec = read_record(study)
+    return {(Path(f["probes_folder"]).name, float(p["lr"])): float(p["gain"])
+            for f in (rec or {}).get("families", []) for p in f.get("probes", [])}
+
+
+def run_probe(spec: StudySpec, study: Path, family: str, lr: float,
+              recorded: dict[tuple[str, float], float] | None = None) -> float:
+    """The probe's gain: read back if its run finished (or, its run gone, from the record of an
+    earlier search: `recorded`), else run (or resume) it."""
+    folder = family_folder(spec, family)
+    run_dir = study / PROBES / folder / f"lr={lr:g}"
     gain = finished_gain(run_dir)
+    if gain is None and (folder, lr) in (recorded or {}) and not run_dir.exists():
+        gain = recorded[(folder, lr)]
+        log.info("probe %s lr=%g: gain %+.1f pts (recorded in calibration.json)", family, lr, 100 * gain)
+        return gain
     if gain is not None:
         log.info("probe %s lr=%g: gain %+.1f pts (done before)", family, lr, 100 * gain)
         return gain
@@ -86,15 +103,27 @@ def run_probe(spec: StudySpec, study: Path, family: str, lr: float) -> float:
     return gain
 
 
-def run_search(spec: StudySpec, study: Path, done: dict[str, list[Probe]]) -> Round:
+def run_search(spec: StudySpec, study: Path, done: dict[str, list[Probe]],
+               after_round: Callable[[Round], None] = lambda plan: None) -> Round:
     """Probe round after round until the search is over, each family's probes appended to
-    `done` as they finish; every probe's run kept."""
+    `done` as they finish (`after_round` then records them); every probe's run kept."""
     searches = {f: spec.search(f) for f in spec.families}
+    recorded = recorded_probes(study)
+
+    def probe(item: tuple[str, float]) -> float:
+        return run_probe(spec, study, *item, recorded=recorded)
+
     while (plan := plan_round(done, searches, spec.target_gains(), spec.num_targets)).probes:
+        items = list(plan.probes.items())
+        gains = {}
+        if not any(done.values()):  # the very first probe alone: it builds what every run shares (a base model)
+            gains[items[0][0]] = probe(items[0])
         with ThreadPoolExecutor(max_workers=spec.jobs) as pool:
-            gains = dict(zip(plan.probes, pool.map(lambda item: run_probe(spec, study, *item), plan.probes.items())))
+            rest = [item for item in items if item[0] not in gains]
+            gains.update(zip((f for f, _ in rest), pool.map(probe, rest)))
         for family, lr in plan.probes.items():
             done[family].append(Probe(lr, gains[family]))
+        after_round(plan)
     return plan
 
 
@@ -110,19 +139,22 @@ def seed_rates(fam: FamilyRecord) -> list[float]:
     return sorted({p.lr for p in fam.placements if p.lr is not None})
 
 
-def run_seeds(spec: StudySpec, study: Path, fam: FamilyRecord) -> None:
-    """The family's seeds at its chosen rates: one `cpt-bench -m` sweep into `<study>/<family>`."""
+def run_seeds(spec: StudySpec, study: Path, fam: FamilyRecord) -> bool:
+    """The family's seeds at its chosen rates: one `cpt-bench -m` sweep into `<study>/<family>`;
+    False when there was nothing to run (no rate, or every run finished before)."""
     rates = seed_rates(fam)
     read_seeds(spec, study, fam)
     if not rates or all(len(s.gains) == len(spec.seeds) for s in fam.seeds):
-        return  # nothing to run, or every run finished before
+        return False
     cmd = [*CLI, "-m", *spec.common, *fam.overrides, f"{LR_KEY}={','.join(f'{lr:g}' for lr in rates)}",
            f"seed={','.join(map(str, spec.seeds))}", f"hydra.sweep.dir='{study / fam.name}'",
-           "hydra.sweep.subdir='lr=${" + LR_KEY + "}-seed=${seed}'"]
+           "hydra.sweep.subdir='lr=${" + LR_KEY + "}-seed=${seed}'",
+           "~hydra.callbacks.report"]  # the study's report, over every family, is written after each family
     log.info("seeds of %s: %d rates x %d seeds into %s", fam.name, len(rates), len(spec.seeds), study / fam.name)
     code = subprocess.call(cmd)
     if code != 0:
         raise ProbeFailed(f"the seed sweep of {fam.name} failed (exit {code})")
+    return True
 
 
 def read_seeds(spec: StudySpec, study: Path, fam: FamilyRecord) -> None:
