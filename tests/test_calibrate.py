@@ -118,6 +118,13 @@ def test_rates_are_rounded_so_probe_folders_are_found_again():
     assert round_lr(3.14159e-5) == 3.1e-5 and f"{round_lr(0.00012345):g}" == "0.00012"
 
 
+def test_an_unknown_family_stops_before_any_probe(tmp_path, capsys):
+    from cpt_bench.calibrate import main
+
+    assert main(["explain", "--out", str(tmp_path / "s"), "--families", "sft,nope"]) == 2
+    assert "--families: no family nope in explain" in capsys.readouterr().err and not (tmp_path / "s").exists()
+
+
 def test_shipped_studies_load_and_bad_ones_stop_in_one_line(tmp_path):
     assert {"explain", "cl", "smollm2"} <= set(shipped())
     for name in shipped():

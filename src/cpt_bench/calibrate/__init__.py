@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override the study's fields, e.g. probes=4 seeds=[0,1] targets=[2,4,6]")
     parser.add_argument("--probe-only", action="store_true", help="stop after the search (no seeds, no report)")
+    parser.add_argument("--families", type=lambda text: [f for f in text.split(",") if f], default=None,
+                        metavar="A,B", help="run the seeds of these families only, a piece of a long study (the "
+                        "search still covers every family: the targets are shared)")
     return parser
 
 
@@ -81,8 +84,11 @@ def _report(out: Path) -> None:
     write_report(load_runs([out]), out)
 
 
-def calibrate(study: str, out: Path, settings: Sequence[str], extra: Sequence[str], probe_only: bool) -> int:
+def calibrate(study: str, out: Path, settings: Sequence[str], extra: Sequence[str], probe_only: bool,
+              families: Sequence[str] | None = None) -> int:
     spec = load_spec(study, list(settings))
+    if unknown := [f for f in families or [] if f not in spec.families]:
+        raise ConfigError(f"--families: no family {', '.join(unknown)} in {study}; it has {', '.join(spec.families)}")
     spec.common = [*spec.common, *extra]
     check_composes(spec)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,6 +110,9 @@ def calibrate(study: str, out: Path, settings: Sequence[str], extra: Sequence[st
         return 1
     if not probe_only:
         for fam in rec.families:  # a piece at a time: the record, figure and report after each family
+            if families and fam.name not in families:
+                read_seeds(spec, out, fam)  # what an earlier piece ran, if anything
+                continue
             ran = run_seeds(spec, out, fam)
             read_seeds(spec, out, fam)
             rec.write(out)
@@ -123,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(format=f"{PROG}: %(message)s", stream=sys.stderr, level=logging.INFO)
     try:
-        return calibrate(args.study, args.out, args.set, extra, args.probe_only)
+        return calibrate(args.study, args.out, args.set, extra, args.probe_only, args.families)
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
