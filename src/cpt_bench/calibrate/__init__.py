@@ -66,7 +66,8 @@ def summary(rec: CalibrationRecord) -> str:
             got = "" if s is None or s.mean is None else (
                 f", seeds' mean {100 * s.mean:+.1f} ({len(s.gains)} runs): "
                 f"{'reached' if s.reached(rec.tolerance) else 'NOT reached'}")
-            lines.append(f"  {fam.name}: target {100 * p.target:+.1f} at lr {p.lr:g} (fit {100 * p.fitted:+.1f}){got}")
+            lines.append(f"  {fam.name}: target {100 * p.target:+.1f} at lr {p.lr:g} (isotonic fit there "
+                         f"{100 * p.fitted:+.1f}){got}")
         lines += [f"  {fam.name}: gain not monotone: {w}" for w in fam.not_monotone(rec.tolerance)]
         lines.append(f"  {fam.name}: {len(fam.probes)} probes")
     return "\n".join(lines)

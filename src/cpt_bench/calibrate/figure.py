@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from matplotlib.ticker import NullFormatter
+
 from cpt_bench.calibrate.record import CalibrationRecord
 from cpt_bench.calibrate.search import monotone_fit
 from cpt_bench.outputs.plots import pyplot
@@ -40,6 +42,7 @@ def plot_calibration(rec: CalibrationRecord, folder: Path) -> Path:
             ax.scatter([s.lr for s in seeds], [100 * s.mean for s in seeds], marker="D", color="C3", zorder=4,
                        label="the seeds' mean")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # a narrow range labelled every minor tick, overlapping
         ax.set_title(fam.name, fontsize=10)
         ax.set_xlabel("learning rate")
         ax.set_ylabel("gain (pts)")
