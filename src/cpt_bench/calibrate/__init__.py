@@ -95,6 +95,7 @@ def calibrate(study: str, out: Path, settings: Sequence[str], extra: Sequence[st
     out.mkdir(parents=True, exist_ok=True)
     name = Path(study).stem
     done: dict[str, list[Probe]] = {f: [] for f in spec.families}
+
     def so_far(plan: Round) -> None:  # a search stopped anywhere resumes from its last round's record
         record(spec, name, done, Round({}, plan.targets, "searching")).write(out)
 
