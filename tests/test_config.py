@@ -84,7 +84,6 @@ def test_a_wrongly_typed_value_fails_at_compose_time(override):
         ([], ["add", "reverse", "count", "max", "sort", "sub", "shift"]),
         (["order=reverse"], ["shift", "sub", "sort", "max", "count", "reverse", "add"]),
         (["order.tasks=[sort,add]"], ["sort", "add"]),
-        (["order=reverse", "order.tasks=[sort,add]"], ["sort", "add"]),
     ],
 )
 def test_orders(overrides, order):
@@ -193,6 +192,16 @@ INVALID = [
     (["peft=lora", "deepspeed=zero3"], "peft=lora is not supported with ZeRO-3 here"),
     (["replay.fraction=0.2", "replay.max_items=0"], "replay.max_items must be > 0 or null, not 0"),
     (["replay.fraction=0.2", "schedule=joint"], "replay.fraction applies to schedule=sequential, not schedule=joint"),
+    # a setting its choice does not read is refused, never recorded as used (config/ignored.py)
+    (["order=reverse", "order.tasks=[add,sort]"],
+     "order.tasks=[add,sort] is an explicit order, which order=reverse would not draw"),
+    (["order=shuffled", "order.tasks=[add,sort]"], "which order=shuffled would not draw"),
+    (["order.seed=3"], "order.seed=3 draws order=shuffled only; this order is order=default"),
+    (["filter.num_rollouts=4"], "filter.num_rollouts=4 applies to filter=rif, not filter=none"),
+    (["peft.r=8"], "peft.r=8 applies to peft=lora or olora, not peft=none"),
+    (["peft=lora", "peft.orthogonality=1"], "peft.orthogonality=1.0 applies to peft=olora, not peft=lora"),
+    (["replay.max_items=5"], "replay.max_items=5 needs replay.fraction > 0"),
+    (["eval.harness.tasks=[arc_easy]"], "eval.harness.tasks=[arc_easy] needs eval.harness.backend=lm_eval"),
 ]
 
 

@@ -37,6 +37,7 @@ from cpt_bench.choices import (
 )
 from cpt_bench.config.evaluation import EvalConfig
 from cpt_bench.config.evaluation import HarnessConfig as HarnessConfig  # re-exported
+from cpt_bench.config.ignored import refuse_ignored
 from cpt_bench.errors import ConfigError
 
 log = logging.getLogger("cpt_bench")
@@ -157,7 +158,7 @@ class OrderConfig:
     """default = the benchmark's order; reverse; shuffled (by `seed`); or an explicit `tasks`."""
 
     name: OrderName = OrderName.default
-    tasks: list[str] | None = None  # an explicit list wins over `name`
+    tasks: list[str] | None = None  # an explicit order, beside name=default only (config/ignored.py)
     seed: int = 0
 
 
@@ -356,6 +357,7 @@ class Config:
         for at in ("paradigm", "benchmark", "model", "filter", "eval", "launcher", "logger", "replay", "peft", "cl"):
             getattr(self, at).validate(at)
         self.cl.refuse(self)  # what the method cannot run with, named before any model
+        refuse_ignored(self)  # a setting its choice does not read would be recorded as used
         if self.peft.name != PeftMethod.none and self.deepspeed.config and "zero3" in self.deepspeed.name:
             raise ConfigError(f"peft={self.peft.name} is not supported with ZeRO-3 here (merging partitioned adapters "
                               "is untested): use deepspeed=zero2 or none")
