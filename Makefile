@@ -73,13 +73,27 @@ test-fast: $(STAMP) ## the tests that build no model (under a minute): the edit-
 test-release: $(STAMP) ## the release checks: the shipped base rebuilt from its recipe (~2 min)
 	$(BIN)/python -m pytest -q -m release $(ARGS)
 
+# The editable install that make install and CI use would hide a module missing from the wheel:
+# build it, install it alone (--no-deps, beside the environment's packages, first on the path),
+# and run a short run and its report from it.
+WHEEL_DIR ?= build/wheel-check
+wheel-check: $(STAMP) ## the built wheel, installed alone, runs a short run and its report (~1 min)
+	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)
+	$(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w $(WHEEL_DIR)/dist .
+	$(BIN)/python -m pip install -q --no-deps --target $(WHEEL_DIR)/site $(WHEEL_DIR)/dist/*.whl
+	cd $(WHEEL_DIR) && PYTHONPATH=$$PWD/site $(abspath $(BIN))/python -c "import cpt_bench, sys; \
+		sys.exit(None if cpt_bench.__file__.startswith('$$PWD/site/') else 'not the wheel: ' + cpt_bench.__file__)"
+	cd $(WHEEL_DIR) && PYTHONPATH=$$PWD/site site/bin/cpt-bench order.tasks=[max,shift] benchmark.train_size=16 \
+		benchmark.test_size=8 paradigm.max_steps=2 eval.general=false eval.kl_samples=0 logger=none hydra.run.dir=run
+	cd $(WHEEL_DIR) && PYTHONPATH=$$PWD/site site/bin/cpt-bench-report run --out report && test -s report/report.md
+
 lint: $(STAMP) ## ruff over src, tests and benchmarks
 	$(BIN)/ruff check src tests benchmarks
 
 tiny-base: $(STAMP) ## rebuild the shipped embedded base model from its recipe on this machine (~3 min)
 	$(BIN)/python -m cpt_bench.builtin.tiny
 
-reference: $(STAMP) ## regenerate the pinned reference matrices (tests/reference/) on this machine
+reference: $(STAMP) ## make or regenerate this CPU kind's pinned reference matrices (tests/reference/<kind>/)
 	CPT_BENCH_UPDATE_REFERENCE=1 $(PYTEST) -k pinned_reference $(ARGS)
 
 bench: $(STAMP) ## sequence wall times (SFT, RFT, RIF), RFT's overhead; ARGS=smollm2: the real-LM path, fp32 vs bf16
