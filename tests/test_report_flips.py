@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,29 @@ def test_the_report_gives_the_share_of_the_bases_correct_items_lost_per_variant(
     assert "paradigm=grpo_old" not in lines  # no flips.csv: nothing to show
     assert "harness:<task>` columns have no per-item records" in section
     assert "n/a where no task declares one" in section
+
+
+def test_every_file_the_report_cannot_read_is_named_with_what_it_leaves_out(sweep, tmp_path, caplog):
+    (sweep / "1" / "flips.csv").write_text("stage,trained_task\n1,a\n")  # damaged: a column short
+    (sweep / "2" / "stages" / "1_a").mkdir(parents=True)
+    (sweep / "2" / "stages" / "1_a" / "stage.json").write_text('{"stage": 1, "trai')  # half-written
+    (sweep / "5").mkdir()
+    (sweep / "5" / "run.json").write_text("garbage")
+    (sweep / "5" / "metrics.json").write_text("{}")
+    with caplog.at_level(logging.WARNING, logger="cpt_bench.report"):
+        assert report.main([str(sweep), "--out", str(tmp_path / "out")]) == 0
+    err = caplog.text  # the terminal's warnings
+    text = (tmp_path / "out" / "report.md").read_text()
+    section = text.split("## What could not be read")[1].split("\n## ")[0]
+    for where, what, leaves_out in [
+        ("1/flips.csv", "unreadable (KeyError", "this run in 'Forgetting item by item'"),
+        ("2/stages/1_a/stage.json", "unreadable (JSONDecodeError", "this stage's diagnostics"),
+        ("4/flips.csv", "missing", "this run in 'Forgetting item by item'"),
+        ("5", "unreadable run.json or metrics.json (JSONDecodeError", "the whole run"),
+    ]:
+        assert any(where in line and what in line and leaves_out in line for line in section.splitlines()), where
+        assert any(where in line and what in line for line in err.splitlines()), where  # on the terminal too
+    listed = [line for line in section.splitlines() if line.startswith("- ")]
+    assert f"{len(listed)} files could not be read" in section  # with the runs' missing matrix.csv: none here
+    lines = text.split("## Forgetting item by item")[1].split("\n## ")[0]
+    assert "| paradigm=sft | 1 |" in lines  # the run with a damaged flips.csv is left out, and said so above

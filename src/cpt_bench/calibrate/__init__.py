@@ -75,14 +75,13 @@ def summary(rec: CalibrationRecord) -> str:
 
 def _report(out: Path) -> None:
     """The study's report over every family's finished seed runs (never the probes)."""
-    from cpt_bench.report import load_runs, write_report
-    from cpt_bench.report.runs import find_runs
+    from cpt_bench.report import read_study, write_report
 
     try:
-        find_runs([out])
+        study = read_study([out])
     except ReportError:  # no seed run has finished yet
         return
-    write_report(load_runs([out]), out)
+    write_report(study.runs, out, skipped=study.skipped)
 
 
 def calibrate(study: str, out: Path, settings: Sequence[str], extra: Sequence[str], probe_only: bool,

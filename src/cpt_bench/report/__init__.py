@@ -40,14 +40,25 @@ from cpt_bench.report.frontier import matched_gain, pareto_frontier
 from cpt_bench.report.matched import matched_gain_section
 from cpt_bench.report.paper import paper_section
 from cpt_bench.report.render import NOTE, csv_rows, drift_section, render_markdown, variant_table
-from cpt_bench.report.runs import COMPUTE, RunRecord, find_runs, load_report_csv, load_run, load_runs, variant_labels
+from cpt_bench.report.runs import (
+    COMPUTE,
+    RunRecord,
+    Study,
+    Unread,
+    find_runs,
+    load_report_csv,
+    load_run,
+    load_runs,
+    read_study,
+    variant_labels,
+)
 from cpt_bench.report.summary import analysed_runs, mean_std, stage_curve, summarize
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReportCallback", "ReportError", "RunRecord", "analysed_runs", "find_runs", "load_report_csv", "load_run",
-           "load_runs", "main", "matched_gain", "matched_gain_section", "mean_std", "pareto_frontier", "stage_curve",
-           "summarize", "variant_labels", "write_report"]
+__all__ = ["ReportCallback", "ReportError", "RunRecord", "Study", "Unread", "analysed_runs", "find_runs",
+           "load_report_csv", "load_run", "load_runs", "main", "matched_gain", "matched_gain_section", "mean_std",
+           "pareto_frontier", "read_study", "stage_curve", "summarize", "variant_labels", "write_report"]
 
 PROG = "cpt-bench-report"
 CSV_COLUMNS = ["run_dir", "variant", "paradigm", "seed", "base_model", "status", "lr", "schedule",
@@ -60,9 +71,11 @@ FILES = {"md": "report.md", "csv": "report.csv", "heatmaps": "report_heatmaps.pn
 # --- writing the report (I/O) -----------------------------------------------------------------
 
 
-def write_report(runs: Sequence[RunRecord], out: Path, half_width: float = HALF_WIDTH) -> dict[str, Path]:
+def write_report(runs: Sequence[RunRecord], out: Path, half_width: float = HALF_WIDTH,
+                 skipped: Sequence[Unread] = ()) -> dict[str, Path]:
     """report.md, report.csv and the three figures into `out`; returns their paths. `half_width`:
-    the interval half-width the decide-lines plan seeds for (decide.py)."""
+    the interval half-width the decide-lines plan seeds for (decide.py); `skipped`: the runs the
+    study could not read (`Study.skipped`), named in the report with each run's own unread files."""
     out.mkdir(parents=True, exist_ok=True)
     base = out.resolve()
     summaries = summarize(runs)
@@ -94,7 +107,8 @@ def write_report(runs: Sequence[RunRecord], out: Path, half_width: float = HALF_
     else:
         del paths["within_stage"]
     paper = paper_section([(s.label, s.runs) for s in summaries])  # a paper preset's runs: the paper's figures
-    paths["md"].write_text(render_markdown(runs, summaries, base, figures, drift_section(points), paper, half_width))
+    paths["md"].write_text(render_markdown(runs, summaries, base, figures, drift_section(points), paper, half_width,
+                                             [*skipped, *(u for r in runs for u in r.unread)]))
     return paths
 
 
@@ -123,15 +137,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if from_csv and (len(args.dirs) > 1 or args.out is None):
         parser.error("a report.csv is read alone and needs --out (its own folder would be overwritten)")
     try:
-        runs = load_report_csv(from_csv[0]) if from_csv else load_runs(args.dirs)
+        study = Study(load_report_csv(from_csv[0])) if from_csv else read_study(args.dirs)
     except ReportError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     out = args.out or args.dirs[0]
     if not args.half_width > 0:
         parser.error("--half-width must be above 0 points")
-    paths = write_report(runs, out, args.half_width / 100)
-    print(variant_table(summarize(runs)))
+    paths = write_report(study.runs, out, args.half_width / 100, study.skipped)
+    print(variant_table(summarize(study.runs)))
     print(f"\n{NOTE}\nReport: {paths['md']} (+ report.csv, report_*.png)")
     return 0
 
@@ -146,7 +160,8 @@ class ReportCallback(Callback):
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         try:
             sweep = Path(config.hydra.sweep.dir)
-            paths = write_report(load_runs([sweep]), sweep)
+            study = read_study([sweep])
+            paths = write_report(study.runs, sweep, skipped=study.skipped)
             log.info("cross-run report: %s", paths["md"])
         except Exception as exc:  # noqa: BLE001 - see the docstring
             log.warning("cross-run report not written: %s", exc, exc_info=not isinstance(exc, ReportError))

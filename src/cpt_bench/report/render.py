@@ -26,7 +26,7 @@ from cpt_bench.report.explain import explain_section
 from cpt_bench.report.flips import FLIP_COLUMNS, FLIPS_NOTE, variant_flips
 from cpt_bench.report.frontier import MATCHED_POINTS
 from cpt_bench.report.matched import matched_gain_section
-from cpt_bench.report.runs import COMPUTE, RunRecord, base_model
+from cpt_bench.report.runs import COMPUTE, RunRecord, Unread, base_model
 from cpt_bench.report.stats import (
     CONFIDENCE,
     GAIN_SHARE,
@@ -155,8 +155,16 @@ def flips_section(summaries: Sequence[VariantSummary]) -> str:
                       table(["variant", "n", *[title for _, _, title in FLIP_COLUMNS]], rows)])
 
 
+def unread_section(unread: Sequence[Unread], base: Path | None) -> str:
+    """Every file the report could not read, and the part of the report each leaves out."""
+    return "\n".join(["## What could not be read", "",
+                      f"{len(unread)} file{'s' if len(unread) > 1 else ''} could not be read; the rest of "
+                      "the report stands without what each leaves out:", "", *(f"- {u.line(base)}" for u in unread)])
+
+
 def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummary], base: Path | None,
-                    figures: Sequence[str], drift: str = "", paper: str = "", half_width: float = HALF_WIDTH) -> str:
+                    figures: Sequence[str], drift: str = "", paper: str = "", half_width: float = HALF_WIDTH,
+                    unread: Sequence[Unread] = ()) -> str:
     analysed = [r for s in summaries for r in s.runs]  # the runs behind the variants' means: every comparison's
     compute = matched_compute_section(analysed)
     run_rows = [[relative(r.path, base), r.variant, r.seed, r.status,
@@ -166,6 +174,7 @@ def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummar
         f"{len(runs)} runs read (paths relative to this report's folder when inside it). Unfinished runs "
         "are listed but enter a variant's means only when none of its runs finished.", "",
         table(["run", "variant", "seed", "status", "stages"], run_rows), "",
+        *([unread_section(unread, base), ""] if unread else []),
         "## Results per variant", "",
         variant_table(summaries), "",
         NOTE, "",

@@ -30,6 +30,7 @@ from cpt_bench.outputs.rundir import (
     read_json,
     read_matrix_csv,
 )
+from cpt_bench.report.text import relative
 
 log = logging.getLogger("cpt_bench.report")
 
@@ -45,6 +46,18 @@ NOT_EXPERIMENT = ("seed", BASE_KEY, "hydra", "logger", "launcher", "model.cache_
 PARADIGM_RANK = {"sft": 0, "rft": 1}  # table and comparison order; others follow by name
 SKIP_DIRS = {"wandb", "stages", "calibration"}  # never hold a run of the study (calibration: a
 # calibrated study's one-seed probes, which must never enter a mean; `cpt-bench-report D/calibration` reads them)
+
+
+@dataclass(frozen=True)
+class Unread:
+    """A file of a run the report could not read, and what that leaves out of the report."""
+
+    path: Path
+    problem: str  # "missing", or what was wrong with it
+    leaves_out: str  # the report's part it was needed for
+
+    def line(self, base: Path | None = None) -> str:
+        return f"{relative(self.path, base)}: {self.problem}; left out: {self.leaves_out}"
 
 
 @dataclass
@@ -66,6 +79,7 @@ class RunRecord:
     flips: list[FlipRow] = field(default_factory=list)  # flips.csv rows (none: a run from before it)
     experiment: str | None = None  # the +experiment preset it was composed with (run.json)
     rollouts: dict[int, RolloutStats] = field(default_factory=dict)  # stage -> a paradigm's rollout step
+    unread: list[Unread] = field(default_factory=list)  # its files the report could not read
 
     def setting(self, dotted: str, default=None):
         """A config value by its dotted key ("paradigm.kl_coef"); `default` where the run has none."""
@@ -106,12 +120,13 @@ class RunRecord:
 # --- loading (I/O) ----------------------------------------------------------------------------
 
 
-def find_runs(paths: Iterable[Path | str]) -> list[Path]:
+def find_runs(paths: Iterable[Path | str], skipped: list[Unread] | None = None) -> list[Path]:
     """Run directories (holding run.json) at or under each path, in natural order.
 
     A run with no metrics.json has not finished a stage yet and has nothing to report: it is
-    skipped with a warning. Raises ReportError for a path that does not exist or holds no
-    reportable run, so a typo is not mistaken for an empty sweep.
+    skipped, and named in `skipped` when one is given (a warning otherwise). Raises ReportError
+    for a path that does not exist or holds no reportable run, so a typo is not mistaken for an
+    empty sweep.
     """
     found: list[Path] = []
     for path in map(Path, paths):
@@ -123,6 +138,8 @@ def find_runs(paths: Iterable[Path | str]) -> list[Path]:
                 dirs.clear()  # a run dir holds no further runs (only stages/, wandb/, .hydra/)
                 if (Path(root) / METRICS_JSON).exists():
                     here.append(Path(root))
+                elif skipped is not None:
+                    skipped.append(Unread(Path(root) / METRICS_JSON, "missing (no stage finished)", "the whole run"))
                 else:
                     log.warning("skipping %s: no metrics.json (no stage finished)", root)
                 continue
@@ -133,12 +150,35 @@ def find_runs(paths: Iterable[Path | str]) -> list[Path]:
     return list(dict.fromkeys(p.resolve() for p in found))  # a run named twice counts once
 
 
+READ_ERRORS = (OSError, ValueError, KeyError, TypeError)  # what a damaged or half-written file raises
+
+
+def _optional(path: Path, reader, leaves_out: str, unread: list[Unread], expected: bool = True):
+    """`reader(path)`, or None with the file named in `unread` when it is missing (and `expected`)
+    or damaged: one file must not hide the rest of its run."""
+    if not path.exists():
+        if expected:
+            unread.append(Unread(path, "missing", leaves_out))
+        return None
+    try:
+        return reader(path)
+    except READ_ERRORS as exc:
+        unread.append(Unread(path, f"unreadable ({type(exc).__name__}: {exc})", leaves_out))
+        return None
+
+
 def load_run(path: Path) -> RunRecord:
+    """One run directory. run.json and metrics.json are the run itself (a damaged one raises); any
+    other file that is missing or damaged is recorded in `unread` with the part it leaves out."""
     info = read_json(path / RUN_JSON)
     metrics = read_json(path / METRICS_JSON)
-    matrix = read_matrix_csv(path / MATRIX_CSV) if (path / MATRIX_CSV).exists() else []
     config = info.get("config") or {}
-    stages = [StageRecord.from_json(read_json(p)) for p in sorted((path / "stages").glob(f"*/{STAGE_JSON}"))]
+    unread: list[Unread] = []
+    matrix = _optional(path / MATRIX_CSV, read_matrix_csv, "this run's heatmap", unread) or []
+    flips = _optional(path / FLIPS_CSV, read_flips_csv, "this run in 'Forgetting item by item'", unread) or []
+    stages = [r for p in sorted((path / "stages").glob(f"*/{STAGE_JSON}"))
+              if (r := _optional(p, lambda q: StageRecord.from_json(read_json(q)),
+                                 "this stage's diagnostics, harness scores and rollouts", unread))]
     return RunRecord(
         path=path,
         status=info.get("status") or "unknown",
@@ -151,25 +191,51 @@ def load_run(path: Path) -> RunRecord:
         compute=Compute.from_json(info["compute"]) if info.get("compute") else None,
         diagnostics={r.stage: r.diagnostics for r in stages},
         harness={r.stage: r.harness for r in stages if r.harness},
-        flips=read_flips_csv(path / FLIPS_CSV) if (path / FLIPS_CSV).exists() else [],
+        flips=flips,
         experiment=info.get("experiment"),
         rollouts={r.stage: r.rollouts for r in stages if r.rollouts},
+        unread=unread,
     )
 
 
-def load_runs(paths: Iterable[Path | str]) -> list[RunRecord]:
-    """Load every run under `paths` and label it with its variant."""
+@dataclass
+class Study:
+    """The runs a report reads, and what it could not read: whole runs (a damaged run.json or
+    metrics.json, no stage finished) and single files of the runs it kept (`RunRecord.unread`)."""
+
+    runs: list[RunRecord]
+    skipped: list[Unread] = field(default_factory=list)
+
+    @property
+    def unread(self) -> list[Unread]:
+        return [*self.skipped, *(u for r in self.runs for u in r.unread)]
+
+
+def read_study(paths: Iterable[Path | str]) -> Study:
+    """Every run under `paths`, labelled with its variant; each file it could not read is named
+    on the terminal (a warning) and kept in the study for the report."""
+    skipped: list[Unread] = []
     runs = []
-    for path in find_runs(paths):
+    for path in find_runs(paths, skipped):
         try:
             runs.append(load_run(path))
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # a damaged run must not hide the rest
-            log.warning("skipping %s: unreadable (%s)", path, exc)
+        except READ_ERRORS as exc:  # a damaged run must not hide the rest
+            skipped.append(Unread(path, f"unreadable run.json or metrics.json ({type(exc).__name__}: {exc})",
+                                  "the whole run"))
     if not runs:
-        raise ReportError("no readable runs")
+        raise ReportError("no readable runs" + (f" ({skipped[0].line()})" if skipped else ""))
     for run, label in zip(runs, variant_labels([r.config for r in runs])):
         run.variant = label
-    return runs
+    study = Study(runs, skipped)
+    for u in study.unread:
+        log.warning("%s", u.line())
+    return study
+
+
+def load_runs(paths: Iterable[Path | str]) -> list[RunRecord]:
+    """Load every run under `paths` and label it with its variant (`read_study` without what it
+    could not read)."""
+    return read_study(paths).runs
 
 
 def load_report_csv(path: Path) -> list[RunRecord]:
