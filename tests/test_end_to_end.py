@@ -194,8 +194,10 @@ def test_an_interrupted_run_resumes_after_its_last_complete_stage(quick_run, tmp
     run_dir = tmp_path / "run"
     shutil.copytree(trained, run_dir)
     args = [a for a in res.args[1:] if not a.startswith("hydra.run.dir=")] + [f"hydra.run.dir={run_dir}"]
-    # simulate a crash during stage 2: its completion marker is missing, the run is not finished
-    (run_dir / "stages/02-shift/stage.json").unlink()
+    # simulate a crash while stage 2's completion marker was written: it is half there, the run is not
+    # finished; a damaged stage record is redone as after a kill (test_refusals: where it cannot be)
+    stage2 = run_dir / "stages/02-shift/stage.json"
+    stage2.write_text(stage2.read_text()[:40])
     (run_dir / "flips.csv").unlink()  # the resumed run recounts stage 1's flips from its eval files
     info = json.loads((run_dir / "run.json").read_text())
     (run_dir / "run.json").write_text(json.dumps({**info, "status": "failed"}))
@@ -203,7 +205,7 @@ def test_an_interrupted_run_resumes_after_its_last_complete_stage(quick_run, tmp
     res = run_cli(*args)
     assert res.returncode == 0, res.stderr[-2000:]
     out = res.stdout + res.stderr  # Hydra logs to stdout
-    assert "resuming" in out and "after stage 1" in out
+    assert "resuming" in out and "after stage 1" in out and "stage 2 is redone, as after a kill" in out
     assert (run_dir / "stages/01-max/model/model.safetensors").stat().st_mtime_ns == stage1  # not retrained
     resumed = json.loads((run_dir / "run.json").read_text())
     assert resumed["status"] == "finished"

@@ -65,6 +65,9 @@ def test_a_signalled_job_is_requeued_resumes_and_matches_an_uninterrupted_run(mo
     assert (run_dir / "matrix.csv").read_text() == (straight / "matrix.csv").read_text()
 
     # submitting the finished sweep again skips its finished run and returns the stored metric
+    record = (run_dir / "cli.log").read_bytes()
     res = run_cli(*sweep_cmd, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "already holds this finished run" in (run_dir / "cli.log").read_text()
+    job_logs = "".join(p.read_text(errors="replace") for p in (sweep / ".submitit").rglob("*_log.*"))
+    assert "already holds this finished run" in job_logs
+    assert (run_dir / "cli.log").read_bytes() == record  # skipped, its record left as it was

@@ -7,6 +7,11 @@ class ConfigError(ValueError):
     """Bad user input, reported as one line before any expensive work."""
 
 
+class RunDirInUse(ConfigError):
+    """Another controller holds the run directory (run/runlock.py): nothing in it is this
+    command's to touch."""
+
+
 class DataError(ConfigError):
     """A task's data that is missing, too small or too broken to trust; raised while the
     splits are drawn, before any model is built (a ConfigError, so the CLI exits 2 with it)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -74,6 +75,16 @@ def rollout_backend(paradigm) -> str | None:
     return "vllm" if paradigm.use_vllm else "hf"
 
 
+def optional(what: str, fn, *args):
+    """`fn(*args)` for a part of a run's outputs that its record does not depend on: a failure
+    (a full disk, a plotting error) is a warning naming it, never the run's failure."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.warning("%s not written: %s: %s", what, type(exc).__name__, exc)
+        return None
+
+
 class Progress:
     """A stage's trainer logs: every event to the tracker, a terminal line per quarter of the stage."""
 
@@ -93,13 +104,17 @@ class Run:
     """One CPT sequence (or the joint baseline) in one run directory."""
 
     def __init__(self, cfg: Config | DictConfig, run_dir: Path, wandb_group: str | None = None,
-                 in_sweep: bool = False, experiment: str | None = None):
+                 in_sweep: bool = False, experiment: str | None = None,
+                 on_claim: Callable[[bool], None] | None = None):
         """`cfg`: a composed config or a `Config`; the run holds it as the validated `Config`;
-        `experiment`: the `+experiment` preset it was composed with (recorded in run.json)."""
+        `experiment`: the `+experiment` preset it was composed with (recorded in run.json);
+        `on_claim(resumed)`: called once the run holds its directory and every check before
+        training has passed, just before run.json says "running" (the CLI's record, cli.py)."""
         planned = plan(cfg)
         self.experiment = experiment
         self.cfg: Config = planned.config
         self.run_dir, self.wandb_group, self.in_sweep = run_dir, wandb_group, in_sweep
+        self.on_claim = on_claim
         self.benchmark, self.order, self.paradigm = planned.benchmark, planned.order, planned.paradigm
         self.hooks = stage_hooks(self.cfg)  # the continual-learning method's (and O-LoRA's)
         cfg = self.cfg
@@ -144,7 +159,7 @@ class Run:
         finally:
             self.finish(started, "finished" if ok else status, metrics, error)
         summary = format_summary(self.stages, self.order, self.general, metrics)
-        write_text(self.run_dir / SUMMARY_TXT, summary + "\n")
+        optional(SUMMARY_TXT, write_text, self.run_dir / SUMMARY_TXT, summary + "\n")
         print("\n" + summary + f"\n\nResults in {self.run_dir}", flush=True)
         return metrics
 
@@ -182,6 +197,8 @@ class Run:
         self.timings["base_model_seconds"] = round(time.time() - t0, 3)
         self.check_disk()
         self.info["base_model"] = self.base_path
+        if self.on_claim:
+            self.on_claim(bool(self.stages))
         self.write_run_json("running")
         kind = "evaluate" if cfg.schedule == Schedule.evaluate else cfg.paradigm.name
         name = f"{kind}-{cfg.benchmark.name}-{run_dir.name}"
@@ -199,12 +216,18 @@ class Run:
         check_disk(self.run_dir, self.base_path, stages_left, self.cfg.checkpoint.keep, self.cfg.eval.inner_points)
 
     def finish(self, started: float, status: str, metrics: dict | None, error: str | None) -> None:
-        """Always runs: timings, plots of what was computed, run.json's status, the tracker closed."""
+        """Always runs: run.json's status first, then what is optional (plots, the tracker), each
+        of which only warns when it fails, so that nothing optional ever keeps the record from
+        saying how the run ended. A failed run first frees its stage's half-written checkpoint
+        (never used: the next attempt replaces it), so that a full disk has room for the record."""
         self.timings["total_seconds"] = round(time.time() - started, 3)
         self.compute.wall_seconds = self.timings["total_seconds"]
-        images = self.write_plots() if self.stages else {}
+        if status != "finished":
+            for partial in (self.run_dir / "stages").glob("*/model.partial"):
+                shutil.rmtree(partial, ignore_errors=True)
         self.write_run_json(status, error)
-        self.tracker.finish(self.stages, metrics, images, status == "finished")
+        images = optional("the run's plots", self.write_plots) if self.stages else None
+        optional("the tracker's close", self.tracker.finish, self.stages, metrics, images or {}, status == "finished")
 
     # --- the stages ------------------------------------------------------------------------
 

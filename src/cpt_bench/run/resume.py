@@ -16,9 +16,38 @@ from cpt_bench.choices import KeepCheckpoints
 from cpt_bench.config import Config, config_dict
 from cpt_bench.errors import ConfigError
 from cpt_bench.outputs.records import StageRecord
-from cpt_bench.outputs.rundir import METRICS_JSON, RESULT_FILES, RUN_JSON, STAGE_JSON, disk_bytes, read_json
+from cpt_bench.outputs.rundir import (
+    METRICS_JSON,
+    RESULT_FILES,
+    RUN_JSON,
+    STAGE_JSON,
+    disk_bytes,
+    read_json,
+    stage_dir,
+)
 
 log = logging.getLogger("cpt_bench")
+
+DAMAGED = (OSError, ValueError, KeyError, TypeError, AttributeError)  # what a truncated or garbled record raises
+
+
+def read_record(path: Path, what_to_do: str) -> dict:
+    """A JSON record of the run directory, or one line naming the file, what is wrong with it
+    and what to do (never a traceback)."""
+    try:
+        data = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} cannot be read ({_why(exc)}); {what_to_do}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a record (a JSON {type(data).__name__}, not an object); {what_to_do}")
+    return data
+
+
+def _why(exc: Exception) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+
+
+RESTORE = "restore it from a copy, or pass overwrite=true to start this run over"
 
 
 def comparable(cfg: Config) -> dict:
@@ -36,7 +65,7 @@ def finished_metrics(cfg: Config, run_dir: Path) -> dict | None:
     run_json = run_dir / RUN_JSON
     if cfg.overwrite or not run_json.exists():
         return None
-    previous = read_json(run_json)
+    previous = read_record(run_json, RESTORE)
     if previous.get("status") != "finished" or previous.get("config") != comparable(cfg):
         return None
     return read_json(run_dir / METRICS_JSON) if (run_dir / METRICS_JSON).exists() else {}
@@ -60,7 +89,6 @@ def prepare_run_dir(cfg: Config, run_dir: Path) -> list[StageRecord]:
     run_json = run_dir / RUN_JSON
     if not run_json.exists():
         return []
-    previous = read_json(run_json)
     if cfg.overwrite:
         log.warning("overwrite=true: clearing the previous run in %s", run_dir)
         shutil.rmtree(run_dir / "stages", ignore_errors=True)
@@ -68,6 +96,7 @@ def prepare_run_dir(cfg: Config, run_dir: Path) -> list[StageRecord]:
         for name in [RUN_JSON, *RESULT_FILES]:
             (run_dir / name).unlink(missing_ok=True)
         return []
+    previous = read_record(run_json, RESTORE)
     if previous.get("status") == "finished":
         raise ConfigError(
             f"{run_dir} already holds a finished run; pick another hydra.run.dir or pass overwrite=true"
@@ -77,10 +106,34 @@ def prepare_run_dir(cfg: Config, run_dir: Path) -> list[StageRecord]:
             f"{run_dir} holds an unfinished run with a different config; "
             "rerun it with the same overrides to resume, or pass overwrite=true"
         )
-    records = [StageRecord.from_json(read_json(p)) for p in sorted((run_dir / "stages").glob(f"*/{STAGE_JSON}"))]
-    records = [r for i, r in enumerate(records) if r.stage == i]  # only an unbroken prefix counts
+    records = completed_stages(run_dir)
     if records:
         log.info("resuming %s after stage %d", run_dir, records[-1].stage)
+    return records
+
+
+def completed_stages(run_dir: Path) -> list[StageRecord]:
+    """The unbroken prefix of stages whose stage.json reads back. A damaged stage.json (a kill
+    while it was written, a disk error) ends the prefix: that stage is redone from the model it
+    started from, as after a kill, where that model is still on disk; where it is gone
+    (checkpoint.keep=last or none), one line says so."""
+    records: list[StageRecord] = []
+    for path in sorted((run_dir / "stages").glob(f"*/{STAGE_JSON}")):
+        try:
+            record = StageRecord.from_json(read_json(path))
+        except DAMAGED as exc:
+            stage = len(records)
+            last = records[-1] if stage > 1 else None  # stage 0 is the base's evaluation, stage 1 starts from the base
+            start = last and (last.model or str(stage_dir(run_dir, last.stage, last.trained_task) / "model"))
+            if start is not None and not (Path(start) / "config.json").exists():
+                raise ConfigError(f"{path} cannot be read ({_why(exc)}) and stage {stage} cannot be redone: the "
+                                  f"model it started from ({start}) is gone (checkpoint.keep); restore the file, "
+                                  "or pass overwrite=true to run the sequence again") from None
+            log.warning("%s cannot be read (%s): stage %d is redone, as after a kill", path, _why(exc), stage)
+            break
+        if record.stage != len(records):
+            break  # only an unbroken prefix counts
+        records.append(record)
     return records
 
 
@@ -98,4 +151,6 @@ def check_disk(run_dir: Path, base_path: str, stages_left: int, keep: KeepCheckp
             f"not enough disk in {run_dir}: {stages_left} stage checkpoints of about {human_bytes(size)} "
             + (f"(and {inner_points} snapshots a stage for eval.inner_points) " if inner_points else "") +
             f"with checkpoint.keep={keep} need about {human_bytes(need)}, "
-            f"{human_bytes(free)} are free; free space, pick another hydra.run.dir or pass checkpoint.keep=last")
+            f"{human_bytes(free)} are free; free space or pick another hydra.run.dir"
+            + (" or pass checkpoint.keep=last" if keep == KeepCheckpoints.all else "")
+            + (" or fewer eval.inner_points" if inner_points else ""))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from cpt_bench.errors import ConfigError
+from cpt_bench.errors import ConfigError, RunDirInUse
 from cpt_bench.outputs.rundir import read_json, write_json
 
 LOCK_FILE = ".cpt/controller.lock"
@@ -30,7 +30,11 @@ class RunDirLock:
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
-        (run_dir / LOCK_FILE).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            (run_dir / LOCK_FILE).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a read-only or vanished folder: one line, not a traceback
+            raise ConfigError(f"{run_dir} cannot be written ({exc.strerror}); pick another hydra.run.dir, or "
+                              "make it writable") from None
         self.lock = FileLock(run_dir / LOCK_FILE, thread_local=False)
 
     def holder(self) -> str:
@@ -38,14 +42,19 @@ class RunDirLock:
             info = read_json(self.run_dir / HOLDER_FILE)
         except (OSError, ValueError):
             return "another process"
+        if not isinstance(info, dict):
+            return "another process"
         return f"pid {info.get('pid')} on {info.get('host')}, since {info.get('since')}"
 
     def __enter__(self) -> RunDirLock:
         try:
             self.lock.acquire(timeout=0)
         except Timeout:
-            raise ConfigError(f"{self.run_dir} is in use by another cpt-bench controller ({self.holder()}); wait "
+            raise RunDirInUse(f"{self.run_dir} is in use by another cpt-bench controller ({self.holder()}); wait "
                               "for it to end, or stop it first") from None
+        except OSError as exc:  # e.g. a lock file left read-only (Timeout is an OSError too: caught first)
+            raise ConfigError(f"{self.run_dir / LOCK_FILE} cannot be locked ({exc.strerror}); make it writable, "
+                              "or delete it when no cpt-bench runs in this folder") from None
         write_json(self.run_dir / HOLDER_FILE, {"pid": os.getpid(), "host": socket.gethostname(),
                                                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         return self
