@@ -240,3 +240,38 @@ def test_the_gpu_checks_parts_fit_its_call_and_record_the_preflight_beside_the_p
     rows = predictions(tmp_path, {"risk_grpo": {"peak_gb": 75.2, "out_of_memory": "CUDA out of memory"}})
     assert rows == {"grpo": {"predicted_gib": 133.1, "predicted_verdict": NO_FIT, "measured_peak_gib": 75.2,
                              "out_of_memory": True}}
+
+
+PAPER_PRESETS = [[f"+experiment={p.stem}"] for p in sorted((Path(__file__).resolve().parents[1] / "conf" /
+                                                           "experiment").glob("paper_*.yaml"))]
+
+
+@pytest.mark.parametrize("preset", [*PAPER_PRESETS, ["+experiment=paper_sft", "schedule=joint"]],
+                         ids=lambda o: " ".join(o))
+def test_every_paper_preset_fits_the_papers_node(preset, tmp_path):
+    """As `make paper-*` launches it (one node, 8 ranks) on 8 x 80 GB, checkpoint.keep as the preset
+    has it: the training and the evaluation step fit (the disk is the cluster's, not this machine's)."""
+    from cpt_bench.preflight import run_preflight, verdict_line
+
+    cfg = compose_config(*preset, "launcher=torchrun", "launcher.nproc_per_node=8", "preflight.enabled=true",
+                         "preflight.gpus=8", "preflight.gpu_memory_gb=80")
+    got = run_preflight(cfg, tmp_path)
+    assert got.ranks == FITS
+    assert got.training is None or got.training.verdict == FITS, verdict_line(got)
+    assert got.evaluation.verdict == FITS, verdict_line(got)
+
+
+def test_a_verdict_names_each_step_that_does_not_fit_by_how_much_and_its_fix(tmp_path):
+    from cpt_bench.preflight import run_preflight, verdict_line
+
+    cfg = compose_config("+experiment=paper_sft", "eval.batch_size=256", "launcher=torchrun",
+                         "launcher.nproc_per_node=8", "preflight.enabled=true", "preflight.gpus=8",
+                         "preflight.gpu_memory_gb=80")
+    got = run_preflight(cfg, tmp_path)
+    e = got.evaluation  # 256 sequences' KV cache: more than the GPU
+    assert e.verdict == NO_FIT and e.fixes and e.fixes[0].setting.startswith("eval.batch_size=")
+    largest = int(e.fixes[0].setting.split("=")[1])
+    assert e.fixes[0].verdict == FITS and 0 < largest < 256
+    line = verdict_line(got)
+    assert line.startswith("verdict: the run does not fit this node: the evaluation step needs ")
+    assert f"{e.total_gib - e.gpu_gib:.1f} over; eval.batch_size={largest} -> fits" in line

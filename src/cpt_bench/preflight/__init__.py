@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cpt_bench.choices import LauncherName, Schedule
 from cpt_bench.outputs.rundir import write_json
-from cpt_bench.preflight.memory import FITS, GIB, NO_FIT, RUNTIME_GIB, Estimate, Item, estimate, verdict
+from cpt_bench.preflight.memory import FITS, GIB, NO_FIT, RUNTIME_GIB, Estimate, Fix, Item, estimate, verdict
 from cpt_bench.preflight.node import (
     PROMPT_TEXT_TOKENS,
     Disk,
@@ -47,16 +47,30 @@ class Preflight:
 
 
 def evaluation_estimate(config, shape: ModelShape, node: Node, dtype: int) -> Estimate:
-    """An evaluation step: each rank a whole replica and the KV cache of one generation batch."""
+    """An evaluation step: each rank a whole replica and the KV cache of one generation batch;
+    where it does not fit, the largest `eval.batch_size` that does (and a smaller image, for a
+    vision model whose prompts are mostly image tokens)."""
     prompt = (config.model.max_pixels // shape.pixels_per_token if shape.vision and config.model.max_pixels else 0)
-    tokens = config.eval.batch_size * (prompt + PROMPT_TEXT_TOKENS + config.eval.max_new_tokens)
-    kv = tokens * shape.text.layers * 2 * shape.text.kv_dim * dtype
-    items = [Item("weights (a whole replica)", dtype * shape.total_params / GIB),
-             Item("KV cache", kv / GIB, f"eval.batch_size {config.eval.batch_size} x "
-                  f"{tokens // config.eval.batch_size} tokens"),
+    per_sequence = prompt + PROMPT_TEXT_TOKENS + config.eval.max_new_tokens
+    kv_per_token = shape.text.layers * 2 * shape.text.kv_dim * dtype
+    fixed = [Item("weights (a whole replica)", dtype * shape.total_params / GIB),
              Item("runtime allowance", RUNTIME_GIB)]
-    total = sum(i.gib for i in items)
-    return Estimate(items, total, node.gpu_gib, verdict(total, node.gpu_gib))
+
+    def at(batch: int) -> Estimate:
+        kv = Item("KV cache", batch * per_sequence * kv_per_token / GIB,
+                  f"eval.batch_size {batch} x {per_sequence} tokens")
+        items = [fixed[0], kv, fixed[1]]
+        total = sum(i.gib for i in items)
+        return Estimate(items, total, node.gpu_gib, verdict(total, node.gpu_gib))
+
+    out = at(config.eval.batch_size)
+    if out.verdict != FITS:
+        room = 0.9 * node.gpu_gib - sum(i.gib for i in fixed)  # what "fits" leaves for the KV cache
+        largest = int(room * GIB // (per_sequence * kv_per_token)) if room > 0 else 0
+        if 0 < largest < config.eval.batch_size:
+            got = at(largest)
+            out.fixes = [Fix(f"eval.batch_size={largest}", got.total_gib, got.verdict)]
+    return out
 
 
 def run_preflight(cfg, run_dir: Path) -> Preflight:
@@ -101,8 +115,27 @@ def render(p: Preflight) -> str:
     lines.append(f"disk: {d.stages} checkpoint(s) of {d.checkpoint_gib:.1f} GiB with checkpoint.keep={d.keep} need "
                  f"{d.need_gib:.1f} GiB, {d.free_gib:.1f} GiB free in {d.where} -> {d.verdict}")
     lines += [f"install: {r.name:<12} {'ready' if r.ready else 'missing'}  {r.note}" for r in p.installs]
-    lines.append("verdict: " + ("the run fits this node" if p.fits else "the run does not fit this node as configured"))
+    lines.append(verdict_line(p))
     return "\n".join(lines)
+
+
+def verdict_line(p: Preflight) -> str:
+    """The verdict, naming each part that does not fit, by how much, and the first fix listed."""
+    if p.fits:
+        return "verdict: the run fits this node"
+    causes = []
+    if p.ranks != FITS:
+        causes.append(f"launcher.nproc_per_node is more than the node's {p.node.gpus} GPU(s)")
+    for name, e in (("training step", p.training), ("evaluation step", p.evaluation)):
+        if e is not None and e.verdict == NO_FIT:
+            fix = f"; {e.fixes[0].setting} -> {e.fixes[0].verdict}" if e.fixes else ""
+            causes.append(f"the {name} needs {e.total_gib:.1f} of {e.gpu_gib:.1f} GiB per GPU "
+                          f"({e.total_gib - e.gpu_gib:.1f} over{fix})")
+    d = p.disk
+    if d.verdict == NO_FIT:
+        keep = "; checkpoint.keep=last holds two" if d.keep == "all" and d.stages > 2 else ""
+        causes.append(f"the checkpoints need {d.need_gib:.1f} GiB of disk, {d.free_gib:.1f} free in {d.where}{keep}")
+    return "verdict: the run does not fit this node: " + "; ".join(causes)
 
 
 def preflight_main(cfg, run_dir: Path) -> Preflight:
