@@ -8,6 +8,7 @@ and that the same steps run on two ranks."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -235,7 +236,9 @@ def test_weighted_sft_after_rif_on_two_ranks(model_cache, tmp_path):
     res = run_cli(*SMALL, ONE_STAGE, "benchmark.train_size=16", "benchmark.test_size=5",
                   "paradigm.weighting=reward_std", "paradigm.num_rollouts=4", "filter=rif",
                   "filter.num_rollouts=4", "launcher=torchrun", "launcher.nproc_per_node=2",
-                  "cl=merge", "cl.alpha=1",  # and a merge in the controller after the launched training (a no-op)
+                  # and a merge in the controller after the launched training, at alpha 0: the merged
+                  # model is exactly the one the stage started from, so row 1 must equal row 0
+                  "cl=merge", "cl.alpha=0",
                   f"model.cache_dir={model_cache}", f"hydra.run.dir={run_dir}")
     assert res.returncode == 0, res.stderr[-3000:]
     for stage in (1,):  # one stage: five torchrun launches
@@ -251,3 +254,7 @@ def test_weighted_sft_after_rif_on_two_ranks(model_cache, tmp_path):
         for log in ("rollout-rif.log", "rollout-reward_std.log"):
             assert "on rank 1 of 2" in (folder / log).read_text()
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    with open(run_dir / "matrix.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    row = {s: {r["eval_task"]: r["accuracy"] for r in rows if r["stage"] == s} for s in ("0", "1")}
+    assert row["1"] == row["0"]  # the merge ran after the launched training and gave back the start model
