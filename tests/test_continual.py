@@ -138,9 +138,30 @@ def test_the_task_vector_rules_are_peft_s_on_vectors_from_the_previous_model_or_
     moved = (ties - prev).abs() > 1e-6  # one task vector: TIES keeps its largest quarter
     assert moved.sum().item() == 50
     assert (stage - prev).abs()[moved].min() >= (stage - prev).abs()[~moved].max()
-    from_base = merged_tensor(prev, stage, base, MergeSettings(rule=MergeRule.ties, alpha=0.5, density=0.9,
-                                                              task_vectors_from=TaskVectorsFrom.base))
-    assert not torch.allclose(from_base, ties)
+
+
+def test_ties_from_the_base_trims_elects_signs_and_averages_as_worked_out_by_hand():
+    base = torch.zeros(4)
+    prev, stage = torch.tensor([3.0, -1.0, 2.0, 0.5]), torch.tensor([1.0, 2.0, -4.0, 0.5])
+    cfg = MergeSettings(rule=MergeRule.ties, alpha=0.25, density=0.5, task_vectors_from=TaskVectorsFrom.base)
+    # trim to the largest half of each task vector: [3, 0, 2, 0] and [0, 2, -4, 0]; elected signs
+    # (of their sum [3, 2, -2, 0], 0 counted positive): + + - +; weighted by 1 - alpha and alpha:
+    # [2.25, 0, 1.5, 0] and [0, 0.5, -1, 0]; each entry the mean of the weighted values that agree
+    # with its sign: [2.25, 0.5, -1, 0] (entry 3: the previous model's +1.5 is against the elected -)
+    assert merged_tensor(prev, stage, base, cfg).tolist() == [2.25, 0.5, -1.0, 0.0]
+
+
+@pytest.mark.parametrize("rule", [MergeRule.dare_linear, MergeRule.dare_ties])
+def test_dare_drops_entries_at_random_and_rescales_the_kept_ones_by_one_over_the_density(rule):
+    torch.manual_seed(2)
+    prev, stage = torch.randn(2000), torch.randn(2000)
+    vector = stage - prev
+    full = merged_tensor(prev, stage, None, MergeSettings(rule=rule, alpha=1.0, density=1.0))
+    torch.testing.assert_close(full, stage)  # nothing dropped: the stage itself
+    got = merged_tensor(prev, stage, None, MergeSettings(rule=rule, alpha=1.0, density=0.3)) - prev
+    kept = got.abs() > 1e-6
+    torch.testing.assert_close(got[kept], vector[kept] / 0.3)  # kept entries rescaled, the rest dropped
+    assert 0.25 < kept.float().mean().item() < 0.35  # about `density` of them kept
 
 
 def test_merging_checkpoint_folders_merges_every_weight_and_copies_the_rest(tmp_path):
