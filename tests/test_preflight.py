@@ -44,6 +44,25 @@ def test_model_states_are_deepspeeds_own_estimate(stage, offload):
     assert got.name == "model states" and got.gib * GIB == pytest.approx(gpu)
 
 
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_model_states_follow_deepspeeds_formulas_worked_by_hand(nodes):
+    """Per GPU and per node, on one node and on two of 8 ranks each (a swap of ranks per node and
+    nodes changes the CPU figures, not the GPU ones): DeepSpeed's formulas, written out here."""
+    total, largest = QWEN_VL_7B.total_params, QWEN_VL_7B.largest_layer_params
+    world = 8 * nodes
+    cases = [  # (zero stage, offload, GPU bytes, CPU bytes per node)
+        (3, False, 4 * largest + int(18 * total / world), 4 * largest * 8 * 1.5),
+        (3, True, 4 * largest, total * 18 / nodes * 1.5),  # offloaded parameters and optimizer, zero.Init
+        (2, False, 2 * total + int(18 * total / world), total * 4 * 8 * 1.5),
+    ]
+    for stage, offload, gpu, cpu in cases:
+        step = Step(**{**PAPER_RFT.__dict__, "world": world, "zero_stage": stage, "offload_optimizer": offload,
+                       "offload_params": offload})
+        got = estimate(QWEN_VL_7B, step)
+        assert got.items[0].gib * GIB == pytest.approx(gpu), (stage, offload)
+        assert got.cpu_gib * GIB == pytest.approx(cpu, rel=1e-6), (stage, offload)
+
+
 def test_one_gpu_grpo_step_of_the_7b_does_not_fit_and_eight_zero3_ranks_do():
     """docs/cluster.md's first GPU run: one GRPO step of the full 7B on one 80 GB GPU, unsharded,
     with the KL reference and 0.3 of the card held for vLLM, ran out of memory at 75.2 GB."""
