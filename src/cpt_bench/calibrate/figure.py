@@ -3,28 +3,21 @@ fit through them, the targets, the chosen rates and the seeds' mean gain at each
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from matplotlib.ticker import NullFormatter
 
 from cpt_bench.calibrate.record import CalibrationRecord
 from cpt_bench.calibrate.search import monotone_fit
-from cpt_bench.outputs.plots import pyplot
+from cpt_bench.outputs.plots import panel_grid, pyplot
 
 FIGURE = "calibration.png"
 
 
 def plot_calibration(rec: CalibrationRecord, folder: Path) -> Path:
-    plt = pyplot()
-    n = len(rec.families)
-    ncols = min(3, n)
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.0 * ncols, 3.8 * nrows), squeeze=False)
-    for ax in axes.flat[n:]:
-        ax.axis("off")
+    fig, axes = panel_grid(len(rec.families), 3, 5.0, 3.8)
     tol = 100 * rec.tolerance
-    for ax, fam in zip(axes.flat, rec.families):
+    for ax, fam in zip(axes, rec.families):
         if fam.probes:
             ax.scatter([p.lr for p in fam.probes], [100 * p.gain for p in fam.probes], color="C0", zorder=3,
                        label="probes (calibration seed)")
@@ -47,10 +40,10 @@ def plot_calibration(rec: CalibrationRecord, folder: Path) -> Path:
         ax.set_xlabel("learning rate")
         ax.set_ylabel("gain (pts)")
         ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7)
     fig.suptitle(f"{rec.study}: calibration to shared gains", fontsize=11)
     fig.tight_layout()
     path = folder / FIGURE
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    pyplot().close(fig)
     return path

@@ -20,6 +20,17 @@ def pyplot():
     return plt
 
 
+def panel_grid(n: int, max_cols: int, width: float, height: float):
+    """A figure of `n` panels, at most `max_cols` a row, each `width` x `height` inches; the
+    unused cells of the last row are blank. Returns (figure, the `n` axes in reading order)."""
+    ncols = min(max_cols, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = pyplot().subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, list(axes.flat[:n])
+
+
 def _row_labels(stages) -> list[str]:
     return [f"{s.stage}: {s.trained_task or 'base'}" for s in stages]
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cpt_bench.outputs.curves import Balance
-from cpt_bench.outputs.plots import draw_heatmap, pyplot
+from cpt_bench.outputs.plots import draw_heatmap, panel_grid, pyplot
 from cpt_bench.report.drift import OUTCOMES, PREDICTORS, StagePoint, fit, pairs
 from cpt_bench.report.frontier import pareto_frontier
 from cpt_bench.report.runs import RunRecord, paradigm_key
@@ -32,14 +32,9 @@ def _save(fig, path: Path, dpi: int, tight: bool = False) -> Path:
 
 
 def plot_heatmaps(runs: Sequence[RunRecord], path: Path) -> Path:
-    plt = pyplot()
     shown = runs[:MAX_HEATMAPS]
-    ncols = min(4, len(shown))
-    nrows = math.ceil(len(shown) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.0 * nrows), squeeze=False)
-    for ax in axes.flat[len(shown):]:
-        ax.axis("off")
-    for ax, run in zip(axes.flat, shown):
+    fig, axes = panel_grid(len(shown), 4, 5.2, 4.0)
+    for ax, run in zip(axes, shown):
         stages = sorted({r["stage"] for r in run.matrix})
         trained = {r["stage"]: r["trained_task"] for r in run.matrix}
         tasks = list(dict.fromkeys([*run.order, *run.general, *(r["eval_task"] for r in run.matrix)]))
@@ -170,14 +165,9 @@ def plot_within_stage(variants: Sequence[tuple[str, list[dict[int, list[Balance]
     """One panel per variant: each run's points inside every stage (report.curves.segments),
     the trained task's accuracy against the earlier tasks' and the general suite's, x = optimizer
     steps through the sequence; a dotted line at each stage's end."""
-    plt = pyplot()
     shown = variants[:MAX_WITHIN_PANELS]
-    ncols = min(2, len(shown))
-    nrows = math.ceil(len(shown) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(7 * ncols, 3.6 * nrows), squeeze=False)
-    for ax in axes.flat[len(shown):]:
-        ax.axis("off")
-    for ax, (label, runs) in zip(axes.flat, shown):
+    fig, axes = panel_grid(len(shown), 2, 7, 3.6)
+    for ax, (label, runs) in zip(axes, shown):
         for r, segs in enumerate(runs):
             for stage, seg in segs.items():
                 xs = [p.global_step for p in seg]
