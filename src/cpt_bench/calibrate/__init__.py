@@ -115,7 +115,6 @@ def calibrate(study: str, out: Path, settings: Sequence[str], extra: Sequence[st
                 read_seeds(spec, out, fam)  # what an earlier piece ran, if anything
                 continue
             ran = run_seeds(spec, out, fam)
-            read_seeds(spec, out, fam)
             rec.write(out)
             if ran or not (out / "report.md").is_file():
                 plot_calibration(rec, out)

@@ -140,8 +140,9 @@ def seed_rates(fam: FamilyRecord) -> list[float]:
 
 
 def run_seeds(spec: StudySpec, study: Path, fam: FamilyRecord) -> bool:
-    """The family's seeds at its chosen rates: one `cpt-bench -m` sweep into `<study>/<family>`;
-    False when there was nothing to run (no rate, or every run finished before)."""
+    """The family's seeds at its chosen rates: one `cpt-bench -m` sweep into `<study>/<family>`,
+    then their gains read into `fam.seeds`; False when there was nothing to run (no rate, or every
+    run finished before)."""
     rates = seed_rates(fam)
     read_seeds(spec, study, fam)
     if not rates or all(len(s.gains) == len(spec.seeds) for s in fam.seeds):
@@ -154,6 +155,7 @@ def run_seeds(spec: StudySpec, study: Path, fam: FamilyRecord) -> bool:
     code = subprocess.call(cmd)
     if code != 0:
         raise ProbeFailed(f"the seed sweep of {fam.name} failed (exit {code})")
+    read_seeds(spec, study, fam)
     return True
 
 
