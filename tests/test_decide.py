@@ -135,3 +135,12 @@ def test_an_open_classic_method_comparison_says_what_would_decide_it():
     line = next(x for x in forgetting if x.startswith("- SFT ewc − SFT none"))  # EWC changes nothing here
     assert "why: " in line and "to decide: " in line
     assert not any(x.startswith("- GRPO none − SFT none") for x in forgetting)  # decided: GRPO forgets less
+
+
+def test_the_runs_that_would_part_two_r2_intervals_follow_one_over_root_runs():
+    from cpt_bench.report.decide import separating_runs
+
+    # centres 0.3 and 0.5 (gap 0.2), half-widths 0.2 and 0.2: they part at (0.4 / 0.2)^2 = 4x the runs
+    assert separating_runs((0.1, 0.5), (0.3, 0.7), runs=10) == 40
+    assert separating_runs((0.1, 0.2), (0.6, 0.7), runs=10) == 11  # apart already: one more run, at least
+    assert separating_runs((0.1, 0.5), (0.2, 0.4), runs=10) is None  # the same centre: no number parts them

@@ -111,8 +111,14 @@ def test_rl_razors_claim_is_read_from_the_predictor_comparison():
     worse = razor_verdict(razor_sweep({"forward_kl_task": 0.6, "kl_to_base_task": 0.02, "param_drift": 0.8}))
     assert worse.word == CONTRADICTED and "reverse KL (trained task)" in worse.reason
     assert "forward KL (trained task) R²" in worse.notes
-    close = razor_verdict(razor_sweep({"forward_kl_task": 0.3, "kl_to_base_task": 0.3}))
+    close_runs = razor_sweep({"forward_kl_task": 0.3, "kl_to_base_task": 0.3})
+    close = razor_verdict(close_runs)
     assert close.word == UNDECIDED
+    from cpt_bench.report.explain import razor_line  # and its decide-line names the rival and a number of runs
+
+    line = razor_line(close_runs)
+    assert line.startswith("why: the forward KL's R² interval overlaps reverse KL (trained task)'s"), line
+    assert ("to decide: about " in line and "8 runs)" in line) or "no number of runs would separate them" in line
     assert razor_verdict(razor_sweep({"kl_to_base_task": 0.1, "param_drift": 0.1})).word == NOT_RUN
 
 

@@ -57,6 +57,17 @@ def seeds_needed(ci: Interval, half_width: float = HALF_WIDTH, confidence: float
     return None
 
 
+def separating_runs(a: tuple[float, float], b: tuple[float, float], runs: int) -> int | None:
+    """The runs at which two bootstrap intervals over `runs` runs would stop overlapping, if each
+    narrows as 1/sqrt(runs) about its centre: their half-widths summed fall below the gap between
+    the centres. None where the centres agree (no number of runs separates them)."""
+    gap = abs((a[0] + a[1]) / 2 - (b[0] + b[1]) / 2)
+    half = (a[1] - a[0]) / 2 + (b[1] - b[0]) / 2
+    if gap <= 1e-12:
+        return None
+    return max(runs + 1, math.ceil(runs * (half / gap) ** 2))
+
+
 def _units(ci: Interval) -> str:
     return "base models" if ci.unit == "base models" else "seeds a variant"
 

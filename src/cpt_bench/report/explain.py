@@ -30,7 +30,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cpt_bench.report.decide import HALF_WIDTH, comparison_line
+from cpt_bench.report.decide import HALF_WIDTH, comparison_line, separating_runs
 from cpt_bench.report.drift import SHORT, compare_predictors, format_r2, stage_points
 from cpt_bench.report.runs import RunRecord, base_model
 from cpt_bench.report.stats import Interval, RunPoint, matched_gain_across_bases, matched_gain_ci
@@ -219,12 +219,28 @@ def decide_lines(runs: Sequence[RunRecord], found: Sequence[Verdict], half_width
         if v.word != UNDECIDED:
             continue
         if v.control == RAZOR_CLAIM.control:
-            line = ("why: the forward KL's R² interval overlaps another drift measure's; to decide: more runs (the "
-                    "R² intervals are a bootstrap over runs and narrow as their number grows)")
+            line = razor_line(runs)
         else:
             line = comparison_line(points[v.control], points["sft"], ROLE_NAMES[v.control], "SFT", True, half_width)
         lines.append(f"- {v.explanation}: {line}")
     return lines
+
+
+def razor_line(runs: Sequence[RunRecord]) -> str:
+    """Why RL's Razor's verdict is open (the forward KL's R² interval overlaps the best other
+    measure's) and the runs at which the two intervals would part (decide.separating_runs)."""
+    cmp = compare_predictors([p for run in runs for p in stage_points(run)], "forgetting")
+    key = RAZOR_CLAIM.control
+    rival = cmp.best if cmp.best != key else next(iter(cmp.rivals), None)
+    own, other = cmp.r2[key], cmp.r2.get(rival) if rival else None
+    why = f"why: the forward KL's R² interval overlaps {SHORT[rival]}'s" if rival else "why: an R² has no interval"
+    if other is None or own.bounds is None or other.bounds is None:
+        return f"{why}; to decide: more runs (the R² intervals are a bootstrap over runs)"
+    n = separating_runs(own.bounds, other.bounds, own.runs)
+    if n is None:
+        return f"{why}, about the same R² ({own.r2:.2f} and {other.r2:.2f}): no number of runs would separate them"
+    return (f"{why} ({format_r2(own)} and {format_r2(other)}, {own.runs} runs); to decide: about {n} runs, "
+            "if the intervals narrow as 1/√runs about where they are now")
 
 
 ON_POLICY_SHARE = 0.5  # below it, self-SFT trained mostly on reference text
