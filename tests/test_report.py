@@ -507,6 +507,8 @@ def test_the_report_compares_paradigms_at_equal_compute(tmp_path):
     assert "| 300 | +60.0 | +7.5 | +52.5 |" in text  # forgetting at 300 steps
     assert "### forgetting at equal processed tokens" not in text  # no run recorded tokens: no comparison
     assert paths["compute"].exists()
+    one = write_report([r for r in runs if r.paradigm == "sft"], tmp_path / "one")["md"].read_text()
+    assert "## Matched compute" not in one  # one paradigm: nothing to match, and no empty section
 
 
 def test_a_varying_setting_besides_the_learning_rate_makes_a_series_of_its_own(tmp_path):

@@ -240,11 +240,12 @@ def _amount(x: float) -> str:
 
 def matched_compute_section(runs: Sequence[RunRecord]) -> str:
     """Gain and forgetting of the paradigms at equal compute, per way of counting compute."""
-    parts = ["## Matched compute", "",
-             "The paradigms at equal cost: for optimizer steps, tokens processed by the trainer and wall time, "
-             "each paradigm's runs (averaged where they used the same amount) are linearly interpolated at "
-             f"{MATCHED_POINTS} evenly spaced amounts inside the range both reach (`report_compute.png`). "
-             "Joint-schedule runs are left out. Percentage points."]
+    head = ["## Matched compute", "",
+            "The paradigms at equal cost: for optimizer steps, tokens processed by the trainer and wall time, "
+            "each paradigm's runs (averaged where they used the same amount) are linearly interpolated at "
+            f"{MATCHED_POINTS} evenly spaced amounts inside the range both reach (`report_compute.png`). "
+            "Joint-schedule runs are left out. Percentage points."]
+    parts = list(head)
     for axis, unit in COMPUTE_AXES.items():
         for key, what in (("gain", "gain"), ("forgetting", "forgetting")):
             series = compute_series(runs, axis, key)
@@ -261,4 +262,4 @@ def matched_compute_section(runs: Sequence[RunRecord]) -> str:
                 parts.append(table([unit, f"{what} ({pa})", f"{what} ({pb})", f"difference ({pa} − {pb})"],
                                     [[_amount(c), f"{100 * ya:+.1f}", f"{100 * yb:+.1f}", f"{100 * d:+.1f}"]
                                      for c, ya, yb, d in rows]))
-    return "\n".join(parts) if len(parts) > 2 else ""
+    return "\n".join(parts) if len(parts) > len(head) else ""  # one paradigm: nothing to match, no section
