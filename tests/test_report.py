@@ -343,10 +343,12 @@ def test_cli_several_dirs_need_out(sweep):
     assert res.returncode == 2 and res.stderr.strip().count("\n") == 0
 
 
-def test_callback_writes_into_the_sweep_dir_and_never_raises(tmp_path, caplog):
+def test_callback_writes_into_the_sweep_dir_and_never_raises(tmp_path, caplog, capsys):
     write_run(tmp_path / "sweep" / "0", config(), metrics=metrics(0.3, 0.4, 0.6, -0.3))
     ReportCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}}))
     assert (tmp_path / "sweep" / "report.md").exists() and (tmp_path / "sweep" / "report_pareto.png").exists()
+    out = capsys.readouterr().out  # the sweep's table on the terminal, then where the report is
+    assert "| variant | n | final avg acc (%) |" in out and f"Report: {tmp_path / 'sweep' / 'report.md'}" in out
     with caplog.at_level(logging.WARNING, logger="cpt_bench.report"):
         ReportCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "nope")}}}))
     assert "report not written" in caplog.text

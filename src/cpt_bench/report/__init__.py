@@ -162,7 +162,9 @@ class ReportCallback(Callback):
             sweep = Path(config.hydra.sweep.dir)
             study = read_study([sweep])
             paths = write_report(study.runs, sweep, skipped=study.skipped)
-            log.info("cross-run report: %s", paths["md"])
+            # the sweep's answer on the terminal, as cpt-bench-report prints it, not only where it is
+            print(f"\n{variant_table(summarize(study.runs))}\n\nReport: {paths['md']} (+ report.csv, report_*.png)",
+                  flush=True)
         except Exception as exc:  # noqa: BLE001 - see the docstring
             log.warning("cross-run report not written: %s", exc, exc_info=not isinstance(exc, ReportError))
 
