@@ -45,6 +45,8 @@ def test_the_penalty_and_its_gradient_equal_a_direct_computation(with_fisher):
     for n, p in model.named_parameters():  # d/dtheta = strength * F * (theta - theta*)
         torch.testing.assert_close(p.grad, 3.0 * f[n] * (p.detach() - start[n]))
     assert term.values == [pytest.approx(expected.item(), rel=1e-6)]
+    assert term.diagnostics() == {"p": pytest.approx(expected.item(), rel=1e-6),  # and before the strength:
+                                  "p_unscaled": pytest.approx(expected.item() / 3.0, rel=1e-6)}
 
 
 def test_the_penalty_is_zero_at_the_anchor_and_refuses_a_fisher_that_misses_a_weight():

@@ -66,6 +66,8 @@ def test_two_rank_sft_sequence_matches_the_single_process_run(torchrun_sft, quic
     assert (torchrun_sft / "stages/01-max/ewc/fisher.safetensors").exists()  # rank 0's, read by stage 2's ranks
     ewc = json.loads((torchrun_sft / "stages/02-shift/stage.json").read_text())["diagnostics"]
     assert ewc["cl/ewc_penalty"] == 0.0 and ewc["cl/fisher_mean"] > 0
+    # the penalty before its strength: computed on both ranks, from the Fisher rank 0 saved, the same on each
+    assert ewc["cl/ewc_penalty_unscaled"] > 0 and ewc["cl/ewc_penalty_unscaled_rank_spread"] == 0.0
     assert two_ranks_ran(torchrun_sft / "stages/01-max/train.log")
     # rank 0 measures the drift in both directions, the base's draws cached where one process keeps them
     diag = json.loads((torchrun_sft / "stages/02-shift/stage.json").read_text())["diagnostics"]

@@ -99,6 +99,13 @@ class Anchor(LossTerm):
                 raise ValueError(f"the saved Fisher has no entry for {len(missing)} trained weights, e.g. {missing[0]}")
             fisher = {n: fisher[n].to(self.anchor[n].device, torch.float32) for n in self.anchor}
         self.fisher = fisher
+        self.unscaled: list[float] = []  # 1/2 sum F (theta - theta*)^2 before the strength: > 0 even at strength 0
+
+    def diagnostics(self) -> dict[str, float]:
+        out = super().diagnostics()
+        if self.unscaled:
+            out[f"{self.name}_unscaled"] = sum(self.unscaled) / len(self.unscaled)
+        return out
 
     def value(self, model, inputs: dict) -> torch.Tensor:
         total = None
@@ -110,6 +117,7 @@ class Anchor(LossTerm):
             total = sq.sum() if total is None else total + sq.sum()
         if total is None:
             raise ValueError("none of the model's weights is anchored: the penalty would be 0")
+        self.unscaled.append(0.5 * float(total.detach()))
         return 0.5 * self.strength * total
 
 

@@ -26,6 +26,10 @@ class LossTerm:
     def mean(self) -> float | None:
         return sum(self.values) / len(self.values) if self.values else None
 
+    def diagnostics(self) -> dict[str, float]:
+        """What the stage records of the term (as `cl/<key>`): its mean over the micro-batches."""
+        return {self.name: mean} if (mean := self.mean()) is not None else {}
+
 
 def scales_for_accumulation(trainer, num_items_in_batch) -> bool:
     """Whether `trainer.compute_loss` already divides its loss over the gradient-accumulation

@@ -74,6 +74,17 @@ class RankSteps:
         TRL and DeepSpeed, seconds an evaluation step does not have to spend on every rank."""
         return build_paradigm(self.cfg.paradigm, self.world)
 
+    def spread(self, value: float) -> float:
+        """The largest minus the smallest of `value` over the ranks (0: every rank computed the same)."""
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()):
+            return 0.0
+        high = torch.tensor([value], dtype=torch.float64, device=self.device)
+        low = torch.tensor([-value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        dist.all_reduce(low, op=dist.ReduceOp.MAX)
+        return float(high.item() + low.item())
+
     def sum(self, value: int) -> int:
         """`value` summed over the ranks (each rank counts its own rollouts)."""
         dist = torch.distributed
@@ -200,6 +211,8 @@ class RankSteps:
             if log_file:
                 log_file.close()
         result.generated_tokens = self.sum(result.generated_tokens)
+        for key in sorted(k for k in result.metrics if k.endswith("_unscaled")):  # every rank holds its loss terms
+            result.metrics[f"{key}_rank_spread"] = self.spread(result.metrics[key])
         if torch.cuda.is_available():
             result.metrics["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30  # rank 0's
         if main:

@@ -187,7 +187,7 @@ def train_step(paradigm: Paradigm, model, processing_class, items: list[Example]
     # the inner points' snapshots were saved during training: their seconds are save seconds
     out.train_seconds -= ctx.snapshot_seconds
     out.save_seconds += ctx.snapshot_seconds
-    out.metrics |= {f"cl/{term.name}": mean for term in ctx.loss_terms if (mean := term.mean()) is not None}
+    out.metrics |= {f"cl/{k}": v for term in ctx.loss_terms for k, v in term.diagnostics().items()}
     if main:
         processing_class.save_pretrained(spec.partial_model_dir)
         publish_checkpoint(spec)
