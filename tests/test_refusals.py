@@ -109,6 +109,14 @@ def test_a_damaged_record_is_one_line_naming_the_file_and_what_to_do(finished, m
         assert f"{run_json} {what}" in err and "overwrite=true" in err, err
         assert tree(run_dir) == before
     run_json.write_bytes(good)
+    interrupted(run_dir)  # a resumed run reads its curves.csv back (the inner points of its finished stages)
+    curves = run_dir / "curves.csv"
+    curves.write_text("stage,trained\n1")
+    before = tree(run_dir)
+    code, err = cli(monkeypatch, capsys, *command)
+    assert code == 2 and err.count("\n") == 1 and f"{curves} cannot be read (KeyError" in err, err
+    assert tree(run_dir) == before
+    run_json.write_bytes(good)
     lock = run_dir / ".cpt" / "controller.lock"
     lock.unlink(missing_ok=True)
     lock.mkdir()  # a lock that cannot be opened
@@ -178,10 +186,8 @@ class FailingTracker:
 
 @pytest.mark.parametrize("step, code, status", [
     ("write_matrix_csv", 1, "failed"),  # the results: the run failed, and run.json says so
-    ("plots.heatmap", 0, "finished"),  # optional parts only warn
-    ("make_tracker", 0, "finished"),
-    ("write_text", 0, "finished"),  # summary.txt
     ("write_json", 1, "running"),  # the final run.json cannot be written either: the one line says so
+    ("optional", 0, "finished"),  # the plots, summary.txt and the tracker's close at once: each only warns
 ])
 def test_a_full_disk_at_each_finishing_step_ends_in_a_truthful_record_and_one_line(
         finished, monkeypatch, capsys, step, code, status):
@@ -193,9 +199,12 @@ def test_a_full_disk_at_each_finishing_step_ends_in_a_truthful_record_and_one_li
     interrupted(run_dir)  # every stage is done: the rerun only writes the results and finishes
     partial = run_dir / "stages" / "02-shift" / "model.partial"
     partial.mkdir()  # a half-written checkpoint, freed first when the run fails
-    owner, name = (controller.plots, "heatmap") if step == "plots.heatmap" else (controller, step)
-    failing = {"make_tracker": FailingTracker, "write_json": after_setup(controller.write_json)}.get(step, full_disk)
-    monkeypatch.setattr(owner, name, failing)
+    if step == "optional":
+        monkeypatch.setattr(controller.plots, "heatmap", full_disk)
+        monkeypatch.setattr(controller, "write_text", full_disk)
+        monkeypatch.setattr(controller, "make_tracker", FailingTracker)
+    else:
+        monkeypatch.setattr(controller, step, after_setup(controller.write_json) if step == "write_json" else full_disk)
     command = [*overrides, f"hydra.run.dir={run_dir}"]
     if code == 0:
         from hydra.core.global_hydra import GlobalHydra
@@ -205,7 +214,9 @@ def test_a_full_disk_at_each_finishing_step_ends_in_a_truthful_record_and_one_li
         GlobalHydra.instance().clear()
         monkeypatch.setattr(sys, "argv", ["cpt-bench", *command])
         entry.main()
-        assert "not written:" in (run_dir / "cli.log").read_text()  # the warning names what is missing
+        log = (run_dir / "cli.log").read_text()  # each warning names what is missing
+        for what in ("the run's plots not written", "summary.txt not written", "the tracker's close not written"):
+            assert what in log, what
     else:
         got, err = cli(monkeypatch, capsys, *command)
         assert got == code and err.count("\n") == 1, err

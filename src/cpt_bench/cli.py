@@ -49,7 +49,7 @@ def _joblib_threads(cfg: DictConfig) -> None:
     log.info("joblib launcher: %d parallel job(s) on %d cores -> threads=%d per job", jobs, cores, cfg.threads)
 
 
-class RunRecord:
+class RunProvenance:
     """The run directory's record of how it was made, written only once the run holds the
     directory and every check has passed: Hydra's own (`.hydra/`, `cli.log`) is switched off in
     conf/config.yaml because Hydra writes it before any check, so a refused command (a held lock,
@@ -135,7 +135,7 @@ def main(cfg: DictConfig) -> float | None:
     requeue.guard()  # under hydra/launcher=slurm: never run on beside the requeued copy
     _joblib_threads(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    record = RunRecord(run_dir, cfg)
+    record = RunProvenance(run_dir, cfg)
     try:
         if cfg.preflight.enabled:  # plans for the node described; builds no model, writes no run.json
             from cpt_bench.preflight import preflight_main

@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from cpt_bench.errors import ConfigError
 from cpt_bench.outputs.curves import (
     CURVES_CSV,
     INNER,
@@ -30,6 +31,7 @@ from cpt_bench.outputs.curves import (
     write_curves_csv,
 )
 from cpt_bench.outputs.records import StageRecord
+from cpt_bench.run.resume import RESTORE
 from cpt_bench.run.steps import Evaluation, InnerPoint, StageSpec
 
 
@@ -38,7 +40,12 @@ class Curves:
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / CURVES_CSV
-        self.inner = [r for r in read_curves_csv(self.path) if r.point == INNER] if self.path.exists() else []
+        try:
+            rows = read_curves_csv(self.path) if self.path.exists() else []
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # one line, before the run holds anything
+            raise ConfigError(f"{self.path} cannot be read ({type(exc).__name__}: {exc}); it holds the inner points "
+                              f"of the finished stages: {RESTORE}") from None
+        self.inner = [r for r in rows if r.point == INNER]
 
     @staticmethod
     def clear(spec: StageSpec) -> None:
