@@ -60,6 +60,16 @@ def read_json(path: Path):
     return json.loads(path.read_text())
 
 
+# What reading a truncated, garbled or wrongly shaped record raises (a list where a dict belongs
+# raises AttributeError on `.get`); every reader that names a damaged file catches these.
+DAMAGED = (OSError, ValueError, KeyError, TypeError, AttributeError)
+
+
+def why(exc: Exception) -> str:
+    """What is wrong with a file, in a few words: the OS's reason, or the parser's."""
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+
+
 def write_jsonl(path: Path, records: list[dict]) -> None:
     write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 

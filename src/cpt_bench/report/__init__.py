@@ -108,7 +108,7 @@ def write_report(runs: Sequence[RunRecord], out: Path, half_width: float = HALF_
         del paths["within_stage"]
     paper = paper_section([(s.label, s.runs) for s in summaries])  # a paper preset's runs: the paper's figures
     paths["md"].write_text(render_markdown(runs, summaries, base, figures, drift_section(points), paper, half_width,
-                                             [*skipped, *(u for r in runs for u in r.unread)]))
+                                             Study(list(runs), list(skipped)).unread))
     return paths
 
 

@@ -21,6 +21,7 @@ from cpt_bench.metrics import HEADLINE_METRICS
 from cpt_bench.outputs.flips import FlipRow
 from cpt_bench.outputs.records import Compute, Diagnostics, HarnessResult, RolloutStats, StageRecord
 from cpt_bench.outputs.rundir import (
+    DAMAGED,
     FLIPS_CSV,
     MATRIX_CSV,
     METRICS_JSON,
@@ -29,6 +30,7 @@ from cpt_bench.outputs.rundir import (
     read_flips_csv,
     read_json,
     read_matrix_csv,
+    why,
 )
 from cpt_bench.report.text import relative
 
@@ -150,20 +152,16 @@ def find_runs(paths: Iterable[Path | str], skipped: list[Unread] | None = None) 
     return list(dict.fromkeys(p.resolve() for p in found))  # a run named twice counts once
 
 
-READ_ERRORS = (OSError, ValueError, KeyError, TypeError)  # what a damaged or half-written file raises
-
-
-def _optional(path: Path, reader, leaves_out: str, unread: list[Unread], expected: bool = True):
-    """`reader(path)`, or None with the file named in `unread` when it is missing (and `expected`)
-    or damaged: one file must not hide the rest of its run."""
+def _optional(path: Path, reader, leaves_out: str, unread: list[Unread]):
+    """`reader(path)`, or None with the file named in `unread` when it is missing or damaged: one
+    file must not hide the rest of its run."""
     if not path.exists():
-        if expected:
-            unread.append(Unread(path, "missing", leaves_out))
+        unread.append(Unread(path, "missing", leaves_out))
         return None
     try:
         return reader(path)
-    except READ_ERRORS as exc:
-        unread.append(Unread(path, f"unreadable ({type(exc).__name__}: {exc})", leaves_out))
+    except DAMAGED as exc:
+        unread.append(Unread(path, f"unreadable ({why(exc)})", leaves_out))
         return None
 
 
@@ -219,8 +217,8 @@ def read_study(paths: Iterable[Path | str]) -> Study:
     for path in find_runs(paths, skipped):
         try:
             runs.append(load_run(path))
-        except READ_ERRORS as exc:  # a damaged run must not hide the rest
-            skipped.append(Unread(path, f"unreadable run.json or metrics.json ({type(exc).__name__}: {exc})",
+        except DAMAGED as exc:  # a damaged run must not hide the rest
+            skipped.append(Unread(path, f"unreadable run.json or metrics.json ({why(exc)})",
                                   "the whole run"))
     if not runs:
         raise ReportError("no readable runs" + (f" ({skipped[0].line()})" if skipped else ""))

@@ -31,6 +31,7 @@ from cpt_bench.outputs.curves import (
     write_curves_csv,
 )
 from cpt_bench.outputs.records import StageRecord
+from cpt_bench.outputs.rundir import DAMAGED, why
 from cpt_bench.run.resume import RESTORE
 from cpt_bench.run.steps import Evaluation, InnerPoint, StageSpec
 
@@ -42,8 +43,8 @@ class Curves:
         self.path = run_dir / CURVES_CSV
         try:
             rows = read_curves_csv(self.path) if self.path.exists() else []
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # one line, before the run holds anything
-            raise ConfigError(f"{self.path} cannot be read ({type(exc).__name__}: {exc}); it holds the inner points "
+        except DAMAGED as exc:  # one line, before the run holds anything
+            raise ConfigError(f"{self.path} cannot be read ({why(exc)}); it holds the inner points "
                               f"of the finished stages: {RESTORE}") from None
         self.inner = [r for r in rows if r.point == INNER]
 

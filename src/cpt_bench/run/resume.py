@@ -17,6 +17,7 @@ from cpt_bench.config import Config, config_dict
 from cpt_bench.errors import ConfigError
 from cpt_bench.outputs.records import StageRecord
 from cpt_bench.outputs.rundir import (
+    DAMAGED,
     METRICS_JSON,
     RESULT_FILES,
     RUN_JSON,
@@ -24,12 +25,10 @@ from cpt_bench.outputs.rundir import (
     disk_bytes,
     read_json,
     stage_dir,
+    why,
 )
 
 log = logging.getLogger("cpt_bench")
-
-DAMAGED = (OSError, ValueError, KeyError, TypeError, AttributeError)  # what a truncated or garbled record raises
-
 
 def read_record(path: Path, what_to_do: str) -> dict:
     """A JSON record of the run directory, or one line naming the file, what is wrong with it
@@ -37,14 +36,10 @@ def read_record(path: Path, what_to_do: str) -> dict:
     try:
         data = read_json(path)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path} cannot be read ({_why(exc)}); {what_to_do}") from None
+        raise ConfigError(f"{path} cannot be read ({why(exc)}); {what_to_do}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} is not a record (a JSON {type(data).__name__}, not an object); {what_to_do}")
     return data
-
-
-def _why(exc: Exception) -> str:
-    return exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
 
 
 RESTORE = "restore it from a copy, or pass overwrite=true to start this run over"
@@ -126,10 +121,10 @@ def completed_stages(run_dir: Path) -> list[StageRecord]:
             last = records[-1] if stage > 1 else None  # stage 0 is the base's evaluation, stage 1 starts from the base
             start = last and (last.model or str(stage_dir(run_dir, last.stage, last.trained_task) / "model"))
             if start is not None and not (Path(start) / "config.json").exists():
-                raise ConfigError(f"{path} cannot be read ({_why(exc)}) and stage {stage} cannot be redone: the "
+                raise ConfigError(f"{path} cannot be read ({why(exc)}) and stage {stage} cannot be redone: the "
                                   f"model it started from ({start}) is gone (checkpoint.keep); restore the file, "
                                   "or pass overwrite=true to run the sequence again") from None
-            log.warning("%s cannot be read (%s): stage %d is redone, as after a kill", path, _why(exc), stage)
+            log.warning("%s cannot be read (%s): stage %d is redone, as after a kill", path, why(exc), stage)
             break
         if record.stage != len(records):
             break  # only an unbroken prefix counts
