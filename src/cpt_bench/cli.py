@@ -62,6 +62,7 @@ class RunProvenance:
         self.run_dir, self.cfg = run_dir, cfg
         self.existed = any(run_dir.iterdir())  # Hydra has just made the folder when it is empty
         self.held = logging.handlers.MemoryHandler(capacity=10**6, flushLevel=logging.CRITICAL + 1)
+        self.file: logging.FileHandler | None = None
         logging.getLogger().addHandler(self.held)
 
     def claim(self, resumed: bool) -> None:
@@ -73,11 +74,11 @@ class RunProvenance:
             (hydra_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg))
             overrides = list(HydraConfig.get().overrides.task)
             (hydra_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
-        file = logging.FileHandler(self.run_dir / "cli.log")  # appends: a resumed run's log goes on
-        file.setFormatter(logging.Formatter(self.FORMAT))
-        self.held.setTarget(file)
+        self.file = logging.FileHandler(self.run_dir / "cli.log")  # appends: a resumed run's log goes on
+        self.file.setFormatter(logging.Formatter(self.FORMAT))
+        self.held.setTarget(self.file)
         self.held.flush()
-        logging.getLogger().addHandler(file)
+        logging.getLogger().addHandler(self.file)
         self.close()
 
     def refused(self, exc: Exception) -> None:
@@ -99,8 +100,16 @@ class RunProvenance:
                 parent.rmdir()
 
     def close(self) -> None:
+        """Stop holding lines in memory (cli.log, once open, stays open until `release`)."""
         logging.getLogger().removeHandler(self.held)
         self.held.close()
+
+    def release(self) -> None:
+        """The run has ended: close cli.log (a sweep runs many jobs in one process)."""
+        self.close()
+        if self.file is not None:
+            logging.getLogger().removeHandler(self.file)
+            self.file.close()
 
 
 def os_error_line(exc: OSError, run_dir: Path) -> str:
@@ -158,6 +167,8 @@ def main(cfg: DictConfig) -> float | None:
     except OSError as exc:  # a full disk, a vanished or read-only file: its cause, its fix, the record's state
         print(f"cpt-bench: error: {os_error_line(exc, run_dir)}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        record.release()
     return metrics["final_avg_acc"] if metrics else None  # a sweeper's objective
 
 
