@@ -12,9 +12,9 @@ from test_report import config, metrics, write_run
 from test_stats import _line
 
 from cpt_bench import report
-from cpt_bench.report.decide import seeds_line, seeds_needed
+from cpt_bench.report.decide import gains_line, seeds_line, seeds_needed
 from cpt_bench.report.explain import explain_section
-from cpt_bench.report.stats import Interval, diff_ci, matched_gain_ci, t_quantile
+from cpt_bench.report.stats import Interval, RunPoint, diff_ci, matched_gain_ci, t_quantile
 
 H = 0.02  # the planned half-width: 2 points
 
@@ -82,6 +82,19 @@ def test_a_line_says_why_and_what_would_decide():
     assert line.startswith("why: ±4.5 pts at 3 seeds a variant covers 0; to decide: ") and "for ±2.0 pts" in line
     assert "already give" in seeds_line(Interval(-0.01, 0.012, 6, dof=4, per_variant=3))
     assert "base models" in seeds_line(Interval(-0.04, 0.05, 3, "base models", dof=2, per_variant=3))
+
+
+def test_a_frontier_inside_the_other_names_its_own_two_ends():
+    """RIF-SFT's gains span SFT's and more: the overlap is SFT's whole range, so both variants
+    that would decide it are SFT's (one line naming SFT twice as two sides read as a slip)."""
+    def side(name, gains):
+        return [RunPoint(f"{name} {g}", "base", g + d, g) for g in gains for d in (-0.002, 0.0, 0.002)]
+
+    line = gains_line(side("rif", (0.01, 0.04, 0.07)), side("sft", (0.02, 0.04, 0.06)), "RIF-SFT", "SFT",
+                      True, 0.95)
+    assert "the overlap, +2.0 to +6.0 pts, is all of SFT's range" in line
+    assert "to decide: variants of SFT gaining +6.5 pts or more and +1.5 or less" in line
+    assert "RIF-SFT" not in line
 
 
 def test_every_open_comparison_of_a_report_carries_its_decide_line(tmp_path):

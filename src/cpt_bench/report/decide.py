@@ -126,12 +126,16 @@ def gains_line(a: Sequence[RunPoint], b: Sequence[RunPoint], pa: str, pb: str, m
     bottom_side, bottom, bottom_se = (pa, a_lo, a_lo_se) if a_lo >= b_lo else (pb, b_lo, b_lo_se)
     share = "" if reached is None else (f"{100 * reached:.0f} % of resamples reach a common gain "
                                         f"({100 * REACH:.1f} % needed): ")
+    up, down = _beyond(top, top_se, True), _beyond(bottom, bottom_se, False)
+    if top_side == bottom_side:  # one frontier lies inside the other: its own ends bound the overlap
+        return (f"why: {share}the overlap, {100 * bottom:+.1f} to {100 * top:+.1f} pts, is all of {top_side}'s "
+                f"range (its lowest variant ± {100 * bottom_se:.1f} SE, its highest ± {100 * top_se:.1f}); to "
+                f"decide: variants of {top_side} gaining {100 * up:+.1f} pts or more and {100 * down:+.1f} or less "
+                "(cpt-bench-calibrate places targets beyond both ends)")
     return (f"why: {share}the overlap, {100 * bottom:+.1f} to {100 * top:+.1f} pts, ends on {bottom_side}'s "
             f"lowest variant (± {100 * bottom_se:.1f} SE) and {top_side}'s highest (± {100 * top_se:.1f}); to "
-            "decide: a "
-            f"variant of {top_side} gaining {100 * _beyond(top, top_se, True):+.1f} pts or more and one of "
-            f"{bottom_side} gaining {100 * _beyond(bottom, bottom_se, False):+.1f} or less (cpt-bench-calibrate "
-            "places targets beyond both ends)")
+            f"decide: a variant of {top_side} gaining {100 * up:+.1f} pts or more and one of {bottom_side} gaining "
+            f"{100 * down:+.1f} or less (cpt-bench-calibrate places targets beyond both ends)")
 
 
 def row_line(cmp: MatchedComparison, k: int, a: Sequence[RunPoint], b: Sequence[RunPoint], pa: str, pb: str,
