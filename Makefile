@@ -75,7 +75,7 @@ test-release: $(STAMP) ## the release checks: the shipped base rebuilt from its 
 
 # The editable install that make install and CI use would hide a module missing from the wheel:
 # build it, install it alone (--no-deps, beside the environment's packages, first on the path),
-# and run a short run and its report from it.
+# and run a short run (of benchmark=custom: its example tasks are package data) and its report from it.
 WHEEL_DIR ?= build/wheel-check
 wheel-check: $(STAMP) ## the built wheel, installed alone, runs a short run and its report (~1 min)
 	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)
@@ -83,8 +83,8 @@ wheel-check: $(STAMP) ## the built wheel, installed alone, runs a short run and 
 	$(BIN)/python -m pip install -q --no-deps --target $(WHEEL_DIR)/site $(WHEEL_DIR)/dist/*.whl
 	cd $(WHEEL_DIR) && PYTHONPATH=$$PWD/site $(abspath $(BIN))/python -c "import cpt_bench, sys; \
 		sys.exit(None if cpt_bench.__file__.startswith('$$PWD/site/') else 'not the wheel: ' + cpt_bench.__file__)"
-	cd $(WHEEL_DIR) && PYTHONPATH=$$PWD/site site/bin/cpt-bench order.tasks=[max,shift] benchmark.train_size=16 \
-		benchmark.test_size=8 paradigm.max_steps=2 eval.general=false eval.kl_samples=0 logger=none hydra.run.dir=run
+	cd $(WHEEL_DIR) && PYTHONPATH=$$PWD/site site/bin/cpt-bench benchmark=custom order.tasks=[max,shift] \
+		benchmark.max_train=16 benchmark.max_test=8 paradigm.max_steps=2 eval.general=false eval.kl_samples=0 logger=none hydra.run.dir=run
 	cd $(WHEEL_DIR) && PYTHONPATH=$$PWD/site site/bin/cpt-bench-report run --out report && test -s report/report.md
 
 lint: $(STAMP) ## ruff over src, tests and benchmarks

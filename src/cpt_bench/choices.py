@@ -120,6 +120,18 @@ class SourceFormat(StrEnum):
     native = "native"  # the dataset's own columns
 
 
+class Grader(StrEnum):
+    """How a declared task (benchmark=custom) grades an extracted answer: one rule for SFT's
+    targets, GRPO's rewards and evaluation, as for the built-in tasks."""
+
+    exact = "exact"  # equal after lower-casing and collapsing whitespace (the toy tasks' rule)
+    numeric = "numeric"  # the last number of the answer equals the reference's (1,234 / 0.5 / 1/2)
+    choice = "choice"  # the option picked, by letter ("B", "(B) text") or by its text
+    math = "math"  # equivalent expressions (mathruler; its sympy step in a time-limited worker)
+    regex = "regex"  # the reference is a regular expression the whole answer must match
+    python = "python"  # a function of your own: `entry_point: module:function`
+
+
 class OrderName(StrEnum):
     default = "default"
     reverse = "reverse"

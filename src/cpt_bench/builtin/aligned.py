@@ -32,7 +32,7 @@ ALIGN_VERSION = 1  # bump when the step below changes
 
 def alignment_rows(processing_class, recipe: FormatAlignment) -> list[dict]:
     """prompt/completion rows in the exact format SFT, RFT and evaluation use (`PromptStyle`)."""
-    from cpt_bench.model.prompts import PromptStyle, completion_text, format_prompt
+    from cpt_bench.model.prompts import PromptStyle, completion_text
     from cpt_bench.tasks.natural import COT_INSTRUCTION, FORMAT_GENERATORS, SHORT_ANSWER, natural_tasks
 
     styles = {cot: PromptStyle(cot, COT_INSTRUCTION, SHORT_ANSWER, "\n") for cot in (False, True)}
@@ -41,7 +41,7 @@ def alignment_rows(processing_class, recipe: FormatAlignment) -> list[dict]:
     for task in natural_tasks(seed=recipe.seed, generators=FORMAT_GENERATORS).values():
         for ex in task.items(recipe.items_per_task, stream="align"):
             style = styles[rng.random() < recipe.cot_share]
-            rows.append({"prompt": format_prompt(processing_class, style.user_text(ex)),
+            rows.append({"prompt": style.prompt(processing_class, ex),
                          "completion": completion_text(processing_class, style.target(ex))})
     rng.shuffle(rows)
     return rows

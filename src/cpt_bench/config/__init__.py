@@ -32,9 +32,12 @@ from cpt_bench.choices import (
     OrderName,
     PeftMethod,
     Schedule,
-    SourceFormat,
     require,
 )
+from cpt_bench.config.benchmarks import BenchmarkConfig, CustomBenchmarkConfig, MLLMBenchmarkConfig
+from cpt_bench.config.benchmarks import CustomTaskConfig as CustomTaskConfig  # re-exported
+from cpt_bench.config.benchmarks import SplitSourceConfig as SplitSourceConfig
+from cpt_bench.config.benchmarks import TaskSourceConfig as TaskSourceConfig
 from cpt_bench.config.evaluation import EvalConfig
 from cpt_bench.config.evaluation import HarnessConfig as HarnessConfig  # re-exported
 from cpt_bench.config.ignored import refuse_ignored
@@ -80,77 +83,6 @@ class FilterConfig:
                 f">= {least}" + (" (keep=nonzero_variance needs a spread)" if least == 2 else ""))
         require(self.temperature > 0, f"{at}.temperature", self.temperature, "> 0")
         require(self.batch_size > 0, f"{at}.batch_size", self.batch_size, "> 0")
-
-
-@dataclass
-class BenchmarkConfig:
-    name: str = MISSING
-    seed: int = 0  # which items are drawn; train and test stay disjoint for every seed
-    train_size: int = 512  # per task
-    test_size: int = 100  # per task
-    tasks: list[str] = MISSING  # the CPT tasks in the benchmark's own order
-    general: list[str] = field(default_factory=list)  # held-out general-ability suite
-
-    def validate(self, at: str = "benchmark") -> None:
-        require(self.train_size > 0, f"{at}.train_size", self.train_size, "> 0")
-        require(self.test_size > 0, f"{at}.test_size", self.test_size, "> 0")
-
-
-@dataclass
-class SplitSourceConfig:
-    """One split of a real task: a local `path`, or a dataset on the Hugging Face Hub."""
-
-    path: str | None = None  # ShareGPT JSON/JSONL, parquet file, or a dataset folder
-    hf_id: str | None = None
-    hf_config: str | None = None
-    images_hf_config: str | None = None  # GQA on lmms-lab: images in a config of their own
-    split: str | None = None  # the hub (or dataset folder) split name
-
-
-@dataclass
-class TaskSourceConfig:
-    format: SourceFormat = SourceFormat.auto
-    image_root: str | None = None  # this task's images; overrides benchmark.image_root
-    max_train: int | None = None  # overrides the benchmark's for this task
-    max_test: int | None = None
-    train: SplitSourceConfig = field(default_factory=SplitSourceConfig)
-    test: SplitSourceConfig = field(default_factory=SplitSourceConfig)
-
-
-@dataclass
-class MLLMBenchmarkConfig:
-    """The paper's seven multimodal tasks and the general suite (benchmark=mllm_cl7).
-
-    Each split is read from, in order: `sources.<task>.<split>.path`, the authors' file under
-    `data_dir` (ScienceQA_test.json, ...), `sources.<task>.<split>.hf_id`.
-    """
-
-    name: str = "mllm_cl7"
-    seed: int = 0  # which items a capped split draws
-    tasks: list[str] = MISSING  # the CPT tasks in the paper's order
-    general: list[str] = field(default_factory=list)  # held-out general-ability suite
-    data_dir: str | None = None  # a folder of the authors' ShareGPT files
-    # where image paths are looked up (default: data_dir, or an explicit file's folder): as
-    # written, else under this root by their trailing components, longest first, so a file
-    # written on another machine (/home/them/data/VizWiz/val/1.jpg) finds <root>/VizWiz/val/1.jpg
-    image_root: str | None = None
-    max_train: int | None = None  # per task; null = every item
-    max_test: int | None = None
-    # a drawn split with fewer items (or than its cap, if smaller), or with more of its rows
-    # skipped (image missing or unreadable, empty answer), stops the run before any model loads
-    min_items: int = 1
-    max_skipped_fraction: float = 0.05
-    sources: dict[str, TaskSourceConfig] = field(default_factory=dict)
-
-    def validate(self, at: str = "benchmark") -> None:
-        require(self.min_items >= 1, f"{at}.min_items", self.min_items, ">= 1")
-        require(0 <= self.max_skipped_fraction <= 1, f"{at}.max_skipped_fraction", self.max_skipped_fraction,
-                "in [0, 1]")
-        caps = [("max_train", self.max_train), ("max_test", self.max_test)]
-        caps += [(f"sources.{t}.{k}", getattr(src, k))
-                 for t, src in self.sources.items() for k in ("max_train", "max_test")]
-        for key, cap in caps:
-            require(cap is None or cap > 0, f"{at}.{key}", cap, "> 0 or null (every item)")
 
 
 @dataclass
@@ -402,9 +334,11 @@ def config_dict(cfg: Config) -> dict:
 
 
 # benchmark.name -> its schema node (the toy and natural benchmarks share the generated one)
-BENCHMARK_SCHEMAS = {"toy": BenchmarkConfig, "natural": BenchmarkConfig, "mllm_cl7": MLLMBenchmarkConfig}
+BENCHMARK_SCHEMAS = {"toy": BenchmarkConfig, "natural": BenchmarkConfig, "mllm_cl7": MLLMBenchmarkConfig,
+                     "custom": CustomBenchmarkConfig}
 # every other group's schema node, stored in Hydra's ConfigStore under these names (configstore.py)
 GROUP_SCHEMAS = {"filter_schema": FilterConfig, "benchmark_schema": BenchmarkConfig,
-                 "benchmark_mllm_cl7_schema": MLLMBenchmarkConfig, "order_schema": OrderConfig,
+                 "benchmark_mllm_cl7_schema": MLLMBenchmarkConfig, "benchmark_custom_schema": CustomBenchmarkConfig,
+                 "order_schema": OrderConfig,
                  "model_schema": ModelConfig, "deepspeed_schema": DeepSpeedConfig, "logger_schema": LoggerConfig,
                  "launcher_schema": LauncherConfig, "peft_schema": PeftConfig}

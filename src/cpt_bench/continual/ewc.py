@@ -125,12 +125,12 @@ def answer_ids(processing_class, style, ex) -> tuple[torch.Tensor, int]:
     """An item's prompt and reference answer as one sequence of token ids, and where the answer
     starts: prompt and prompt + answer tokenized as TRL's SFTTrainer tokenizes them."""
     from cpt_bench.model.processing import text_tokenizer
-    from cpt_bench.model.prompts import completion_text, format_prompt
+    from cpt_bench.model.prompts import completion_text
 
     if ex.images:
         raise ValueError(f"the Fisher is estimated on text items; {ex.task!r} has images")
     tok = text_tokenizer(processing_class)
-    prompt = format_prompt(processing_class, style.user_text(ex), 0)
+    prompt = style.prompt(processing_class, ex)
     prompt_ids = tok(prompt)["input_ids"]
     ids = tok(prompt + completion_text(processing_class, style.target(ex)))["input_ids"]
     return torch.tensor(ids), len(prompt_ids)

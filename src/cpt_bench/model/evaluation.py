@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from cpt_bench.model.processing import image_tokens, text_tokenizer
-from cpt_bench.model.prompts import PromptStyle, encode_prompts, format_prompt
+from cpt_bench.model.prompts import PromptStyle, encode_prompts
 from cpt_bench.tasks.base import Example, Task
 from cpt_bench.tasks.grading import format_ok
 from cpt_bench.tasks.images import image_size, load_images
@@ -93,7 +93,7 @@ def evaluate_tasks(
     the processor. With an `engine` (vllm_engine.VLLMEngine) it generates instead of `model`.
     """
     items = [ex for name in test_sets for ex in test_sets[name]]
-    prompts = [format_prompt(processing_class, style.user_text(ex), len(ex.images)) for ex in items]
+    prompts = [style.prompt(processing_class, ex) for ex in items]
     if engine is not None:
         samples = engine.generate(prompts, [ex.images for ex in items], max_new_tokens=max_new_tokens)
         return grade(items, prompts, [s[0] for s in samples], tasks, style, test_sets)

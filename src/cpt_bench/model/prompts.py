@@ -30,7 +30,17 @@ class PromptStyle:
         return f"{ex.prompt}{self.separator}{instruction}" if instruction else ex.prompt
 
     def target(self, ex: Example) -> str:
-        return cot_target(ex.rationale, ex.answer) if self.cot else ex.answer
+        answer = ex.answer if ex.target is None else ex.target
+        return cot_target(ex.rationale, answer) if self.cot else answer
+
+    def prompt(self, processing_class, ex: Example) -> str:
+        """The exact string the model is conditioned on for `ex` (`format_prompt`)."""
+        return format_prompt(processing_class, self.user_text(ex), len(ex.images), ex.system)
+
+    def messages(self, ex: Example) -> list[dict]:
+        """`ex` as a conversation for TRL, which adds the images' placeholders to the user turn
+        itself (`prepare_multimodal_messages`): its system line, then the user's text."""
+        return [*system_messages(ex.system), user_message(self.user_text(ex))]
 
     def extract(self, response: str) -> str | None:
         return extract_answer(response, self.cot)
@@ -54,24 +64,28 @@ def user_message(text: str, num_images: int = 0) -> dict:
     return {"role": "user", "content": [*images, {"type": "text", "text": text}]}
 
 
-def format_prompt(processing_class, text: str, num_images: int = 0) -> str:
+def system_messages(system: str | None) -> list[dict]:
+    return [{"role": "system", "content": system}] if system else []
+
+
+def format_prompt(processing_class, text: str, num_images: int = 0, system: str | None = None) -> str:
     """The exact string a model is conditioned on, shared by every paradigm and evaluation.
 
     Models with a chat template get the user turn plus the generation prompt; an item with
     images gets one placeholder per image in the user turn, in the form the chat template
-    expects (the processor expands each into the image's tokens). The built-in model has no
-    chat template and sees the raw task prompt.
+    expects (the processor expands each into the image's tokens); a system line goes first. The
+    built-in model has no chat template and sees the raw task prompt, after the system line if any.
     """
     if getattr(processing_class, "chat_template", None):
         return processing_class.apply_chat_template(
-            [user_message(text, num_images)], tokenize=False, add_generation_prompt=True
+            [*system_messages(system), user_message(text, num_images)], tokenize=False, add_generation_prompt=True
         )
     if num_images:
         raise ModelLoadError(
             f"{type(processing_class).__name__} has no chat template, so there is no place for an item's images in the "
             "prompt; use a vision-language model with a chat template (e.g. model=qwen2_5_vl_7b)"
         )
-    return text
+    return f"{system}\n{text}" if system else text
 
 
 def completion_text(processing_class, answer: str) -> str:

@@ -27,7 +27,6 @@ import torch
 from cpt_bench.choices import KLReference, PeftMethod, RewardScaling, RFTEstimator, VLLMMode, require
 from cpt_bench.config import as_schema
 from cpt_bench.errors import ConfigError
-from cpt_bench.model.prompts import format_prompt, user_message
 from cpt_bench.model.vision_zero3 import align_vision_tower
 from cpt_bench.paradigms.base import (
     ParadigmSpec,
@@ -165,7 +164,7 @@ def vllm_model_length(processing_class, examples: list[Example], style, completi
     tok = text_tokenizer(processing_class)
     longest = 0
     for ex in examples:
-        text = format_prompt(processing_class, style.user_text(ex), len(ex.images))
+        text = style.prompt(processing_class, ex)
         tokens = len(tok(text, add_special_tokens=False)["input_ids"])
         tokens += sum(image_tokens(processing_class, image_size(ref)) for ref in ex.images)
         longest = max(longest, tokens)
@@ -309,9 +308,9 @@ class RFT:
         from datasets import Dataset
 
         if not any(ex.images for ex in examples):
-            return Dataset.from_list([{"prompt": format_prompt(processing_class, style.user_text(ex)), "idx": i}
+            return Dataset.from_list([{"prompt": style.prompt(processing_class, ex), "idx": i}
                                       for i, ex in enumerate(examples)])
-        return Dataset.from_list([{"prompt": [user_message(style.user_text(ex))], "images": load_images(ex.images),
+        return Dataset.from_list([{"prompt": style.messages(ex), "images": load_images(ex.images),
                                    "idx": i} for i, ex in enumerate(examples)])
 
     def train_stage(self, model, processing_class, examples: list[Example], ctx: StageContext) -> StageResult:

@@ -17,7 +17,7 @@ import torch
 
 from cpt_bench import faults
 from cpt_bench.model.processing import text_tokenizer
-from cpt_bench.model.prompts import PromptStyle, encode_prompts, format_prompt
+from cpt_bench.model.prompts import PromptStyle, encode_prompts
 from cpt_bench.tasks.base import Example, Task
 from cpt_bench.tasks.images import load_images
 
@@ -70,7 +70,7 @@ def sample_rollouts(model, processing_class, examples: list[Example], rollouts: 
     item order) and the number of tokens generated. `rollouts.max_new_tokens` must be set."""
     num_rollouts, length = rollouts.num_rollouts, rollouts.max_new_tokens
     if engine is not None:
-        prompts = [format_prompt(processing_class, style.user_text(ex), len(ex.images)) for ex in examples]
+        prompts = [style.prompt(processing_class, ex) for ex in examples]
         samples = engine.generate(prompts, [ex.images for ex in examples], num_samples=num_rollouts,
                                   temperature=rollouts.temperature, max_new_tokens=length)
         tok = text_tokenizer(processing_class)
@@ -86,7 +86,7 @@ def sample_rollouts(model, processing_class, examples: list[Example], rollouts: 
         for start in range(0, len(group), rollouts.prompts_per_batch):
             idx = group[start : start + rollouts.prompts_per_batch]
             chunk = [examples[i] for i in idx]
-            prompts = [format_prompt(processing_class, style.user_text(ex), len(ex.images)) for ex in chunk]
+            prompts = [style.prompt(processing_class, ex) for ex in chunk]
             images = [load_images(ex.images) for ex in chunk] if group is visual else None
             enc = encode_prompts(processing_class, prompts, images, model.device)
             generated = model.generate(**enc, do_sample=True, temperature=rollouts.temperature, top_p=1.0, top_k=0,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from cpt_bench.choices import SFTWeighting, require
 from cpt_bench.config import as_schema
-from cpt_bench.model.prompts import completion_text, format_prompt
+from cpt_bench.model.prompts import completion_text
 from cpt_bench.paradigms.base import (
     ParadigmSpec,
     StageContext,
@@ -126,7 +126,7 @@ class SFT:
 
         data = [
             {
-                "prompt": format_prompt(processing_class, ctx.style.user_text(row.example), len(row.example.images)),
+                "prompt": ctx.style.prompt(processing_class, row.example),
                 "completion": completion_text(processing_class, ctx.style.target(row.example)
                                               if row.completion is None else row.completion),
             }

@@ -14,7 +14,7 @@ import torch
 from cpt_bench.config import Config, EvalConfig
 from cpt_bench.model.drift import forward_kl, output_kl, param_drift
 from cpt_bench.model.loading import load_checkpoint, run_precision
-from cpt_bench.model.prompts import PromptStyle, format_prompt
+from cpt_bench.model.prompts import PromptStyle
 from cpt_bench.outputs.records import Diagnostics, KLToBase
 from cpt_bench.outputs.results import JOINT
 from cpt_bench.outputs.rundir import stage_dir
@@ -79,7 +79,7 @@ def output_drift(model, base, processing_class, style: PromptStyle, items: list[
     `eval.kl_seed` (only their images are read), sampling up to `eval.max_new_tokens` tokens:
     `kl_to_base` the reverse KL(model || base), `forward_kl` the forward KL(base || model)."""
     chosen = random.Random(settings.kl_seed).sample(items, min(settings.kl_samples, len(items)))
-    prompts = [format_prompt(processing_class, style.user_text(ex), len(ex.images)) for ex in chosen]
+    prompts = [style.prompt(processing_class, ex) for ex in chosen]
     images = [load_images(ex.images) for ex in chosen] if any(ex.images for ex in chosen) else None
     common = dict(samples=len(chosen), max_new_tokens=settings.max_new_tokens, seed=settings.kl_seed)
     est = (forward_kl(model, base, processing_class, prompts, images, cache=samples_dir, **common)

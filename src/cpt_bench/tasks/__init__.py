@@ -36,7 +36,14 @@ def _mllm_cl7(cfg) -> Benchmark:
     return build_mllm_cl7(cfg)
 
 
-BENCHMARKS: dict[str, Callable[..., Benchmark]] = {"toy": _toy, "natural": _natural, "mllm_cl7": _mllm_cl7}
+def _custom(cfg) -> Benchmark:
+    from cpt_bench.tasks.custom import build_custom
+
+    return build_custom(cfg)
+
+
+BENCHMARKS: dict[str, Callable[..., Benchmark]] = {"toy": _toy, "natural": _natural, "mllm_cl7": _mllm_cl7,
+                                                   "custom": _custom}
 
 
 def build_benchmark(cfg) -> Benchmark:

@@ -30,6 +30,8 @@ class Example:
     # the item's own direct-answer instruction (None = the benchmark's), kept out of `prompt`
     # so that with CoT the CoT instruction replaces it instead of following it
     direct_instruction: str | None = None
+    system: str | None = None  # a system line before the prompt (a declared task's, benchmark=custom)
+    target: str | None = None  # what SFT trains on where it is not `answer` (e.g. the answer is a pattern)
 
 
 class Task(Protocol):

@@ -152,3 +152,43 @@ def grade_choice(response: str, answer: str, choices: dict[str, str] | None = No
     """1.0 when a multiple-choice response picks the reference option (`answer` is its letter)."""
     letter = choice_letter(response, choices)
     return float(letter is not None and _grade_answer(letter, answer))
+
+
+# --- graders of declared tasks (benchmark=custom) -------------------------------------------
+
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")  # 1,234,567 -> 1234567
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")  # 42, -0.5, 3/4: no nested repeats, linear
+MAX_ANSWER_CHARS = 1000  # as safe_math's: of a longer answer only the tail is read
+MAX_REGEX_SECONDS = 1.0  # a user's pattern may backtrack on model text: its match is time-limited
+
+
+def last_number(text: str):
+    """The last number written in `text` as an exact Fraction ("1,234", "-0.5", "3/4"), or None."""
+    from fractions import Fraction
+
+    found = _NUMBER.findall(_THOUSANDS.sub("", text[-MAX_ANSWER_CHARS:]))
+    try:
+        return Fraction(found[-1]) if found else None
+    except (ValueError, ZeroDivisionError):  # "1/0"
+        return None
+
+
+def grade_numeric(given: str, answer: str) -> float:
+    """1.0 when the last number of the answer equals the reference's last number (to 1e-6 relative)."""
+    import math
+
+    g, t = last_number(given), last_number(answer)
+    return float(g is not None and t is not None and math.isclose(g, t, rel_tol=1e-6, abs_tol=1e-9))
+
+
+def grade_regex(given: str, pattern: str) -> float:
+    """1.0 when the whole answer (whitespace collapsed) matches the reference read as a regular
+    expression, ignoring case; a match that runs past MAX_REGEX_SECONDS scores 0."""
+    import regex
+
+    try:
+        return float(regex.fullmatch(pattern, " ".join(given.split()), regex.IGNORECASE,
+                                     timeout=MAX_REGEX_SECONDS) is not None)
+    except TimeoutError:
+        return 0.0
+
