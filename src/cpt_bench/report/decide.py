@@ -22,7 +22,6 @@ import math
 import statistics
 from collections.abc import Sequence
 
-from cpt_bench.report.frontier import pareto_frontier
 from cpt_bench.report.stats import (
     CONFIDENCE,
     REACH,
@@ -87,22 +86,17 @@ def seeds_line(ci: Interval | None, half_width: float = HALF_WIDTH) -> str:
     return f"why: ±{100 * half:.1f} pts at {ci.per_variant} {units} covers 0; to decide: {need}"
 
 
-def _frontier_ends(points: Sequence[RunPoint], minimize: bool) -> tuple[tuple[float, float], tuple[float, float]]:
-    """(mean gain, its standard error) of the lowest- and the highest-gain variant on the frontier."""
+def _span_ends(points: Sequence[RunPoint]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(mean gain, its standard error) of the lowest- and the highest-gain variant: the ends of
+    the gain range a paradigm's variants span, which its frontier covers (`frontier.matched_gain`)."""
     groups: dict[str, list[float]] = {}
-    ys: dict[str, list[float]] = {}
     for p in points:
         groups.setdefault(p.variant, []).append(p.gain)
-        ys.setdefault(p.variant, []).append(p.y)
-    names = list(groups)
-    means = [(statistics.fmean(groups[k]), statistics.fmean(ys[k])) for k in names]
-    front = [names[i] for i in pareto_frontier(means, minimize)]
 
-    def end(name: str) -> tuple[float, float]:
-        g = groups[name]
+    def end(g: list[float]) -> tuple[float, float]:
         return statistics.fmean(g), (statistics.stdev(g) / math.sqrt(len(g)) if len(g) > 1 else 0.0)
 
-    by_gain = sorted(front, key=lambda k: statistics.fmean(groups[k]))
+    by_gain = sorted(groups.values(), key=statistics.fmean)
     return end(by_gain[0]), end(by_gain[-1])
 
 
@@ -114,8 +108,8 @@ def _beyond(mean: float, se: float, up: bool) -> float:
 def gains_line(a: Sequence[RunPoint], b: Sequence[RunPoint], pa: str, pb: str, minimize: bool,
                reached: float | None) -> str:
     """Why two frontiers give no estimable comparison, and the variants that would."""
-    (a_lo, a_lo_se), (a_hi, a_hi_se) = _frontier_ends(a, minimize)
-    (b_lo, b_lo_se), (b_hi, b_hi_se) = _frontier_ends(b, minimize)
+    (a_lo, a_lo_se), (a_hi, a_hi_se) = _span_ends(a)
+    (b_lo, b_lo_se), (b_hi, b_hi_se) = _span_ends(b)
     if a_hi < b_lo or b_hi < a_lo:  # no overlap at all
         low, high = (pa, pb) if a_hi < b_lo else (pb, pa)
         top, bottom = (a_hi, b_lo) if a_hi < b_lo else (b_hi, a_lo)
@@ -150,7 +144,7 @@ def row_line(cmp: MatchedComparison, k: int, a: Sequence[RunPoint], b: Sequence[
     for name, points, share in ((pa, a, r.reached_a), (pb, b, r.reached_b)):
         if share >= REACH:
             continue
-        (lo, lo_se), (hi, hi_se) = _frontier_ends(points, minimize)
+        (lo, lo_se), (hi, hi_se) = _span_ends(points)
         up = abs(r.gain - hi) <= abs(r.gain - lo)
         end, se = (hi, hi_se) if up else (lo, lo_se)
         target = _beyond(max(end, r.gain) if up else min(end, r.gain), se, up)

@@ -37,8 +37,11 @@ def matched_gain(a: Sequence[tuple[float, float]], b: Sequence[tuple[float, floa
     """Compare two paradigms' (gain, y) run points at equal gain.
 
     Each side's Pareto frontier, sorted by gain, is linearly interpolated at `n` evenly
-    spaced gains spanning the range both frontiers cover. Returns (gain, y_a, y_b, y_a - y_b)
-    rows; [] when the gain ranges do not overlap (or a side has no points).
+    spaced gains spanning the gain range both sides' points cover. Below a frontier's lowest
+    point (where every variant that gains less is dominated by one that gains more and does
+    better) it gives that point's y: the paradigm reaches the gain doing at least that well.
+    (The highest-gain point is never dominated, so above, the ranges end together.) Returns
+    (gain, y_a, y_b, y_a - y_b) rows; [] when the gain ranges do not overlap (or a side has no points).
     """
     curves = []
     for pts in (a, b):
@@ -46,13 +49,13 @@ def matched_gain(a: Sequence[tuple[float, float]], b: Sequence[tuple[float, floa
         if not front:
             return []
         curves.append(([x for x, _ in front], [y for _, y in front]))
-    lo = max(xs[0] for xs, _ in curves)
+    lo = max(min(x for x, _ in pts) for pts in (a, b))
     hi = min(xs[-1] for xs, _ in curves)
     if lo > hi:
         return []
     gains = [lo] if math.isclose(lo, hi) or n < 2 else [lo + (hi - lo) * k / (n - 1) for k in range(n - 1)] + [hi]
     rows = []
     for g in gains:
-        ya, yb = (interpolate(g, xs, ys) for xs, ys in curves)
+        ya, yb = (interpolate(max(g, xs[0]), xs, ys) for xs, ys in curves)
         rows.append((g, ya, yb, ya - yb))
     return rows

@@ -9,7 +9,7 @@ import statistics
 from collections.abc import Sequence
 
 from cpt_bench.report.decide import DECIDE_NOTE, HALF_WIDTH, comparison_line, gains_line, row_line, seeds_line
-from cpt_bench.report.frontier import MATCHED_POINTS, pareto_frontier
+from cpt_bench.report.frontier import MATCHED_POINTS
 from cpt_bench.report.runs import BASE_KEY, RunRecord
 from cpt_bench.report.stats import (
     CONFIDENCE,
@@ -61,16 +61,14 @@ def nearest_line(near: Nearest | None, pa: str, pb: str, what: str, minimize: bo
 
 
 def no_overlap_line(a: Sequence[RunPoint], b: Sequence[RunPoint], pa: str, pb: str, minimize: bool) -> str:
-    """Why there is no matched-gain comparison: the gains each frontier spans (a dominated variant,
-    one that another beats on gain and on the outcome, is not on its paradigm's frontier), and
-    the variants that would make one."""
+    """Why there is no matched-gain comparison: the gains each paradigm's variants span, and the
+    variants that would make one."""
     spans = []
     for name, points in ((pa, a), (pb, b)):
-        means = variant_means(points)
-        front = [means[i][0] for i in pareto_frontier(means, minimize)]
-        span = pts(front[0]) if len(front) == 1 else f"{pts(min(front))} to {pts(max(front))}"
-        spans.append(f"{name}: {span}, {len(front)} of {len(means)} variant{'s' if len(means) > 1 else ''} on it")
-    return ("The paradigms' frontiers do not overlap in gain (" + "; ".join(spans)
+        gains = sorted(g for g, _ in variant_means(points))
+        span = pts(gains[0]) if len(gains) == 1 else f"{pts(gains[0])} to {pts(gains[-1])}"
+        spans.append(f"{name}: {span} over {len(gains)} variant{'s' if len(gains) > 1 else ''}")
+    return ("The paradigms' gain ranges do not overlap (" + "; ".join(spans)
             + "), so there is no matched-gain comparison. What would decide it: "
             + gains_line(a, b, pa, pb, minimize, None) + ".")
 
@@ -127,7 +125,9 @@ def matched_gain_section(runs: Sequence[RunRecord], half_width: float = HALF_WID
              "around the compared gains) × the resamples' standard deviation × √(n / (n − 1)), n the fewest runs "
              "of those variants (the resamples' own percentiles covered a known gap only about 90 % of the time "
              "at 3 seeds a variant; this interval about 95 %, in simulated sweeps). A gain is "
-             f"compared only where at least {100 * REACH:.1f} % of the resamples reach it: elsewhere the comparison "
+             f"compared only where at least {100 * REACH:.1f} % of the resamples reach it (a resample reaches the "
+             "gains its variants span; below its frontier's lowest point, that point stands for the paradigm, "
+             "which reaches the gain doing at least as well): elsewhere the comparison "
              "is not estimable and the share that reaches it is shown. Where an interval covers 0 the paradigms "
              "are not distinguishable, which is not the same as equal. " + DECIDE_NOTE.format(h=100 * half_width)
              + " Joint-schedule runs are left out. Percentage points."]
