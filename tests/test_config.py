@@ -133,12 +133,14 @@ def test_cli_help_and_cfg_job():
                  "peft: lora, none, olora", "cl: ewc, l2, lwf, merge, none", "strategy: joint, replay, sequential",
                  "-m seed=1,2"]:
         assert text in res.stdout, text
-    for text in ["deepspeed: none, zero2, zero3, zero3_offload", "benchmark: mllm_cl7, natural, toy",
+    for text in ["deepspeed: none, zero2, zero3, zero3_offload", "benchmark: custom, mllm_cl7, natural, toy",
+                 "hydra/launcher: basic, joblib, slurm", "cpt-bench paradigm=rft --help",
                  "model: qwen2_5_0_5b_instruct, qwen2_5_vl_3b, qwen2_5_vl_7b, smollm2_135m, smollm2_135m_aligned, "
                  "tiny"]:
         assert text in res.stdout
     groups = res.stdout.split("== Config groups ==")[1].split("== Config ==")[0]
     assert "schema" not in groups, "only real choices are listed"
+    assert "kl_coef:" not in res.stdout and "kl_coef: 0.01" in run_cli("paradigm=rft", "--help").stdout  # as it says
     res = run_cli("--cfg", "job", "paradigm.learning_rate=0.01")
     assert res.returncode == 0 and "learning_rate: 0.01" in res.stdout
 
