@@ -4,6 +4,7 @@ baseline and a short real run through the CLI."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -125,6 +126,17 @@ def test_keep_rules(scores, solvable, nonzero_variance):
 
 
 # --- short real runs ------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_run_s_terminal_holds_no_foreign_noise(rft_cot_rif_run):
+    """A GRPO run with logger=none and WANDB_MODE=offline (as the Makefile sets): every line on
+    the terminal is cpt-bench's own, none from W&B, DeepSpeed or a library's warnings."""
+    _, res = rft_cot_rif_run
+    lines = (res.stdout + res.stderr).splitlines()
+    foreign = [x for x in lines if re.search(r"wandb|W&B|DeepSpeed|accelerator|Warning|warn\(", x, re.I)
+               and "[cpt_bench]" not in x]
+    assert lines and not foreign, foreign
+
 
 @pytest.mark.slow
 def test_rft_run_with_cot_and_rif_and_its_pinned_reference(rft_cot_rif_run):

@@ -3,11 +3,29 @@ library chatter. Shared by the CLI and the launched workers (which never import 
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import sys
+import warnings
+
+# transformers prints this line when its W&B integration is imported with WANDB_MODE=offline (as
+# the Makefile sets), whatever the run's logger; cpt-bench says itself where a W&B run goes
+WANDB_INTEGRATION = "transformers.integrations.integration_utils"
+
 
 def quiet_libraries() -> None:
     import datasets
+    import torch
     import transformers
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|accelerate|peft)\b")
+    # DeepSpeed warns "Setting accelerator to CPU ..." when it finds no GPU: say so before it looks
+    if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"
+    if os.environ.get("WANDB_MODE") == "offline" and WANDB_INTEGRATION not in sys.modules:
+        with contextlib.redirect_stdout(io.StringIO()):
+            __import__(WANDB_INTEGRATION)
