@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "cpt_bench"
 # each top-level module or sub-package and its layer: a unit imports only from lower layers (and
 # from inside itself); the order is the README's "Layout"
 LAYERS = {
-    "errors": 0, "distributed": 0, "faults": 0, "quiet": 0, "metrics": 0, "registry": 0,
+    "errors": 0, "distributed": 0, "faults": 0, "quiet": 0, "metrics": 0, "registry": 0, "progress": 0,
     "choices": 1,
     "config": 2,
     "tasks": 3, "outputs": 3,

@@ -31,6 +31,7 @@ from cpt_bench.choices import PeftMethod, Schedule, require
 from cpt_bench.continual.base import Method, MethodSettings, MethodSpec, previous_stage_dir
 from cpt_bench.errors import ConfigError
 from cpt_bench.paradigms.loss_terms import LossTerm
+from cpt_bench.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def fisher_diagonal(model, processing_class, style, items, samples: int, seed: i
     was_training = model.training
     model.eval()  # no dropout: the Fisher of the weights as they are
     try:
-        for ex in chosen:
+        for ex in Progress.over(chosen, "Fisher", "item"):
             ids, start = answer_ids(processing_class, style, ex)
             ids = ids.to(device)
             logits = model(input_ids=ids[None]).logits[0, start - 1:-1].float()

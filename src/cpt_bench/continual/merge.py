@@ -32,6 +32,7 @@ import torch
 from cpt_bench.choices import MergeRule, TaskVectorsFrom, require
 from cpt_bench.continual.base import Method, MethodSettings, MethodSpec
 from cpt_bench.outputs.records import ContinualStats
+from cpt_bench.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def merge_checkpoints(previous: str, stage: Path, out: Path, cfg: MergeSettings,
         cfg.rule != MergeRule.linear else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # DARE's random drop
-        for path in sorted(stage.glob("*.safetensors")):
+        for path in Progress.over(sorted(stage.glob("*.safetensors")), "merging", "shard"):
             with safe_open(str(path), "pt") as f:
                 metadata = f.metadata()
                 merged = {key: merged_tensor(prev[key], f.get_tensor(key), origin[key] if origin else None, cfg)

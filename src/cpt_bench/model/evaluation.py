@@ -18,6 +18,7 @@ import torch
 
 from cpt_bench.model.processing import image_tokens, text_tokenizer
 from cpt_bench.model.prompts import PromptStyle, encode_prompts
+from cpt_bench.progress import Progress
 from cpt_bench.tasks.base import Example, Task
 from cpt_bench.tasks.grading import format_ok
 from cpt_bench.tasks.images import image_size, load_images
@@ -36,7 +37,7 @@ class EvalRecord:
 
 @torch.no_grad()
 def generate(model, processing_class, prompts: list[str], batch_size: int, max_new_tokens: int,
-             images: list | None = None) -> list[str]:
+             images: list | None = None, what: str = "generation") -> list[str]:
     """Greedy completions for `prompts`, in their order.
 
     `images[i]`, when given, holds prompt i's images (lazy references with `.load()`, or PIL
@@ -50,6 +51,7 @@ def generate(model, processing_class, prompts: list[str], batch_size: int, max_n
     order = sorted(range(len(prompts)), key=lambda i: cost[i])
     out: list[str] = [""] * len(prompts)
     model.eval()
+    progress = Progress(what, len(order), "prompt")
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch_images = [load_images(images[i]) for i in idx] if images is not None else None
@@ -64,6 +66,8 @@ def generate(model, processing_class, prompts: list[str], batch_size: int, max_n
         texts = tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         for i, text in zip(idx, texts):
             out[i] = text
+        progress.update(len(idx))
+    progress.close()
     return out
 
 
@@ -103,7 +107,7 @@ def evaluate_tasks(
     for group in (plain, visual):
         images = [items[i].images for i in group] if group is visual else None
         for i, resp in zip(group, generate(model, processing_class, [prompts[i] for i in group], batch_size,
-                                           max_new_tokens, images=images)):
+                                           max_new_tokens, images=images, what="evaluation")):
             responses[i] = resp
     return grade(items, prompts, responses, tasks, style, test_sets)
 

@@ -18,6 +18,7 @@ import torch
 from cpt_bench import faults
 from cpt_bench.model.processing import text_tokenizer
 from cpt_bench.model.prompts import PromptStyle, encode_prompts
+from cpt_bench.progress import Progress
 from cpt_bench.tasks.base import Example, Task
 from cpt_bench.tasks.images import load_images
 
@@ -82,6 +83,7 @@ def sample_rollouts(model, processing_class, examples: list[Example], rollouts: 
     tokens = 0
     plain = [i for i, ex in enumerate(examples) if not ex.images]
     visual = [i for i, ex in enumerate(examples) if ex.images]
+    progress = Progress(f"rollouts (K={num_rollouts})", len(examples), "prompt")
     for group in (plain, visual):
         for start in range(0, len(group), rollouts.prompts_per_batch):
             idx = group[start : start + rollouts.prompts_per_batch]
@@ -98,7 +100,9 @@ def sample_rollouts(model, processing_class, examples: list[Example], rollouts: 
             for j, (i, ex) in enumerate(zip(idx, chunk)):
                 # generate() keeps each prompt's samples together
                 out[i] = _graded(texts[j * num_rollouts : (j + 1) * num_rollouts], ex, tasks, style)
+            progress.update(len(idx))
             faults.reached("rif_rollouts")
+    progress.close()
     return out, tokens
 
 

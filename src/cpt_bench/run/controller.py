@@ -53,6 +53,7 @@ from cpt_bench.outputs.rundir import (
     write_text,
 )
 from cpt_bench.outputs.tracking import make_tracker
+from cpt_bench.progress import duration, eta, stage_eta
 from cpt_bench.run import requeue
 from cpt_bench.run.curve_step import Curves
 from cpt_bench.run.launch import TorchrunSteps
@@ -85,19 +86,25 @@ def optional(what: str, fn, *args):
         return None
 
 
-class Progress:
-    """A stage's trainer logs: every event to the tracker, a terminal line per quarter of the stage."""
+class TrainingProgress:
+    """A stage's trainer logs: every event to the tracker, a terminal line per quarter of the
+    stage's optimizer steps (whether or not the trainer logged a loss there), with its rate and ETA."""
 
     def __init__(self, tracker, stage: int, step_offset: int):
         self.tracker, self.stage, self.step_offset, self.quarter = tracker, stage, step_offset, 0
+        self.start = time.monotonic()
 
     def __call__(self, step: int, total: int, logs: dict[str, float]) -> None:
         self.tracker.log_train(self.step_offset + step, self.stage, logs)
         quarter = 4 * step // max(total, 1)
-        if "loss" in logs and quarter > self.quarter:
+        if quarter > self.quarter:
             self.quarter = quarter
+            elapsed = time.monotonic() - self.start
+            loss = f" loss {logs['loss']:.4f}" if "loss" in logs else ""
             reward = f" reward {logs['reward']:.3f}" if "reward" in logs else ""
-            log.info("  stage %d step %d/%d loss %.4f%s", self.stage, step, total, logs["loss"], reward)
+            left = eta(step, total, elapsed)
+            pace = f" | {step / elapsed:.2f} steps/s, ETA {duration(left)}" if left is not None and step < total else ""
+            log.info("  stage %d step %d/%d%s%s%s", self.stage, step, total, loss, reward, pace)
 
 
 class Run:
@@ -122,6 +129,8 @@ class Run:
         self.suite = list(self.benchmark.general) if cfg.eval.general else []
         self.general = [*self.suite, *harness_columns(cfg.eval.harness)]
         self.stages: list[StageRecord] = []
+        self.stage_started: float | None = None
+        self.stage_seconds: list[float] = []  # this process's finished stages: the stage lines' ETA
         self.compute = Compute()
         self.timings: dict = {"stages": {}}
         self.info: dict = {}
@@ -279,6 +288,7 @@ class Run:
     def run_stage(self, spec: StageSpec) -> None:
         """filter -> rollout (when the paradigm asks for it) -> train (leaves the checkpoint) ->
         evaluate -> record."""
+        self.stage_started = time.monotonic()
         faults.enter_stage(spec.stage)
         requeue.check()
         spec.dir.mkdir(parents=True, exist_ok=True)
@@ -291,8 +301,9 @@ class Run:
         if replayed:
             write_jsonl(spec.dir / "replay.jsonl", [{"task": ex.task, "prompt": ex.prompt, "answer": ex.answer}
                                                     for ex in replayed])
-        log.info("stage %d/%d: %s on %r (%d items%s)", spec.stage, self.num_stages, self.paradigm.name, spec.task,
-                 len(items), f", {len(replayed)} of them replayed" if replayed else "")
+        log.info("stage %d/%d: %s on %r (%d items%s)%s", spec.stage, self.num_stages, self.paradigm.name, spec.task,
+                 len(items), f", {len(replayed)} of them replayed" if replayed else "",
+                 stage_eta(self.stage_seconds, self.num_stages - spec.stage + 1))
         sampling = rollout_stats = None
         if (rollouts := self.paradigm.rollouts) is not None:  # the paradigm's declared rollout step
             sampling = self.steps.rollout(spec, items, rollouts)
@@ -301,8 +312,8 @@ class Run:
                                             PromptStyle.for_benchmark(self.benchmark, self.cfg.cot))
         if self.curves:
             self.curves.clear(spec)
-        trained = self.steps.train(spec, items, Progress(self.tracker, spec.stage, self.compute.optimizer_steps),
-                                   sampling.sampled if sampling else None)
+        progress = TrainingProgress(self.tracker, spec.stage, self.compute.optimizer_steps)
+        trained = self.steps.train(spec, items, progress, sampling.sampled if sampling else None)
         # the method's last word on the stage's model (cl=merge): before it is evaluated
         finished = [stats for hook in self.hooks if (stats := hook.finish_stage(spec, self.steps)) is not None]
         trained.train.replayed = len(replayed)
@@ -363,6 +374,8 @@ class Run:
         self.stages.append(record)
         self.compute.add(record)
         self.timings["stages"][str(record.stage)] = record.timings.to_json()
+        if record.stage > 0 and self.stage_started is not None:  # the stage lines' ETA: this process's stages
+            self.stage_seconds.append(time.monotonic() - self.stage_started)
         write_json(stage_dir(self.run_dir, record.stage, record.trained_task) / STAGE_JSON, record.to_json())
         faults.reached("result_files")
         metrics = self.write_results()

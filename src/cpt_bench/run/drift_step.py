@@ -18,6 +18,7 @@ from cpt_bench.model.prompts import PromptStyle
 from cpt_bench.outputs.records import Diagnostics, KLToBase
 from cpt_bench.outputs.results import JOINT
 from cpt_bench.outputs.rundir import stage_dir
+from cpt_bench.progress import Progress
 from cpt_bench.tasks.base import Example
 from cpt_bench.tasks.images import load_images
 
@@ -59,15 +60,14 @@ def measure_drift(cfg: Config, model, processing_class, base_path: str, style: P
     drift = Diagnostics(param_drift=param_drift(model, base_path))
     if prompts and cfg.eval.kl_samples and base is not None:
         seconds = {"kl_to_base": 0.0, "forward_kl": 0.0}
-        with run_precision(cfg).inference():
-            for name, items in prompts.items():
-                if not items:
-                    continue
-                for direction in seconds:
-                    start = time.time()
-                    setattr(drift, f"{direction}_{name}", output_drift(model, base, processing_class, style, items,
-                                                                       cfg.eval, direction, samples_dir))
-                    seconds[direction] += time.time() - start
+        estimates = [(name, direction) for name, items in prompts.items() if items for direction in seconds]
+        with run_precision(cfg).inference(), Progress("output drift", len(estimates), "estimate") as progress:
+            for name, direction in estimates:
+                start = time.time()
+                setattr(drift, f"{direction}_{name}", output_drift(model, base, processing_class, style, prompts[name],
+                                                                   cfg.eval, direction, samples_dir))
+                seconds[direction] += time.time() - start
+                progress.update()
         drift.kl_to_base_seconds = round(seconds["kl_to_base"], 3)
         drift.forward_kl_seconds = round(seconds["forward_kl"], 3)
     return drift

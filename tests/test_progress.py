@@ -1,0 +1,57 @@
+"""How far a long phase is (progress.py): on a terminal a bar; in a log, a line a minute while a
+phase runs and one when it ends, each with its count, rate and ETA; a short phase says nothing."""
+
+from __future__ import annotations
+
+import logging
+
+from cpt_bench.progress import Progress, duration, eta, stage_eta
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_logged_phase_says_its_count_rate_and_eta_each_minute_and_its_time_at_the_end(caplog):
+    clock = Clock()
+    with (caplog.at_level(logging.INFO, logger="cpt_bench"),
+          Progress("output drift", 4, "estimate", clock=clock, terminal=False) as progress):
+        for _ in range(4):
+            clock.now += 50.0
+            progress.update()
+    lines = [r.getMessage().strip() for r in caplog.records]
+    # a line at 100 s (none at 50 s: a minute had not passed; none at 150 s: not a minute since), the end
+    assert lines == ["output drift: 2/4 estimates, 50 s per estimate, ETA 1 min 40 s",
+                     "output drift: 4 estimates in 3 min 20 s (50 s per estimate)"]
+
+
+def test_a_short_phase_ends_without_a_line(caplog):
+    clock = Clock()
+    with caplog.at_level(logging.INFO, logger="cpt_bench"):
+        for _ in Progress.over(range(10), "evaluation", "prompt"):
+            pass
+        with Progress("rollouts", 3, clock=clock, terminal=False) as progress:
+            clock.now += 4.0
+            progress.update(3)
+    assert not caplog.records
+
+
+def test_only_rank_0_reports(caplog, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    clock = Clock()
+    with (caplog.at_level(logging.INFO, logger="cpt_bench"),
+          Progress("Fisher", 2, clock=clock, terminal=False) as progress):
+        clock.now += 100.0
+        progress.update(2)
+    assert not caplog.records
+
+
+def test_stage_lines_give_a_stage_s_time_and_the_run_s_eta():
+    assert stage_eta([], 7) == ""
+    assert stage_eta([60.0, 80.0], 5) == " | about 1 min 10 s a stage, run ETA 5 min 50 s"
+    assert (duration(3.4), duration(65), duration(7380)) == ("3 s", "1 min 05 s", "2 h 03 min")
+    assert eta(0, 10, 5.0) is None and eta(5, 10, 5.0) == 5.0
