@@ -75,6 +75,13 @@ def plot_curves(summaries: Sequence[VariantSummary], path: Path) -> Path:
 
 
 def plot_pareto(runs: Sequence[RunRecord], path: Path) -> Path:
+    return _save(pareto_figure(runs), path, dpi=110, tight=True)
+
+
+def pareto_figure(runs: Sequence[RunRecord]):
+    """Gain against forgetting and against general change: runs, variant means and each
+    paradigm's frontier (drawn and listed only where it joins two means or more); the legend
+    below the panels, where it hides no point."""
     plt = pyplot()
     colors = _colors([*(r.family for r in runs), *(r.paradigm for r in runs)])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
@@ -89,8 +96,9 @@ def plot_pareto(runs: Sequence[RunRecord], path: Path) -> Path:
             ax.scatter([100 * g for g, _ in means], [100 * y for _, y in means], color=c, s=40,
                        label=f"{paradigm} variant means", zorder=3)
             front = [means[i] for i in pareto_frontier(means, minimize)]
-            ax.plot([100 * g for g, _ in front], [100 * y for _, y in front], color=c, linewidth=1.5,
-                    label=f"{paradigm} frontier")
+            if len(front) > 1:  # a one-point frontier is its variant mean, already drawn
+                ax.plot([100 * g for g, _ in front], [100 * y for _, y in front], color=c, linewidth=1.5,
+                        label=f"{paradigm} frontier")
         joint = [r for r in runs if r.joint and r.metrics.get("gain") is not None and r.metrics.get(key) is not None]
         for r in joint:
             ax.scatter(100 * r.metrics["gain"], 100 * r.metrics[key], marker="x", color=colors[r.paradigm], s=60,
@@ -98,12 +106,12 @@ def plot_pareto(runs: Sequence[RunRecord], path: Path) -> Path:
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))
         if unique:
-            ax.legend(unique.values(), unique.keys(), fontsize=7, loc="best")
+            ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))
         ax.set_xlabel("gain on the trained task (pts)")
         ax.set_ylabel(ylabel)
         ax.set_title(f"gain vs {key.replace('_delta', ' change')}: runs and variant means")
         ax.grid(alpha=0.3)
-    return _save(fig, path, dpi=110)
+    return fig
 
 
 def plot_drift(points: Sequence[StagePoint], path: Path) -> Path:

@@ -89,6 +89,8 @@ def variant_flips(runs: Sequence[RunRecord]) -> tuple[int, list[tuple[float | No
     for group, attr, _ in FLIP_COLUMNS:
         values = [(getattr(f[group], attr), base_model(r.config)) for r, f in have if group in f]
         xs = [v for v, _ in values if v is not None]
-        cells.append((statistics.fmean(xs) if xs else None, statistics.stdev(xs) if len(xs) > 1 else None,
-                      mean_ci([v for v, _ in values], [b for _, b in values]) if xs else None))
+        ci = mean_ci([v for v, _ in values], [b for _, b in values]) if xs else None
+        if ci is not None and attr != "lost_corrected":  # a share; the chance-corrected estimate is not bounded
+            ci = ci.within(0.0, 1.0)
+        cells.append((statistics.fmean(xs) if xs else None, statistics.stdev(xs) if len(xs) > 1 else None, ci))
     return len(have), cells

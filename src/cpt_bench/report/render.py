@@ -27,6 +27,7 @@ from cpt_bench.report.flips import FLIP_COLUMNS, FLIPS_NOTE, variant_flips
 from cpt_bench.report.frontier import MATCHED_POINTS
 from cpt_bench.report.matched import matched_gain_section
 from cpt_bench.report.runs import COMPUTE, RunRecord, Unread, base_model
+from cpt_bench.report.setup import setup_section
 from cpt_bench.report.stats import (
     CONFIDENCE,
     GAIN_SHARE,
@@ -40,7 +41,7 @@ from cpt_bench.report.summary import (
     gain_rule_choices,
     matched_compute,
 )
-from cpt_bench.report.text import count, duration, fmt_ci, pct, pts, relative, table, verdict
+from cpt_bench.report.text import CLIPPED_NOTE, count, duration, fmt_ci, pct, pts, relative, table, verdict
 
 NOTE = ("Mean ± sample std over a variant's runs (its seeds, and base models where they vary), in percent "
         f"(accuracies) or percentage points, then the {100 * CONFIDENCE:.0f} % Student-t confidence interval of "
@@ -48,11 +49,15 @@ NOTE = ("Mean ± sample std over a variant's runs (its seeds, and base models wh
         "over the base models' means (the bracket then says how many). No interval: a single run, or runs "
         "that agree to within float rounding. "
         "`-` = a single run, n/a = undefined (e.g. BWT and forgetting of a joint run). "
-        f"{SIGN_NOTE} Compute columns are means over the same runs.")
+        f"{SIGN_NOTE} Compute columns are means over the same runs. {CLIPPED_NOTE}")
+
+
+ACCURACIES = ("final_avg_acc", "plasticity")  # bounded by [0, 1]: their intervals are cut there
 
 
 def _metric_cell(s: VariantSummary, key: str, signed: bool = True) -> str:
-    return pct(*s.stats[key][:2], signed=signed, ci=s.cis.get(key))
+    ci = s.cis.get(key)
+    return pct(*s.stats[key][:2], signed=signed, ci=ci.within(0.0, 1.0) if ci and key in ACCURACIES else ci)
 
 
 def variant_table(summaries: Sequence[VariantSummary]) -> str:
@@ -151,7 +156,7 @@ def flips_section(summaries: Sequence[VariantSummary]) -> str:
             for s in summaries if (got := variant_flips(s.runs)) for n, cells in [got]]
     if not rows:
         return ""
-    return "\n".join(["## Forgetting item by item", "", FLIPS_NOTE, "",
+    return "\n".join(["## Forgetting item by item", "", f"{FLIPS_NOTE} {CLIPPED_NOTE}", "",
                       table(["variant", "n", *[title for _, _, title in FLIP_COLUMNS]], rows)])
 
 
@@ -173,6 +178,7 @@ def render_markdown(runs: Sequence[RunRecord], summaries: Sequence[VariantSummar
         "# CPT report", "",
         f"{len(runs)} runs read (paths relative to this report's folder when inside it). Unfinished runs "
         "are listed but enter a variant's means only when none of its runs finished.", "",
+        setup_section(runs), "",
         table(["run", "variant", "seed", "status", "stages"], run_rows), "",
         *([unread_section(unread, base), ""] if unread else []),
         "## Results per variant", "",
@@ -259,7 +265,8 @@ def matched_compute_section(runs: Sequence[RunRecord]) -> str:
                     parts.append(f"The {unit} ranges do not overlap (" + "; ".join(
                         f"{p}: {_amount(lo)} to {_amount(hi)}" for p, (lo, hi) in span.items()) + ").")
                     continue
+                shown = {_amount(c): [_amount(c), f"{100 * ya:+.1f}", f"{100 * yb:+.1f}", f"{100 * d:+.1f}"]
+                         for c, ya, yb, d in reversed(rows)}  # amounts equal once rounded: one row, the first
                 parts.append(table([unit, f"{what} ({pa})", f"{what} ({pb})", f"difference ({pa} − {pb})"],
-                                    [[_amount(c), f"{100 * ya:+.1f}", f"{100 * yb:+.1f}", f"{100 * d:+.1f}"]
-                                     for c, ya, yb, d in rows]))
+                                   list(reversed(shown.values()))))
     return "\n".join(parts) if len(parts) > len(head) else ""  # one paradigm: nothing to match, no section

@@ -82,6 +82,8 @@ class RunRecord:
     experiment: str | None = None  # the +experiment preset it was composed with (run.json)
     rollouts: dict[int, RolloutStats] = field(default_factory=dict)  # stage -> a paradigm's rollout step
     unread: list[Unread] = field(default_factory=list)  # its files the report could not read
+    hardware: dict = field(default_factory=dict)  # run.json's: where it ran
+    versions: dict = field(default_factory=dict)  # run.json's: the packages it ran with
 
     def setting(self, dotted: str, default=None):
         """A config value by its dotted key ("paradigm.kl_coef"); `default` where the run has none."""
@@ -193,6 +195,8 @@ def load_run(path: Path) -> RunRecord:
         experiment=info.get("experiment"),
         rollouts={r.stage: r.rollouts for r in stages if r.rollouts},
         unread=unread,
+        hardware=dict(info.get("hardware") or {}),
+        versions=dict(info.get("versions") or {}),
     )
 
 

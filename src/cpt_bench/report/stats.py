@@ -29,6 +29,7 @@ rounding (two runs at 0.075 and 0.07500000000000001), there is none.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import statistics
@@ -56,9 +57,16 @@ class Interval:
     # freedom of its t quantile, and the fewest units (runs of a variant, or base models) behind it
     dof: float | None = None
     per_variant: int | None = None
+    clipped: bool = False  # an end was cut to what the quantity can be (`within`)
 
     def covers(self, value: float = 0.0) -> bool:
         return self.low <= value <= self.high
+
+    def within(self, low: float, high: float) -> Interval:
+        """Cut to what the quantity can be (a share lies in [0, 1]) and marked so: a t-interval of
+        a few shares near 0 reaches below it."""
+        lo, hi = max(self.low, low), min(self.high, high)
+        return self if (lo, hi) == (self.low, self.high) else dataclasses.replace(self, low=lo, high=hi, clipped=True)
 
 
 @functools.lru_cache(maxsize=1024)  # scipy's ppf takes ~1 ms; coverage tests ask for the same few quantiles often

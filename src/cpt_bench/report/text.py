@@ -11,6 +11,10 @@ def pts(value: float, signed: bool = True, digits: int = 1) -> str:
     return f"{100 * value:+.{digits}f}" if signed else f"{100 * value:.{digits}f}"
 
 
+CLIPPED = "†"  # after an interval cut to what its quantity can be (`Interval.within`)
+CLIPPED_NOTE = f"{CLIPPED}: an interval cut to what is possible (a share or an accuracy lies in [0, 100] %)."
+
+
 def fmt_ci(ci: Interval | None, signed: bool = True) -> str:
     """[low, high], with the number of base models when they, not runs, are its unit; with more
     decimals where one would print a narrow interval as [x, x], which reads as certainty."""
@@ -20,7 +24,7 @@ def fmt_ci(ci: Interval | None, signed: bool = True) -> str:
     while digits < 4 and pts(ci.low, signed, digits) == pts(ci.high, signed, digits):
         digits += 1
     unit = f" n = {ci.n} {ci.unit}" if ci.unit != "runs" else ""
-    return f"[{pts(ci.low, signed, digits)}, {pts(ci.high, signed, digits)}]{unit}"
+    return f"[{pts(ci.low, signed, digits)}, {pts(ci.high, signed, digits)}]{CLIPPED if ci.clipped else ''}{unit}"
 
 
 def pct(mean: float | None, std: float | None, signed: bool, ci: Interval | None = None) -> str:
