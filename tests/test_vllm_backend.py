@@ -87,6 +87,7 @@ def test_engine_requests(fake_vllm, monkeypatch):
     llm = FakeLLM.instances[0]
     assert llm.model == "/models/stage-1" and llm.kwargs["tensor_parallel_size"] == 1 and llm.kwargs["seed"] == 3
     assert llm.kwargs["mm_processor_kwargs"] == {"max_pixels": 1003520}  # the bound every other path uses
+    assert llm.kwargs["dtype"] == "auto" and llm.kwargs["enforce_eager"] is True  # a CPU: vLLM's CPU build
     assert llm.rank_seen is None and __import__("os").environ["RANK"] == "1"
     image = Image.new("RGB", (8, 8))
     out = engine.generate(["a", "b"], [[], [image]], num_samples=4, temperature=1.0, max_new_tokens=5)
@@ -96,6 +97,8 @@ def test_engine_requests(fake_vllm, monkeypatch):
     assert params.kwargs == {"n": 4, "temperature": 1.0, "top_p": 1.0, "max_tokens": 5}
     engine.generate(["a"])
     assert llm.calls[1][1].kwargs["temperature"] == 0.0 and llm.calls[1][1].kwargs["n"] == 1  # greedy
+    # greedy samples are one sample repeated (vLLM refuses n > 1 at temperature 0)
+    assert engine.generate(["a"], num_samples=3) == [["7"] * 3] and llm.calls[2][1].kwargs["n"] == 1
 
 
 @pytest.mark.slow

@@ -105,7 +105,8 @@ class RankSteps:
         from cpt_bench.model.vllm_engine import VLLMEngine
 
         pixels = PixelBounds.of(self.cfg.model)
-        return None, load_processing_class(path, pixels), VLLMEngine(path, seed=seed + self.rank, pixels=pixels)
+        engine = VLLMEngine(path, seed=seed + self.rank, pixels=pixels, dtype=str(self.cfg.model.dtype))
+        return None, load_processing_class(path, pixels), engine
 
     def mine(self, n: int) -> list[int]:
         """This rank's share of n items: every world-th, starting at its rank."""
