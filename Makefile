@@ -10,7 +10,7 @@ comma  := ,
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: help install run compare test test-fast test-release lint lock tiny-base reference bench bench-sweep multirun clean \
+.PHONY: help install run compare test test-fast test-release test-vllm lint lock tiny-base reference bench bench-sweep multirun clean \
         study-toy study-smollm2 study-explain study-cl \
         paper-sft paper-rft paper-joint paper-ablations
 
@@ -45,7 +45,7 @@ compare: $(STAMP) ## SFT vs RFT (same seed and order) and their comparison repor
 	$(BIN)/cpt-bench -m paradigm=sft,rft $(ARGS)
 
 # MARKS selects the tiers: make test runs every test but the release checks; CI runs the fast
-# tier first, then MARKS="slow and not release". Tests run on JOBS pytest-xdist workers, a test
+# tier first, then MARKS="slow and not release and not vllm". Tests run on JOBS pytest-xdist workers, a test
 # module per worker at a time (its module fixtures built once), one torch thread each.
 # Each tier has a wall-time budget on these machines (2 cores, Intel or AMD; docs/development.md):
 # a session over its budget by more than 15 % (the fast tier: 50 %) fails in CI (.ci/run sets
@@ -53,11 +53,11 @@ compare: $(STAMP) ## SFT vs RFT (same seed and order) and their comparison repor
 # and CPT_BENCH_BUDGET_SCALE overrides that. The slow tier took
 # 771-935 s on clean clones of the AMD EPYC; its budget leaves room for the slower Intel Xeon
 # (about 1.27x) and still fails a change that adds ten minutes.
-MARKS       ?= not release
+MARKS       ?= not release and not vllm
 JOBS        ?= 2
 BUDGET_FAST ?= 60
 BUDGET_SLOW ?= 1100
-ifeq ($(MARKS),slow and not release)
+ifeq ($(MARKS),slow and not release and not vllm)
 TEST_BUDGET ?= $(BUDGET_SLOW)
 else
 TEST_BUDGET ?= $(shell echo $$(($(BUDGET_FAST) + $(BUDGET_SLOW))))
@@ -69,6 +69,14 @@ test: $(STAMP) ## the whole test suite but the release checks (CPU; about 15 min
 # a one-minute tier varies more than a fifteen-minute one (55-68 s on clean clones of one machine): a 50 % margin
 test-fast: $(STAMP) ## the tests that build no model (under a minute): the edit-test loop
 	$(PYTEST) -m "not slow" --budget $(BUDGET_FAST) --budget-margin 0.5 $(ARGS)
+
+# The vLLM paths against a real engine (tests/test_vllm_real.py): vLLM's CPU build in an environment
+# of its own (.venv-vllm, about 3 GB, built once by benchmarks/vllm_cpu_env.sh); never in make test or CI.
+VLLM_VENV ?= .venv-vllm
+$(VLLM_VENV)/.built: benchmarks/vllm_cpu_env.sh | $(STAMP)
+	bash benchmarks/vllm_cpu_env.sh $(VLLM_VENV) $(BIN) && touch $@
+test-vllm: $(VLLM_VENV)/.built ## the vLLM paths against a real engine (vllm-cpu in .venv-vllm; not in make test)
+	$(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/test_vllm_real.py $(ARGS)
 
 test-release: $(STAMP) ## the release checks: the shipped base rebuilt from its recipe (~2 min)
 	$(BIN)/python -m pytest -q -m release $(ARGS)
