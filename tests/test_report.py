@@ -189,7 +189,12 @@ def test_report_md_means_and_spread(sweep, cli_report):
 
     def cell(mean: float, std: float, signed: bool = True) -> str:
         half, f = t.ppf(0.975, 1) * std / 2 ** 0.5, (lambda v: f"{v:+.1f}" if signed else f"{v:.1f}")
-        return f"{f(mean)} ± {std:.1f} [{f(mean - half)}, {f(mean + half)}]"
+        lo, hi = mean - half, mean + half
+        if signed:
+            return f"{f(mean)} ± {std:.1f} [{f(lo)}, {f(hi)}]"
+        # an accuracy's interval is cut to [0, 100] % and marked † where it reaches beyond
+        cut = (max(lo, 0.0), min(hi, 100.0))
+        return f"{f(mean)} ± {std:.1f} [{f(cut[0])}, {f(cut[1])}]" + "†" * (cut != (lo, hi))
 
     std = 10 / 2 ** 0.5
     assert cells[1:8] == ["2 (+1 unfinished)", cell(35, std, False), cell(45, std), cell(-45, std),

@@ -134,7 +134,7 @@ def test_a_run_s_terminal_holds_no_foreign_noise(rft_cot_rif_run):
     _, res = rft_cot_rif_run
     lines = (res.stdout + res.stderr).splitlines()
     foreign = [x for x in lines if re.search(r"wandb|W&B|DeepSpeed|accelerator|Warning|warn\(", x, re.I)
-               and "[cpt_bench]" not in x]
+               and not re.search(r"\[cpt_bench[.\]]", x)]  # cpt-bench's own loggers may warn
     assert lines and not foreign, foreign
 
 
