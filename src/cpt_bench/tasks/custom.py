@@ -112,11 +112,15 @@ class CustomTask:
 
     def to_example(self, row: Row) -> Example:
         s, f = self.spec, self._fields(row)
-        answer = f[s.answer]
+        answer = f.get(s.answer)
         if answer is None or not str(answer).strip():
-            raise Skip(EMPTY_ANSWER)
+            raise Skip(EMPTY_ANSWER)  # counted against max_skipped_fraction, as a hidden test split's rows
         values = {k: "" if v is None else v for k, v in f.items()}
-        prompt = s.template.format_map({**values, "question": values[s.question]})  # {question}: the declared field
+        try:
+            prompt = s.template.format_map({**values, "question": values[s.question]})  # {question}: the declared one
+        except KeyError as exc:  # a row without a field the others have
+            raise DataError(f"task {self.name!r}: a row has no field {exc.args[0]!r} ({', '.join(sorted(f))}); "
+                            f"fix the data or {self.key}") from None
         meta: dict = {}
         answer = str(answer).strip()
         if s.grader == Grader.choice:
@@ -158,8 +162,8 @@ class CustomTask:
             if missing:
                 raise DataError(f"task {self.name!r}: {split} data {src.describe()} has no field {missing[0]!r}; its "
                                 f"fields: {', '.join(sorted(columns))}; name the right one in {self.key}")
-        drawn = draw(rows, self.to_example, self.limits.get(split), stable_seed("custom", self.name, split, self.seed))
         limit = self.limits.get(split)
+        drawn = draw(rows, self.to_example, limit, stable_seed("custom", self.name, split, self.seed))
         problem = drawn.shortfall(min(self.min_items, limit or self.min_items), self.max_skipped_fraction)
         if problem is not None:
             raise DataError(f"task {self.name!r}: {split} data {src.describe()}: {problem}")
