@@ -109,6 +109,8 @@ def test_colocated_vllm_is_sized_for_the_stages_longest_prompt(tiny_base):
     longest = max(len(tok(format_prompt(tok, ex.prompt), add_special_tokens=False)["input_ids"]) for ex in items)
     assert vllm_model_length(tok, items, style, completion_length=1024) == -(-(longest + 1024) // 256) * 256
     assert vllm_model_length(tok, items, style, completion_length=1024) < 2048  # not the model's whole context
+    # never beyond the model's own context, which vLLM refuses (the tiny model holds 64 positions)
+    assert vllm_model_length(tok, items, style, completion_length=24, limit=64) == 64
     from cpt_bench.config import validate
     from cpt_bench.errors import ConfigError
 

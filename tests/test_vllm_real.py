@@ -137,3 +137,50 @@ def test_a_two_stage_run_through_vllm_gives_hf_s_matrix_and_resumes(tmp_path_fac
     again = run_cli(*RUN, "eval.backend=vllm", f"model.cache_dir={model_cache}", f"hydra.run.dir={vllm_dir}")
     assert again.returncode == 0 and "stage 2 is redone" in again.stdout + again.stderr, again.stderr[-2000:]
     assert read_matrix_csv(vllm_dir / "matrix.csv") == vllm
+
+
+def test_grpo_s_weight_sync_reaches_the_cpu_engine(tiny_base):
+    """GRPO's colocated engine on a CPU takes the policy's weights through vLLM's in-place reload
+    (`sync_by_reload`; TRL's own sync fails on vLLM's CPU layers): after the policy has moved, the
+    engine answers as the moved policy does, item by item."""
+    from types import SimpleNamespace
+
+    from cpt_bench.paradigms.vllm_sync import sync_by_reload
+
+    bench = _benchmark("benchmark.test_size=60")
+    style = PromptStyle.for_benchmark(bench, False)
+    tasks = bench.tasks
+    sets = {n: tasks[n].test() for n in ("max", "shift", "copy")}
+    model, tok = _load(tiny_base)
+    base = evaluate_tasks(model, tok, tasks, sets, style, max_new_tokens=24)
+    torch.manual_seed(0)
+    with torch.no_grad():  # a policy that has moved: every weight nudged by a fifth of its spread
+        for p in model.parameters():
+            p.add_(0.2 * p.std() * torch.randn_like(p))
+    moved = evaluate_tasks(model, tok, tasks, sets, style, max_new_tokens=24)
+    changed = sum(a.response != b.response for n in sets for a, b in zip(base[n], moved[n]))
+    assert changed >= 10, changed  # a test that can tell a synced engine from a stale one
+    engine = VLLMEngine(str(tiny_base), dtype="fp32")
+    try:
+        gen = SimpleNamespace(mode="colocate", llm=engine.llm,
+                              _iter_named_params=lambda: ((n, p.data) for n, p in model.named_parameters()))
+        assert sync_by_reload(SimpleNamespace(vllm_generation=gen))
+        gen.sync_weights()
+        synced = evaluate_tasks(None, tok, tasks, sets, style, max_new_tokens=24, engine=engine)
+    finally:
+        engine.close()
+    _agree(model, tok, moved, synced)
+
+
+def test_a_grpo_stage_rolls_out_through_colocated_vllm_on_a_cpu(tmp_path_factory, model_cache):
+    run_dir, res = cli_run(tmp_path_factory, "grpo-vllm", "paradigm=rft", "paradigm.use_vllm=true",
+                           "launcher=torchrun", "launcher.nproc_per_node=1", "order.tasks=[max]",
+                           "benchmark.train_size=64", "benchmark.test_size=24", "paradigm.max_steps=6",
+                           "model.dtype=fp32", "eval.kl_samples=0", "logger=none", model_cache=model_cache)
+    assert res.returncode == 0, res.stderr[-2000:]
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "finished" and info["backends"]["grpo_rollouts"] == "vllm"
+    stage = json.loads((run_dir / "stages" / "01-max" / "stage.json").read_text())
+    # six optimizer steps, each on 16 prompts x 8 completions the engine generated after a sync
+    assert stage["train"]["optimizer_steps"] == 6 and stage["train"]["generated_tokens"] > 6 * 16 * 8
+    assert 0 < stage["diagnostics"]["reward"] < 1

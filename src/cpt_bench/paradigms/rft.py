@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ from cpt_bench.choices import KLReference, PeftMethod, RewardScaling, RFTEstimat
 from cpt_bench.config import as_schema
 from cpt_bench.errors import ConfigError
 from cpt_bench.model.vision_zero3 import align_vision_tower
+from cpt_bench.model.vllm_engine import CPU_ENV
 from cpt_bench.paradigms.base import (
     ParadigmSpec,
     StageContext,
@@ -43,6 +45,7 @@ from cpt_bench.paradigms.base import (
     save_stage,
 )
 from cpt_bench.paradigms.loss_terms import with_loss_terms
+from cpt_bench.paradigms.vllm_sync import sync_by_reload
 from cpt_bench.tasks.base import Example
 from cpt_bench.tasks.grading import format_ok
 from cpt_bench.tasks.images import load_images
@@ -153,11 +156,12 @@ def partition_note(model) -> str:
 
 
 def vllm_model_length(processing_class, examples: list[Example], style, completion_length: int,
-                      multiple: int = 256) -> int:
+                      multiple: int = 256, limit: int | None = None) -> int:
     """The context colocated vLLM must hold for a stage: its longest prompt in tokens (text and
     image tokens, at the processor's resolution bounds) plus the completion length, rounded up
-    to `multiple`. Without it vLLM sizes its KV cache for the model's whole context (128k tokens
-    for Qwen2.5-VL), which does not fit in a 0.3 share of a GPU beside the policy."""
+    to `multiple`, never beyond the model's own context `limit` (vLLM refuses a longer one).
+    Without it vLLM sizes its KV cache for the model's whole context (128k tokens for
+    Qwen2.5-VL), which does not fit in a 0.3 share of a GPU beside the policy."""
     from cpt_bench.model.processing import image_tokens, text_tokenizer
     from cpt_bench.tasks.images import image_size
 
@@ -168,7 +172,8 @@ def vllm_model_length(processing_class, examples: list[Example], style, completi
         tokens = len(tok(text, add_special_tokens=False)["input_ids"])
         tokens += sum(image_tokens(processing_class, image_size(ref)) for ref in ex.images)
         longest = max(longest, tokens)
-    return -(-(longest + completion_length) // multiple) * multiple
+    length = -(-(longest + completion_length) // multiple) * multiple
+    return min(length, limit) if limit else length
 
 
 def cached_autocast(trainer_cls: type) -> type:
@@ -272,12 +277,16 @@ class RFT:
             funcs, weights = [accuracy, format], [self.cfg.reward_accuracy_weight, self.cfg.reward_format_weight]
         data = self.dataset(processing_class, examples, style)
         model_length = self.cfg.vllm_max_model_length or (
-            vllm_model_length(processing_class, examples, style, self.cfg.max_completion_length)
+            vllm_model_length(processing_class, examples, style, self.cfg.max_completion_length,
+                              limit=getattr(model.config.get_text_config(), "max_position_embeddings", None))
             if self.cfg.use_vllm else None)
         # which weights the KL reference holds: the original base (paper) or this stage's start
         if self.cfg.kl_coef:
             model.config._name_or_path = ctx.base_path if self.cfg.kl_reference == "base" else ctx.start_path
         logs = forward_logs(ctx)
+        if self.cfg.use_vllm and ctx.use_cpu:  # vLLM's CPU build: TRL's colocated engine reads these as it starts
+            for key, value in CPU_ENV.items():
+                os.environ.setdefault(key, value)
         trainer_cls = with_loss_terms(RLOOTrainer if self.cfg.estimator == "rloo" else GRPOTrainer, ctx.loss_terms)
         if ctx.use_cpu and ctx.bf16:
             trainer_cls = cached_autocast(trainer_cls)
@@ -291,6 +300,8 @@ class RFT:
             peft_config=lora_config(ctx),
         )
         prepare_trainer(trainer, ctx)
+        if self.cfg.use_vllm and ctx.use_cpu:
+            sync_by_reload(trainer)
         reference = getattr(getattr(trainer, "ref_model", None), "module", getattr(trainer, "ref_model", None))
         if reference is not None:
             if ctx.align_vision:
