@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from cpt_bench.progress import Progress, duration, eta, stage_eta
+from cpt_bench.progress import Progress, duration, eta, stage_eta, trainer_progress
 
 
 class Clock:
@@ -55,3 +55,20 @@ def test_stage_lines_give_a_stage_s_time_and_the_run_s_eta():
     assert stage_eta([60.0, 80.0], 5) == " | about 1 min 10 s a stage, run ETA 5 min 50 s"
     assert (duration(3.4), duration(65), duration(7380)) == ("3 s", "1 min 05 s", "2 h 03 min")
     assert eta(0, 10, 5.0) is None and eta(5, 10, 5.0) == 5.0
+
+
+def test_a_trainer_outside_a_stage_shows_its_steps(caplog):
+    """The format alignment of a base model (minutes, once) is a phase like the others."""
+    from types import SimpleNamespace
+
+    clock, state = Clock(), SimpleNamespace(max_steps=3)
+    steps = trainer_progress("format alignment", clock=clock, terminal=False)
+    with caplog.at_level(logging.INFO, logger="cpt_bench"):
+        steps.on_train_begin(None, state, None)
+        for _ in range(3):
+            clock.now += 40.0
+            steps.on_step_end(None, state, None)
+        steps.on_train_end(None, state, None)
+    assert [r.getMessage().strip() for r in caplog.records] == [
+        "format alignment: 2/3 steps, 40 s per step, ETA 40 s",
+        "format alignment: 3 steps in 2 min 00 s (40 s per step)"]

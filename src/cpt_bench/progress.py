@@ -96,6 +96,27 @@ class Progress:
         self.close()
 
 
+def trainer_progress(what: str, **options):
+    """A transformers `TrainerCallback` that shows a trainer's optimizer steps as a `Progress`
+    (for a trainer outside a stage, e.g. the format alignment of a base model); `options` go to
+    `Progress`."""
+    from transformers import TrainerCallback
+
+    class Steps(TrainerCallback):
+        progress: Progress | None = None
+
+        def on_train_begin(self, args, state, control, **_):
+            self.progress = Progress(what, state.max_steps, "step", **options)
+
+        def on_step_end(self, args, state, control, **_):
+            self.progress.update()
+
+        def on_train_end(self, args, state, control, **_):
+            self.progress.close()
+
+    return Steps()
+
+
 def stage_eta(seconds: list[float], left: int) -> str:
     """What a stage line adds: a stage's time so far and the run's ETA (the finished stages'
     mean times the stages left, this one included); "" before any stage has finished."""

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from cpt_bench.builtin.cache import cache_root, publish_build
 from cpt_bench.config import FormatAlignment
+from cpt_bench.progress import trainer_progress
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,8 @@ def build_aligned_smollm2(recipe: FormatAlignment, cache_dir: str | Path | None 
                            per_device_train_batch_size=recipe.batch_size, lr_scheduler_type="constant",
                            seed=recipe.seed, data_seed=recipe.seed, use_cpu=not torch.cuda.is_available(),
                            completion_only_loss=True, packing=False, save_strategy="no", report_to=[],
-                           logging_steps=5, disable_tqdm=True))
+                           logging_steps=5, disable_tqdm=True),
+            callbacks=[trainer_progress("format alignment")])
         trainer.remove_callback(PrinterCallback)
         out = trainer.train()
     publish_build(target, trainer.model, tokenizer, {
