@@ -168,6 +168,10 @@ def test_aligned_build_is_cached_and_recorded(aligned):
     build = json.loads((path / "build.json").read_text())
     assert build["recipe"]["items_per_task"] == 2 and build["items"] == 10 and build["optimizer_steps"] == 2
     assert build["base"].startswith("smollm2-135m-instruct-") and build["train_loss"] > 0
+    # bf16 only where this CPU computes it natively (TRL's default bf16 is emulated elsewhere, 17x slower)
+    from cpt_bench.model.loading import resolve_precision
+
+    assert build["precision"] == resolve_precision("auto").describe()
     stamp = (path / "build.json").stat().st_mtime_ns
     assert build_aligned_smollm2(FormatAlignment(**SMALL_ALIGN), cache) == path  # cached, not retrained
     assert (path / "build.json").stat().st_mtime_ns == stamp
