@@ -46,6 +46,7 @@ from cpt_bench.paradigms.base import (
 )
 from cpt_bench.paradigms.loss_terms import with_loss_terms
 from cpt_bench.paradigms.vllm_sync import sync_by_reload
+from cpt_bench.progress import reporting_rank
 from cpt_bench.tasks.base import Example
 from cpt_bench.tasks.grading import format_ok
 from cpt_bench.tasks.images import load_images
@@ -300,8 +301,9 @@ class RFT:
             peft_config=lora_config(ctx),
         )
         prepare_trainer(trainer, ctx)
-        if self.cfg.use_vllm and ctx.use_cpu:
-            sync_by_reload(trainer)
+        if self.cfg.use_vllm and ctx.use_cpu and sync_by_reload(trainer) and reporting_rank():
+            log.warning("GRPO through colocated vLLM on a CPU: correct, but slower than paradigm.use_vllm=false here "
+                        "(engine and trainer share the cores; measured in docs/cluster.md)")
         reference = getattr(getattr(trainer, "ref_model", None), "module", getattr(trainer, "ref_model", None))
         if reference is not None:
             if ctx.align_vision:
