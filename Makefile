@@ -104,9 +104,12 @@ tiny-base: $(STAMP) ## rebuild the shipped embedded base model from its recipe o
 reference: $(STAMP) ## make or regenerate this CPU kind's pinned reference matrices (tests/reference/<kind>/)
 	CPT_BENCH_UPDATE_REFERENCE=1 $(PYTEST) -k pinned_reference $(ARGS)
 
-bench: $(STAMP) ## sequence wall times (SFT, RFT, RIF), RFT's overhead; ARGS=smollm2: the real-LM path, fp32 vs bf16
+bench: $(STAMP) ## sequence wall times (SFT, RFT, RIF), RFT's overhead; ARGS=smollm2: fp32 vs bf16; ARGS=vllm: HF vs vLLM
 ifeq ($(ARGS),smollm2)
 	$(BIN)/python benchmarks/bench_smollm2.py
+else ifeq ($(ARGS),vllm)
+	$(MAKE) $(VLLM_VENV)/.built
+	$(VLLM_VENV)/bin/python benchmarks/bench_vllm.py
 else
 	$(BIN)/python benchmarks/bench_sequence.py $(ARGS)
 	$(BIN)/python benchmarks/bench_rft_overhead.py
