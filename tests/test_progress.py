@@ -72,3 +72,23 @@ def test_a_trainer_outside_a_stage_shows_its_steps(caplog):
     assert [r.getMessage().strip() for r in caplog.records] == [
         "format alignment: 2/3 steps, 40 s per step, ETA 40 s",
         "format alignment: 3 steps in 2 min 00 s (40 s per step)"]
+
+
+def test_a_launched_step_s_progress_reaches_the_controller_s_log_as_it_comes(tmp_path, caplog):
+    """Under torchrun a phase runs in a rank whose output goes to the step's log file: the
+    controller repeats its progress lines, and only those, while the step runs."""
+    from cpt_bench.progress import Relay
+
+    path = tmp_path / "evaluate.log"
+    relay = Relay(path)
+    with caplog.at_level(logging.INFO, logger="cpt_bench"):
+        relay.pump()  # no log yet
+        path.write_text("[rank 0] cpt_bench: evaluate step of stage 1 on rank 0 of 2\n"
+                        "[rank 0] cpt_bench.progress:   evaluation: 512/1000 prompts, 8.5/s, ETA 57 s\n"
+                        "[rank 0] cpt_bench.progress:   evaluation: 1000 prom")  # a line being written
+        relay.pump()
+        assert [r.getMessage() for r in caplog.records] == ["  evaluation: 512/1000 prompts, 8.5/s, ETA 57 s"]
+        with open(path, "a") as f:
+            f.write("pts in 1 min 58 s (8.5/s)\nTraceback (most recent call last):\n")
+        relay.pump()
+    assert [r.getMessage() for r in caplog.records][1:] == ["  evaluation: 1000 prompts in 1 min 58 s (8.5/s)"]

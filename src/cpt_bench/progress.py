@@ -2,9 +2,10 @@
 estimate, the Fisher, merging, training).
 
 On a terminal a tqdm bar on stderr, cleared when the phase ends. Elsewhere (a log file, SLURM's
-output) lines through the `cpt_bench` logger, never a carriage return: one when a phase that took
-`QUIET_S` or more ends, and one a minute while it runs. Only the process that reports shows it:
-under torchrun, rank 0 (`LOCAL_RANK`/`RANK` unset or 0).
+output) lines through the `cpt_bench.progress` logger, never a carriage return: one when a phase
+that took `QUIET_S` or more ends, and one a minute while it runs. Only the process that reports
+shows it: under torchrun, rank 0 (`LOCAL_RANK`/`RANK` unset or 0), whose step log the controller
+reads as it grows and repeats these lines from (`Relay`), so a launched phase is not silent.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import os
 import sys
 import time
 
-log = logging.getLogger("cpt_bench")
+log = logging.getLogger("cpt_bench.progress")
+RELAYED = f"] {log.name}: "  # a launched rank's progress line in its step log (run/worker.py's format)
 
 QUIET_S = 5.0  # a phase shorter than this ends without a line (a toy stage's are)
 LOG_EVERY_S = 60.0  # not on a terminal: a line a minute while a phase runs
@@ -124,3 +126,25 @@ def stage_eta(seconds: list[float], left: int) -> str:
         return ""
     mean = sum(seconds) / len(seconds)
     return f" | about {duration(mean)} a stage, run ETA {duration(mean * left)}"
+
+
+class Relay:
+    """Repeats the progress lines a launched step writes to its log, as they come, in the
+    controller's own log (the step's rank 0 is the one that writes them)."""
+
+    def __init__(self, path):
+        self.path, self.offset, self.partial = path, 0, ""
+
+    def pump(self) -> None:
+        try:
+            with open(self.path, errors="replace") as f:
+                f.seek(self.offset)
+                text = f.read()
+                self.offset = f.tell()
+        except OSError:
+            return
+        lines = (self.partial + text).split("\n")
+        self.partial = lines.pop()  # a line still being written
+        for line in lines:
+            if RELAYED in line:
+                log.info("  %s", line.split(RELAYED, 1)[1].strip())

@@ -39,6 +39,7 @@ from cpt_bench.outputs.records import Diagnostics, HarnessResult
 from cpt_bench.outputs.rundir import read_json, write_jsonl
 from cpt_bench.paradigms.filtering import keep_item, rif_sampling
 from cpt_bench.paradigms.rollouts import Rollouts, Sampled
+from cpt_bench.progress import Relay
 from cpt_bench.run.drift_step import base_samples_dir
 from cpt_bench.run.rollout_step import ROLLOUTS_JSONL, Sampling
 from cpt_bench.run.steps import (
@@ -252,11 +253,14 @@ class TorchrunSteps:
             proc = subprocess.Popen(self.command(step, spec_path), stdout=out, stderr=subprocess.STDOUT,
                                     env=self.child_env(), start_new_session=True,
                                     preexec_fn=_child_setup(os.getpid()))
+            relay = Relay(log_path)
             try:
                 while proc.poll() is None:
                     if poll:
                         poll()
+                    relay.pump()
                     time.sleep(0.5)
+                relay.pump()
             finally:
                 if proc.poll() is None:  # the controller is stopping (an error, a signal): so do its children
                     stop(proc)
