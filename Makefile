@@ -63,7 +63,7 @@ else
 TEST_BUDGET ?= $(shell echo $$(($(BUDGET_FAST) + $(BUDGET_SLOW))))
 endif
 PYTEST = $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile
-test: $(STAMP) ## the whole test suite but the release checks (CPU; about 15 min on 2 cores)
+test: $(STAMP) ## the whole test suite but the release checks (CPU, 2 cores: about 17 min with AVX-512, 25 without)
 	$(PYTEST) -m "$(MARKS)" --budget $(TEST_BUDGET) $(ARGS)
 
 # a one-minute tier varies more than a fifteen-minute one (55-68 s on clean clones of one machine): a 50 % margin
