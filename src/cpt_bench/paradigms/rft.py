@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 
@@ -29,7 +28,6 @@ from cpt_bench.choices import KLReference, PeftMethod, RewardScaling, RFTEstimat
 from cpt_bench.config import as_schema
 from cpt_bench.errors import ConfigError
 from cpt_bench.model.vision_zero3 import align_vision_tower
-from cpt_bench.model.vllm_engine import CPU_ENV
 from cpt_bench.paradigms.base import (
     ParadigmSpec,
     StageContext,
@@ -45,7 +43,7 @@ from cpt_bench.paradigms.base import (
     save_stage,
 )
 from cpt_bench.paradigms.loss_terms import with_loss_terms
-from cpt_bench.paradigms.vllm_sync import sync_by_reload
+from cpt_bench.paradigms.vllm_sync import cpu_engine_settings, sync_by_reload
 from cpt_bench.progress import reporting_rank
 from cpt_bench.tasks.base import Example
 from cpt_bench.tasks.grading import format_ok
@@ -285,9 +283,8 @@ class RFT:
         if self.cfg.kl_coef:
             model.config._name_or_path = ctx.base_path if self.cfg.kl_reference == "base" else ctx.start_path
         logs = forward_logs(ctx)
-        if self.cfg.use_vllm and ctx.use_cpu:  # vLLM's CPU build: TRL's colocated engine reads these as it starts
-            for key, value in CPU_ENV.items():
-                os.environ.setdefault(key, value)
+        if self.cfg.use_vllm and ctx.use_cpu:
+            cpu_engine_settings()
         trainer_cls = with_loss_terms(RLOOTrainer if self.cfg.estimator == "rloo" else GRPOTrainer, ctx.loss_terms)
         if ctx.use_cpu and ctx.bf16:
             trainer_cls = cached_autocast(trainer_cls)

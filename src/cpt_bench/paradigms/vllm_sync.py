@@ -11,6 +11,17 @@ never in the stream) keeps a packed copy of the old embedding, so it is repacked
 
 from __future__ import annotations
 
+import os
+
+from cpt_bench.model.vllm_engine import CPU_ENV
+
+
+def cpu_engine_settings() -> None:
+    """vLLM's CPU settings (`VLLMEngine`'s: in process, a small KV cache), which TRL's colocated
+    engine reads from the environment as it starts; a setting already made is kept."""
+    for key, value in CPU_ENV.items():
+        os.environ.setdefault(key, value)
+
 
 def _reload(worker, weights) -> None:
     """On vLLM's worker: reload, then repack what still computes from a copy of old weights."""
