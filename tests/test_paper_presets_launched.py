@@ -96,6 +96,8 @@ def check_run(run_dir: Path, preset_settings: dict) -> None:
         assert all(weights[k].shape == t.shape for k, t in base.items()), "a ZeRO-3 shard was saved, not the weights"
         log = (folder / "train.log").read_text()
         assert "on rank 0 of 2" in log and "on rank 1 of 2" in log
+        # no compiled kernel for DeepSpeed's inference, no deprecation noise from its collectives
+        assert "shm_comm" not in log and "Please use `torch.distributed" not in log, log[:2000]
         if preset_settings.get("paradigm.kl_coef", 0.0) > 0:
             lines = [x for x in log.splitlines() if "KL reference model" in x]
             assert len(lines) == 2 and all("(50 %)" in x for x in lines), lines  # partitioned, half per rank

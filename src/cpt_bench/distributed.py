@@ -43,6 +43,18 @@ def ensure_process_group_env(env=os.environ) -> bool:
     return True
 
 
+def skip_inference_kernel() -> None:
+    """Keep DeepSpeed from compiling its CPU shared-memory all-reduce kernel when its
+    communication layer starts: g++ for about a minute on 2 cores on a fresh machine, and again
+    whenever another torch build last used the extension cache, for a kernel that only its
+    inference engine's tensor parallelism calls, never training. Call before DeepSpeed starts."""
+    import deepspeed.ops
+
+    compatible = dict(deepspeed.ops.__compatible_ops__)  # the only reader is the kernel's builder
+    compatible["deepspeed_shm_comm"] = False
+    deepspeed.ops.__compatible_ops__ = compatible
+
+
 def zero_stage(cfg) -> int | None:
     """The ZeRO stage of a run's DeepSpeed config (None without DeepSpeed)."""
     config = cfg.deepspeed.config
@@ -96,5 +108,6 @@ def start_rank(env: MutableMapping[str, str] = os.environ, *, own_device: bool =
     if deepspeed and launched(env):
         import deepspeed as ds
 
+        skip_inference_kernel()
         ds.init_distributed(dist_backend=comm_backend(device), auto_mpi_discovery=False)
     return device

@@ -30,7 +30,7 @@ from cpt_bench.builtin import base_model_path
 from cpt_bench.choices import FilterName, KeepCheckpoints, LauncherName, Schedule
 from cpt_bench.config import Config
 from cpt_bench.continual import stage_hooks
-from cpt_bench.distributed import ensure_process_group_env
+from cpt_bench.distributed import ensure_process_group_env, skip_inference_kernel
 from cpt_bench.model.harness import harness_columns
 from cpt_bench.model.loading import run_precision
 from cpt_bench.model.prompts import PromptStyle
@@ -198,9 +198,11 @@ class Run:
         from transformers import set_seed
 
         set_seed(cfg.seed)
-        if cfg.launcher.name == LauncherName.local and cfg.deepspeed.config and ensure_process_group_env():
-            log.info("deepspeed=%s in this process: a one-process group on this machine "
-                     "(launcher=torchrun for more GPUs)", cfg.deepspeed.name)
+        if cfg.launcher.name == LauncherName.local and cfg.deepspeed.config:
+            skip_inference_kernel()
+            if ensure_process_group_env():
+                log.info("deepspeed=%s in this process: a one-process group on this machine "
+                         "(launcher=torchrun for more GPUs)", cfg.deepspeed.name)
         t0 = time.time()
         self.base_path = base_model_path(cfg.model)
         self.timings["base_model_seconds"] = round(time.time() - t0, 3)
