@@ -141,6 +141,42 @@ def test_shipped_studies_load_and_bad_ones_stop_in_one_line(tmp_path):
             load_spec(str(bad))
 
 
+def test_the_first_probe_runs_alone_only_until_its_base_model_is_built(tmp_path, monkeypatch):
+    """The first probe builds the base every run shares (the controller writes run.json once it
+    has): the other probes of its round wait for that, not for the whole probe."""
+    import threading
+    import time
+
+    from cpt_bench.calibrate import driver
+
+    spec = load_spec("smollm2")
+    events: list[str] = []
+    set_up, release = threading.Event(), threading.Event()
+
+    def fake_probe(spec, study, family, lr, recorded=None):
+        events.append(f"start {family}")
+        if len(events) == 1:  # the first probe: builds the base, writes run.json, trains on
+            time.sleep(0.05)
+            run_dir = driver.probe_dir(spec, study, family, lr)
+            run_dir.mkdir(parents=True)
+            (run_dir / "run.json").write_text("{}")
+            set_up.set()
+            assert release.wait(5), "the round's other probes never started while the first ran"
+        elif not release.is_set():
+            assert set_up.is_set()
+            release.set()
+        events.append(f"end {family}")
+        return 0.01 * math.log10(lr / 1e-7)
+
+    monkeypatch.setattr(driver, "run_probe", fake_probe)
+    monkeypatch.setattr(driver, "SET_UP_POLL", 0.01)
+    spec.probes = 2
+    driver.run_search(spec, tmp_path, {f: [] for f in spec.families})
+    first, second = events[0].split()[1], events[1].split()[1]
+    assert events[:3] == [f"start {first}", f"start {second}", f"end {second}"] and first != second
+    assert len(events) == 2 * 2 * len(spec.families)  # every family's two probes ran
+
+
 @pytest.mark.slow  # 6 s of Hydra composition: too much for the fast tier's minute
 def test_every_shipped_family_composes_into_a_valid_config():
     from cpt_bench.calibrate.spec import check_composes

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from cpt_bench.calibrate.record import CalibrationRecord, FamilyRecord, SeedsAt, read_record
@@ -33,6 +33,7 @@ log = logging.getLogger("cpt_bench.calibrate")
 
 PROBES = "calibration"  # the probes' folder in the study folder (cpt-bench-report skips it)
 CLI = [sys.executable, "-m", "cpt_bench.cli"]
+SET_UP_POLL = 2.0  # seconds between looks at whether the first probe has built the base model
 
 
 class ProbeFailed(RuntimeError):
@@ -76,12 +77,23 @@ def recorded_probes(study: Path) -> dict[tuple[str, float], float]:
             for f in (rec or {}).get("families", []) for p in f.get("probes", [])}
 
 
+def probe_dir(spec: StudySpec, study: Path, family: str, lr: float) -> Path:
+    return study / PROBES / family_folder(spec, family) / f"lr={lr:g}"
+
+
+def wait_set_up(run: Future, run_dir: Path) -> None:
+    """Until the run has written run.json (the controller does once its base model is built and
+    cached) or has ended: a run started before that would build the same base again."""
+    while not run.done() and not (run_dir / "run.json").exists():
+        time.sleep(SET_UP_POLL)
+
+
 def run_probe(spec: StudySpec, study: Path, family: str, lr: float,
               recorded: dict[tuple[str, float], float] | None = None) -> float:
     """The probe's gain: read back if its run finished (or, its run gone, from the record of an
     earlier search: `recorded`), else run (or resume) it."""
     folder = family_folder(spec, family)
-    run_dir = study / PROBES / folder / f"lr={lr:g}"
+    run_dir = probe_dir(spec, study, family, lr)
     gain = finished_gain(run_dir)
     if gain is None and (folder, lr) in (recorded or {}) and not run_dir.exists():
         gain = recorded[(folder, lr)]
@@ -114,15 +126,16 @@ def run_search(spec: StudySpec, study: Path, done: dict[str, list[Probe]],
         return run_probe(spec, study, *item, recorded=recorded)
 
     while (plan := plan_round(done, searches, spec.target_gains(), spec.num_targets)).probes:
-        items = list(plan.probes.items())
-        gains = {}
-        if not any(done.values()):  # the very first probe alone: it builds what every run shares (a base model)
-            gains[items[0][0]] = probe(items[0])
+        first = not any(done.values())
         with ThreadPoolExecutor(max_workers=spec.jobs) as pool:
-            rest = [item for item in items if item[0] not in gains]
-            gains.update(zip((f for f, _ in rest), pool.map(probe, rest)))
+            runs = {}
+            for family, lr in plan.probes.items():
+                runs[family] = pool.submit(probe, (family, lr))
+                if first:  # the very first probe alone until it has built what every run shares (a base model)
+                    wait_set_up(runs[family], probe_dir(spec, study, family, lr))
+                    first = False
         for family, lr in plan.probes.items():
-            done[family].append(Probe(lr, gains[family]))
+            done[family].append(Probe(lr, runs[family].result()))
         after_round(plan)
     return plan
 
