@@ -108,6 +108,26 @@ def test_study_preset_composes_both_paradigms_sized_for_two_cores():
         plan(cfg)
 
 
+def test_the_forgetting_preset_is_the_setting_its_shipped_runs_were_made_with():
+    """+experiment=smollm2_forget is the study's setting with SFT at 4e-5; every run recorded in
+    docs/study/smollm2-forget/<paradigm>_lr<rate>/ ran exactly its config at that paradigm and
+    rate (some by the long command: +experiment=smollm2_study paradigm=... learning_rate=...)."""
+    from pathlib import Path
+
+    from cpt_bench.run.resume import comparable
+
+    assert compose_config("+experiment=smollm2_forget").paradigm.learning_rate == 4e-5
+    runs = sorted((Path(__file__).parents[1] / "docs/study/smollm2-forget").glob("*_lr*/seed*/run.json"))
+    assert len(runs) >= 6
+    for run in runs:
+        paradigm, rate = run.parents[1].name.split("_lr")
+        info = json.loads(run.read_text())
+        cfg = compose_config("+experiment=smollm2_forget", f"paradigm={paradigm}_smollm2",
+                             f"paradigm.learning_rate={rate}", f"seed={info['seed']}", "logger=none")
+        assert info["config"] == comparable(cfg) and info["status"] == "finished", run
+    assert compose_config("+experiment=smollm2_forget", hydra=True).hydra.sweeper.params["seed"] == "0,1,2"
+
+
 def chat_tokenizer():
     """The shipped tiny tokenizer with a minimal chat template: prompts render as chat turns."""
     from pathlib import Path
