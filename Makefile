@@ -135,7 +135,7 @@ study-toy: $(STAMP) ## toy: pareto over 3 base models x 3 seeds, both paradigms,
 # probe and run is read back. SET overrides the study's fields (SET="probes=4 seeds=[0,1]");
 # ARGS go to every cpt-bench run.
 CALIBRATE = $(BIN)/cpt-bench-calibrate $(1) --out $(STUDY)/$(1) $(if $(SET),--set $(SET)) -- $(ARGS)
-study-smollm2: $(STAMP) ## real LM: SFT vs GRPO (with and without KL) on format-aligned SmolLM2-135M, calibrated, 3 seeds
+study-smollm2: $(STAMP) ## real LM: SFT vs GRPO on format-aligned SmolLM2-135M up to where SFT forgets, calibrated, 3 seeds
 	$(call CALIBRATE,smollm2)
 
 # Why does RL forget less (+experiment=explain): SFT, GRPO with and without KL, self-SFT,
