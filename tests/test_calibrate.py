@@ -177,6 +177,49 @@ def test_the_first_probe_runs_alone_only_until_its_base_model_is_built(tmp_path,
     assert len(events) == 2 * 2 * len(spec.families)  # every family's two probes ran
 
 
+def test_with_given_targets_a_fast_family_probes_on_while_a_slow_one_runs(tmp_path, monkeypatch):
+    """Given targets, each family's search depends on its own probes only: a family whose probes
+    are quick takes every slot it frees (round by round it would wait for the slow family's
+    probe each time), and each family probes the same rates in the same order as round by round."""
+    import threading
+
+    from cpt_bench.calibrate import driver
+
+    def gain(family: str, lr: float) -> float:
+        return (0.08 if family == "sft" else 0.05) * math.log10(lr / 1e-7)
+
+    def searched(jobs: int, folder, blocking: bool) -> tuple[dict[str, list], list[str]]:
+        spec = load_spec("smollm2")
+        spec.targets, spec.probes, spec.jobs = [14.0, 16.0, 18.0], 4, jobs
+        fast_done, order = threading.Event(), []
+
+        def fake_probe(spec, study, family, lr, recorded=None):
+            run_dir = driver.probe_dir(spec, study, family, lr)
+            run_dir.mkdir(parents=True)
+            (run_dir / "run.json").write_text("{}")  # the base is built
+            if blocking and family == "rft":
+                assert fast_done.wait(5), "the quick family waited for the slow family's probe"
+            order.append(family)
+            if blocking and order.count("sft") == len(rates["sft"]):
+                fast_done.set()
+            return gain(family, lr)
+
+        monkeypatch.setattr(driver, "run_probe", fake_probe)
+        monkeypatch.setattr(driver, "SET_UP_POLL", 0.01)
+        done = {f: [] for f in spec.families}
+        plan = driver.run_search(spec, folder, done)
+        assert plan.targets == (0.14, 0.16, 0.18) and not plan.probes
+        return done, order
+
+    rates: dict[str, list] = {"sft": [None] * 99}
+    by_rounds, _ = searched(1, tmp_path / "rounds", blocking=False)  # one job: round by round
+    rates = {f: [p.lr for p in probes] for f, probes in by_rounds.items()}
+    assert len(rates["sft"]) >= 2 and len(rates["rft"]) >= 2
+    apart, order = searched(2, tmp_path / "apart", blocking=True)
+    assert {f: [p.lr for p in probes] for f, probes in apart.items()} == rates
+    assert order[:len(rates["sft"])] == ["sft"] * len(rates["sft"])  # every sft probe before rft's first ended
+
+
 @pytest.mark.slow  # 6 s of Hydra composition: too much for the fast tier's minute
 def test_every_shipped_family_composes_into_a_valid_config():
     from cpt_bench.calibrate.spec import check_composes

@@ -20,11 +20,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from cpt_bench.calibrate.record import CalibrationRecord, FamilyRecord, SeedsAt, read_record
-from cpt_bench.calibrate.search import Probe, Round, place, plan_round
+from cpt_bench.calibrate.search import Probe, Round, Search, next_probe, place, plan_round
 from cpt_bench.calibrate.spec import LR_KEY, StudySpec
 from cpt_bench.errors import ConfigError
 from cpt_bench.outputs.rundir import read_json
@@ -125,6 +125,8 @@ def run_search(spec: StudySpec, study: Path, done: dict[str, list[Probe]],
     def probe(item: tuple[str, float]) -> float:
         return run_probe(spec, study, *item, recorded=recorded)
 
+    if (targets := spec.target_gains()) is not None and spec.jobs > 1:
+        return search_apart(spec, study, done, searches, targets, probe, after_round)
     while (plan := plan_round(done, searches, spec.target_gains(), spec.num_targets)).probes:
         first = not any(done.values())
         with ThreadPoolExecutor(max_workers=spec.jobs) as pool:
@@ -138,6 +140,42 @@ def run_search(spec: StudySpec, study: Path, done: dict[str, list[Probe]],
             done[family].append(Probe(lr, runs[family].result()))
         after_round(plan)
     return plan
+
+
+def search_apart(spec: StudySpec, study: Path, done: dict[str, list[Probe]], searches: dict[str, Search],
+                 targets: list[float], probe: Callable[[tuple[str, float]], float],
+                 after_round: Callable[[Round], None]) -> Round:
+    """The search with given targets: a family's next probe then depends on its own probes only
+    (`next_probe`), so each family goes on at its own pace and a slot that a fast family's probe
+    frees goes to that family's next probe instead of idling until the round's slowest probe ends.
+    Each family probes the same rates, in the same order, as round by round."""
+    fixed = tuple(targets)
+    with ThreadPoolExecutor(max_workers=spec.jobs) as pool:
+        running: dict[Future, tuple[str, float]] = {}
+
+        def submit(family: str) -> None:
+            if (lr := next_probe(done[family], targets, searches[family])) is None:
+                return
+            first = not any(done.values()) and not running
+            running[pool.submit(probe, (family, lr))] = (family, lr)
+            if first:  # the very first probe alone until it has built what every run shares (a base model)
+                wait_set_up(next(iter(running)), probe_dir(spec, study, family, lr))
+
+        for family in searches:
+            submit(family)
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                family, lr = running.pop(future)
+                try:
+                    done[family].append(Probe(lr, future.result()))
+                except ProbeFailed:
+                    for other in running:  # no new probe starts; the running ones end and are kept
+                        other.cancel()
+                    raise
+                after_round(Round({family: lr}, fixed))
+                submit(family)
+    return Round({}, fixed)
 
 
 def record(spec: StudySpec, name: str, done: dict[str, list[Probe]], plan: Round) -> CalibrationRecord:
