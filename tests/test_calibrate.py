@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,6 +219,27 @@ def test_with_given_targets_a_fast_family_probes_on_while_a_slow_one_runs(tmp_pa
     apart, order = searched(2, tmp_path / "apart", blocking=True)
     assert {f: [p.lr for p in probes] for f, probes in apart.items()} == rates
     assert order[:len(rates["sft"])] == ["sft"] * len(rates["sft"])  # every sft probe before rft's first ended
+
+
+def test_the_committed_smollm2_search_is_the_shipped_studys_and_resumes_from_it(tmp_path, monkeypatch):
+    """docs/study/smollm2-calibrated holds the search's pieces run so far: its probe folders carry
+    the shipped study's family hashes (a changed spec would never read them back), and a fresh
+    clone's copy of it gives every recorded probe's gain back without running one."""
+    import shutil
+
+    from cpt_bench.calibrate import driver
+
+    record = Path(__file__).parents[1] / "docs/study/smollm2-calibrated"
+    spec = load_spec("smollm2")
+    rec = json.loads((record / "calibration.json").read_text())
+    assert {Path(f["probes_folder"]).name for f in rec["families"]} == \
+        {driver.family_folder(spec, f) for f in spec.families}
+    study = tmp_path / "smollm2"
+    shutil.copytree(record, study)
+    monkeypatch.setattr(driver.subprocess, "call", lambda *a, **k: pytest.fail(f"a recorded probe ran again: {a}"))
+    for fam in rec["families"]:
+        for probe in fam["probes"]:
+            assert driver.run_probe(spec, study, fam["name"], probe["lr"]) == probe["gain"]
 
 
 @pytest.mark.slow  # 6 s of Hydra composition: too much for the fast tier's minute
