@@ -189,7 +189,8 @@ def test_with_given_targets_a_fast_family_probes_on_while_a_slow_one_runs(tmp_pa
     def gain(family: str, lr: float) -> float:
         return (0.08 if family == "sft" else 0.05) * math.log10(lr / 1e-7)
 
-    def searched(jobs: int, folder, blocking: bool) -> tuple[dict[str, list], list[str]]:
+    def searched(jobs: int, folder, sft_probes: int | None = None) -> tuple[dict[str, list], list[str]]:
+        """`sft_probes` given: rft's probes block until sft has run that many."""
         spec = load_spec("smollm2")
         spec.targets, spec.probes, spec.jobs = [14.0, 16.0, 18.0], 4, jobs
         fast_done, order = threading.Event(), []
@@ -198,10 +199,10 @@ def test_with_given_targets_a_fast_family_probes_on_while_a_slow_one_runs(tmp_pa
             run_dir = driver.probe_dir(spec, study, family, lr)
             run_dir.mkdir(parents=True)
             (run_dir / "run.json").write_text("{}")  # the base is built
-            if blocking and family == "rft":
+            if sft_probes is not None and family == "rft":
                 assert fast_done.wait(5), "the quick family waited for the slow family's probe"
             order.append(family)
-            if blocking and order.count("sft") == len(rates["sft"]):
+            if order.count("sft") == sft_probes:
                 fast_done.set()
             return gain(family, lr)
 
@@ -212,11 +213,10 @@ def test_with_given_targets_a_fast_family_probes_on_while_a_slow_one_runs(tmp_pa
         assert plan.targets == (0.14, 0.16, 0.18) and not plan.probes
         return done, order
 
-    rates: dict[str, list] = {"sft": [None] * 99}
-    by_rounds, _ = searched(1, tmp_path / "rounds", blocking=False)  # one job: round by round
+    by_rounds, _ = searched(1, tmp_path / "rounds")  # one job: round by round
     rates = {f: [p.lr for p in probes] for f, probes in by_rounds.items()}
     assert len(rates["sft"]) >= 2 and len(rates["rft"]) >= 2
-    apart, order = searched(2, tmp_path / "apart", blocking=True)
+    apart, order = searched(2, tmp_path / "apart", sft_probes=len(rates["sft"]))
     assert {f: [p.lr for p in probes] for f, probes in apart.items()} == rates
     assert order[:len(rates["sft"])] == ["sft"] * len(rates["sft"])  # every sft probe before rft's first ended
 
