@@ -30,6 +30,8 @@ def commands(text: str) -> list[str]:
 
 
 DOCUMENTED = sorted({(page.name, c) for page in PAGES for c in commands(page.read_text())})
+# each distinct command once, with the pages that show it (a command shown twice composes once)
+PAGES_OF = {c: sorted({p for p, d in DOCUMENTED if d == c}) for _, c in DOCUMENTED}
 
 
 def test_the_pages_hold_commands():
@@ -48,8 +50,9 @@ def variants(args: list[str]) -> list[list[str]]:
             for i in range(count)]
 
 
-@pytest.mark.parametrize("page,command", DOCUMENTED, ids=[f"{p}: {c}" for p, c in DOCUMENTED])
-def test_a_documented_command_composes(page, command):
+@pytest.mark.parametrize("pages,command", [(p, c) for c, p in sorted(PAGES_OF.items())],
+                         ids=[f"{', '.join(p)}: {c}" for c, p in sorted(PAGES_OF.items())])
+def test_a_documented_command_composes(pages, command):
     from hydra import compose, initialize_config_module
 
     from cpt_bench.configstore import register_configs
@@ -59,4 +62,4 @@ def test_a_documented_command_composes(page, command):
     for overrides in variants(args):
         with initialize_config_module(config_module="cpt_bench.conf", version_base="1.3"):
             cfg = compose("config", overrides=overrides, return_hydra_config=True)
-        assert cfg.paradigm.name and cfg.benchmark.name, (page, command)
+        assert cfg.paradigm.name and cfg.benchmark.name, (pages, command)
