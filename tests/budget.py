@@ -1,5 +1,5 @@
 """The test budget: `pytest --budget SECONDS` judges the session's wall time against the budget
-plus a noise margin, so a change that makes CI ten minutes slower fails the day it lands. The
+plus a noise margin, so a change that makes CI a third slower fails the day it lands. The
 Makefile gives each tier its budget, measured on the reference machine (an AMD EPYC with AVX-512,
 2 cores). The verdict fails the session only where `CPT_BENCH_BUDGET_ENFORCE=1` asks it to
 (`.ci/run` sets it): elsewhere an over-budget session warns, so a user whose tests all pass sees a
@@ -20,7 +20,10 @@ import pytest
 SCALE_ENV = "CPT_BENCH_BUDGET_SCALE"
 ENFORCE_ENV = "CPT_BENCH_BUDGET_ENFORCE"
 NO_AVX512_SCALE = 1.5  # the AMD EPYC without AVX-512 against the reference EPYC with it (2026-12-07)
-DEFAULT_MARGIN = 0.15  # run-to-run noise of a whole tier on these machines is a few per cent
+# One host of a kind ran whole tiers up to 1.4x slower on some days than on others (the Intel Xeon's
+# fast tier 79 s and 98 s, 2026-12-07/08; the AMD EPYC's long tests 20-40 %): a failure must mean
+# the code got slower, not the host, so only more than that fails
+DEFAULT_MARGIN = 0.4
 
 
 @dataclass(frozen=True)
