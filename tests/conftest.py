@@ -2,7 +2,8 @@
 helpers the test modules import (`from conftest import ...`): config composition, the CLI.
 
 `make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadfile`: a module's
-tests, and so its module fixtures, stay on one worker). Each worker, and every process it
+tests, and so its module fixtures, stay on one worker; `make test-fast`, whose fixtures are cheap,
+spreads its tests one by one). Each worker, and every process it
 starts, runs torch on one thread: two single-threaded processes use 2 cores better than one
 process with two threads on models this small. A session fixture that trains or converts a
 model is built once for the whole session, by whichever worker asks first (`once_per_session`),

@@ -74,6 +74,7 @@ def test_sbatch_script_of_the_paper_sft_preset(tmp_path):
     assert not list(tmp_path.iterdir())  # rendered, nothing written or submitted
 
 
+@pytest.mark.slow  # over a second of CPU: the fast tier stays the one-minute loop
 def test_sbatch_sweeps_become_one_array(tmp_path):
     script, jobs, submissions = slurm.sbatch(["-m", "+experiment=paper_rft_no_kl,paper_rft_no_cot,paper_rif_rft",
                                  "hydra/launcher=slurm", "hydra.launcher.timeout_min=60",

@@ -130,6 +130,7 @@ def test_a_linear_merge_at_alpha_0_or_1_gives_either_side_exactly():
     torch.testing.assert_close(half, ((prev.float() + stage.float()) / 2).to(torch.bfloat16))
 
 
+@pytest.mark.slow  # over a second of CPU: the fast tier stays the one-minute loop
 def test_the_task_vector_rules_are_peft_s_on_vectors_from_the_previous_model_or_the_base():
     torch.manual_seed(1)
     base, prev, stage = torch.randn(200), torch.randn(200), torch.randn(200)

@@ -107,6 +107,7 @@ def test_the_lock_is_held_and_released(tmp_path):
         pass
 
 
+@pytest.mark.slow  # over a second of CPU: the fast tier stays the one-minute loop
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
 def test_a_child_is_signalled_when_its_parent_dies(tmp_path):
     """die_with_parent in a grandchild whose parent is SIGKILLed: the kernel sends it SIGTERM."""

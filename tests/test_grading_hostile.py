@@ -111,13 +111,19 @@ def check_all(response: str) -> None:
         assert timed(task.grade, response, ex) in (0.0, 1.0)
 
 
+# the strings that pass the screen and hang sympy (a timeout and a fresh worker each): over a second
+SLOW_HOSTILE = {"99999999!", "(9!)!"}
+
+
 @pytest.mark.usefixtures("hostile_sympy_limit")
-@pytest.mark.parametrize("response", HOSTILE, ids=lambda s: repr(s[:24]))
+@pytest.mark.parametrize("response", [pytest.param(h, marks=pytest.mark.slow) if h in SLOW_HOSTILE else h
+                                      for h in HOSTILE], ids=lambda s: repr(s[:24]))
 def test_every_grader_on_each_hostile_string(response):
     check_all(response)
     check_all(wrapped(response))
 
 
+@pytest.mark.slow  # over a second of CPU: the fast tier stays the one-minute loop
 @pytest.mark.usefixtures("hostile_sympy_limit")
 @SETTINGS
 @given(responses)
@@ -152,6 +158,7 @@ def test_screen_passes_real_answers(expr):
     assert safe_math.sympy_screen(expr) and safe_math.safe_tokens(f"(1)-({expr})")
 
 
+@pytest.mark.slow  # over a second of CPU: the fast tier stays the one-minute loop
 def test_timeout_scores_zero_warns_once_and_the_worker_recovers(caplog):
     before = safe_math.WORKER.timeouts
     with caplog.at_level(logging.DEBUG, logger="cpt_bench.tasks.safe_math"):

@@ -228,6 +228,7 @@ def test_easyr1_parquet(tmp_path):
     assert b.tasks["geometry3k"].grade("1/2", items[0]) == 1.0 and b.tasks["geometry3k"].grade("0.6", items[0]) == 0.0
 
 
+@pytest.mark.slow  # over a second of CPU: the fast tier stays the one-minute loop
 def test_max_train_and_max_test_draw_a_seeded_subset_in_source_order(tmp_path):
     def prompts(*o):
         return [ex.prompt for ex in benchmark(*o).tasks["geometry3k"].train()]

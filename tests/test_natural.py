@@ -108,6 +108,7 @@ def test_study_preset_composes_both_paradigms_sized_for_two_cores():
         plan(cfg)
 
 
+@pytest.mark.slow  # over a second of CPU: the fast tier stays the one-minute loop
 def test_the_forgetting_preset_is_the_setting_its_shipped_runs_were_made_with():
     """+experiment=smollm2_forget is the study's setting with SFT at 4e-5; every run recorded in
     docs/study/smollm2-forget/<paradigm>_lr<rate>/ ran exactly its config at that paradigm and
@@ -142,6 +143,7 @@ def chat_tokenizer():
     return tok
 
 
+@pytest.mark.slow  # over a second of CPU: the fast tier stays the one-minute loop
 def test_alignment_rows_render_like_sft_and_evaluation():
     from cpt_bench.builtin.aligned import aligned_key, alignment_rows
     from cpt_bench.config import FormatAlignment

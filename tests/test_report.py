@@ -296,6 +296,7 @@ def test_frontiers_apart_still_compare_the_variants_nearest_in_gain(tmp_path):
 # --- CLI and callback ------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over a second of CPU: the fast tier stays the one-minute loop
 def test_cli_writes_every_file_into_out(sweep, tmp_path):
     out = tmp_path / "out"
     assert main([str(sweep / "0"), str(sweep / "4"), "--out", str(out)]) == 0
@@ -304,6 +305,7 @@ def test_cli_writes_every_file_into_out(sweep, tmp_path):
     assert set(read_csv(out / "report.csv")) == {str(sweep / "0"), str(sweep / "4")}  # outside OUT: absolute
 
 
+@pytest.mark.slow  # over a second of CPU: the fast tier stays the one-minute loop
 def test_a_report_csv_re_reports_the_same_statistics_without_the_run_directories(sweep, tmp_path):
     """A study whose run directories are gone is re-analysed from its report.csv: the same
     per-variant table and matched-gain comparison, only the matrix figures are missing."""
@@ -349,6 +351,7 @@ def test_cli_several_dirs_need_out(sweep):
     assert res.returncode == 2 and res.stderr.strip().count("\n") == 0
 
 
+@pytest.mark.slow  # over a second of CPU: the fast tier stays the one-minute loop
 def test_callback_writes_into_the_sweep_dir_and_never_raises(tmp_path, caplog, capsys):
     write_run(tmp_path / "sweep" / "0", config(), metrics=metrics(0.3, 0.4, 0.6, -0.3))
     ReportCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}}))
@@ -384,6 +387,7 @@ def test_stage_points_take_each_stages_metrics_and_drift():
     assert points[0].predictors == {"kl_to_base_task": 1.0, "param_drift": 2.0}
 
 
+@pytest.mark.slow  # over a second of CPU: the fast tier stays the one-minute loop
 def test_a_perfect_linear_relation_fits_with_r2_one_and_the_report_shows_it(tmp_path):
     from cpt_bench.report import write_report
     from cpt_bench.report.drift import correlations, fit, stage_points
@@ -496,6 +500,7 @@ def test_matched_compute_interpolates_each_paradigm_over_the_common_budget():
     assert matched_compute([(1.0, 0.1)], [(5.0, 0.1), (9.0, 0.2)]) == []  # no common budget
 
 
+@pytest.mark.slow  # over a second of CPU: the fast tier stays the one-minute loop
 def test_the_report_compares_paradigms_at_equal_compute(tmp_path):
     from cpt_bench.outputs.records import Compute
     from cpt_bench.report import write_report

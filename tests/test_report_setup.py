@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from matplotlib.lines import Line2D
 from test_report import SFT_COMPUTE, config, metrics, write_run
 
@@ -33,6 +34,7 @@ def _sweep(tmp_path):
     return report.load_runs([tmp_path])
 
 
+@pytest.mark.slow  # over a second of CPU: the fast tier stays the one-minute loop
 def test_a_report_opens_with_what_was_run(tmp_path):
     runs = _sweep(tmp_path)
     out = tmp_path / "out"

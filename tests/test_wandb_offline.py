@@ -14,6 +14,7 @@ from wandb_offline import find_offline_runs, iter_records, read_offline_run
 BIG = 80 * 1024  # one record larger than two 32 KiB blocks (FIRST/MIDDLE/LAST chunks)
 
 
+@pytest.mark.slow  # over a second of CPU: the fast tier stays the one-minute loop
 def test_offline_run_round_trip(tmp_path, monkeypatch):
     wandb_home = tmp_path / "wandb_home"  # keep artifact staging / cache out of ~
     for var, value in {
