@@ -56,7 +56,7 @@ compare: $(STAMP) ## SFT vs RFT (same seed and order) and their comparison repor
 # a session over its budget by more than 40 % (the fast tier: 100 %), more than a slow day of one
 # host adds, fails in CI (.ci/run sets CPT_BENCH_BUDGET_ENFORCE=1) and warns elsewhere; a CPU
 # without AVX-512 scales every budget by 1.5 and CPT_BENCH_BUDGET_SCALE overrides that. The slow
-# tier took 995-1,017 s on clean clones of the Intel Xeon with AVX-512 (2026-12-07).
+# tier took 961-1,017 s on clean clones of the Intel Xeon with AVX-512 (2026-12-07/08).
 MARKS       ?= not release and not vllm
 JOBS        ?= 2
 BUDGET_FAST ?= 60
